@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The project's single install path (README, CI, Docker images): creates .venv at the project root
+# and installs the pinned stack. A second run with unchanged requirements only checks a stamp.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="$root/.venv"
+python="${PYTHON:-python3}"
+
+stamp_inputs=(requirements/base.txt requirements/nodeps.txt pyproject.toml scripts/bootstrap.sh)
+wanted="$(cat "${stamp_inputs[@]}" | sha256sum | cut -d' ' -f1)"
+stamp="$venv/.mlip-autopipec-installed"
+
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$wanted" && -x "$venv/bin/python" ]]; then
+  echo "bootstrap: .venv is up to date"
+  exit 0
+fi
+
+echo "bootstrap: installing into $venv (first run takes several minutes)"
+[[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+"${pip[@]}" install -q --upgrade pip wheel setuptools
+"${pip[@]}" install -r requirements/base.txt
+# tensorpotential's metadata drags in CUDA wheels; its real needs are in base.txt.
+"${pip[@]}" install --no-deps -r requirements/nodeps.txt
+"${pip[@]}" install --no-deps --no-build-isolation -e .
+echo "$wanted" > "$stamp"
+echo "bootstrap: done"
