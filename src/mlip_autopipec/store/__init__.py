@@ -1,0 +1,14 @@
+"""The structure store (ase.db) and the canonical fingerprints that keep it free of duplicates."""
+
+from mlip_autopipec.store.fingerprint import fingerprint
+from mlip_autopipec.store.structure_store import (
+    AddOutcome,
+    NewStructure,
+    Status,
+    StatusError,
+    StoredStructure,
+    StructureStore,
+)
+
+__all__ = ["AddOutcome", "NewStructure", "Status", "StatusError", "StoredStructure",
+           "StructureStore", "fingerprint"]

@@ -1,0 +1,290 @@
+"""The structure store: every structure of a campaign, its labels and its provenance, in ase.db.
+
+A SQLite file in the campaign directory by default; a ``postgresql://`` URL goes through the
+same code (ase.db's PostgreSQL backend). Each row holds the structure, its labels as ASE
+calculator results (energy, forces, stress) and key-value provenance:
+
+    status        pending -> running -> completed | failed   (failed -> pending on retry)
+    campaign      campaign name
+    generation    active-learning generation that produced the structure
+    source        ingest, md, perturb, ...
+    parent        id of the row this structure derives from (MD start, perturbation seed)
+    fingerprint   canonical hash: a structure is never stored twice
+    labeler, labeler_digest, error, attempts, status_time (Unix seconds)
+
+Every change runs in one exclusive transaction, so concurrent labelling processes lose nothing
+and never insert the same fingerprint twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import ase.db
+import numpy as np
+from ase import Atoms
+
+from mlip_autopipec.data.frames import LabelledFrame
+from mlip_autopipec.store.fingerprint import fingerprint
+
+DEFAULT_CAMPAIGN = "default"
+
+
+class Status(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+_ALLOWED_TRANSITIONS = {
+    Status.PENDING: {Status.RUNNING},
+    Status.RUNNING: {Status.COMPLETED, Status.FAILED, Status.PENDING},
+    Status.FAILED: {Status.PENDING},
+    Status.COMPLETED: set(),
+}
+
+
+class StatusError(RuntimeError):
+    """A status change the lifecycle does not allow (e.g. relabelling a completed row)."""
+
+
+@dataclass
+class NewStructure:
+    """A structure to add: labelled (status completed) or waiting for a label (pending)."""
+
+    frame: LabelledFrame
+    source: str
+    status: Status = Status.COMPLETED
+    generation: int = 0
+    parent: int | None = None
+    origin: str | None = None  # where it came from, e.g. "file.extxyz:12"
+    labeler: str | None = None
+    labeler_digest: str | None = None
+
+
+@dataclass
+class AddOutcome:
+    id: int
+    fingerprint: str
+    duplicate_of: int | None = None  # set when the structure was already stored; nothing added
+
+    @property
+    def added(self) -> bool:
+        return self.duplicate_of is None
+
+
+@dataclass
+class StoredStructure:
+    id: int
+    frame: LabelledFrame
+    status: Status
+    fingerprint: str
+    source: str
+    generation: int
+    parent: int | None
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def split_group(self) -> int:
+        """Frames that derive from one parent belong together when data are split."""
+        return self.parent if self.parent is not None else self.id
+
+
+class StructureStore:
+    """Campaign-scoped access to an ase.db structure database (SQLite path or PostgreSQL URL)."""
+
+    def __init__(self, url: str | Path, campaign: str = DEFAULT_CAMPAIGN):
+        self.url = str(url)
+        self.campaign = campaign
+        if not self.is_server:
+            Path(self.url).parent.mkdir(parents=True, exist_ok=True)
+        self._db = ase.db.connect(self.url, type="postgresql" if self.is_server else "db",
+                                  append=True, use_lock_file=False)
+
+    @property
+    def is_server(self) -> bool:
+        return self.url.startswith(("postgresql://", "postgres://"))
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def add(self, structures: Iterable[NewStructure]) -> list[AddOutcome]:
+        """Add structures in one transaction; a fingerprint already stored is reported, not added."""
+        structures = list(structures)
+        fingerprints = [fingerprint(s.frame.atoms) for s in structures]
+        outcomes: list[AddOutcome] = []
+        with self._transaction() as db:
+            known = self._fingerprint_index(db)
+            now = time.time()
+            for structure, print_ in zip(structures, fingerprints):
+                if print_ in known:
+                    outcomes.append(AddOutcome(known[print_], print_, duplicate_of=known[print_]))
+                    continue
+                row_id = db.write(structure.frame.to_atoms(),
+                                  key_value_pairs=self._new_row_keys(structure, print_, now))
+                known[print_] = row_id
+                outcomes.append(AddOutcome(row_id, print_))
+        return outcomes
+
+    def claim(self, limit: int, generation: int | None = None) -> list[StoredStructure]:
+        """Move up to `limit` pending rows to running and return them (one labelling worker's share)."""
+        selection = self._selection(status=Status.PENDING, generation=generation)
+        with self._transaction() as db:
+            rows = list(db.select(selection, limit=limit, sort="id"))
+            for row in rows:
+                self._update_status(db, row, Status.RUNNING, attempts=row.get("attempts", 0) + 1)
+            claimed = [row.id for row in rows]
+        return [self.get(i) for i in claimed]
+
+    def complete(self, row_id: int, labels: LabelledFrame, labeler: str, labeler_digest: str) -> None:
+        """Store the labels of a running row and mark it completed, atomically."""
+        with self._transaction() as db:
+            row = db.get(id=row_id)
+            _check_transition(row, Status.COMPLETED)
+            atoms = row.toatoms()
+            labelled = LabelledFrame(atoms, labels.energy, labels.forces, labels.stress,
+                                     labels.energy_corrected).to_atoms()
+            keys = {"status": Status.COMPLETED.value, "status_time": time.time(),
+                    "labeler": labeler, "labeler_digest": labeler_digest}
+            if labels.energy_corrected is not None:
+                keys["energy_corrected"] = labels.energy_corrected
+            db.update(row_id, atoms=labelled, delete_keys=["error"], **keys)
+
+    def fail(self, row_id: int, error: str) -> None:
+        with self._transaction() as db:
+            row = db.get(id=row_id)
+            self._update_status(db, row, Status.FAILED, error=error[-2000:] or "unknown error")
+
+    def requeue(self, max_attempts: int, include_running: bool = False) -> list[int]:
+        """Send failed rows (and, after a crash, rows left running) back to pending.
+
+        Rows that already used `max_attempts` stay failed.
+        """
+        statuses = [Status.FAILED] + ([Status.RUNNING] if include_running else [])
+        requeued = []
+        with self._transaction() as db:
+            for status in statuses:
+                for row in list(db.select(self._selection(status=status))):
+                    if row.get("attempts", 0) < max_attempts:
+                        self._update_status(db, row, Status.PENDING)
+                        requeued.append(row.id)
+        return requeued
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, row_id: int) -> StoredStructure:
+        return _stored(self._db.get(id=row_id))
+
+    def harvest(self, generation: int | None = None, source: str | None = None,
+                max_generation: int | None = None) -> list[StoredStructure]:
+        """Completed rows of this campaign, optionally of one generation or source, in id order."""
+        selection = self._selection(status=Status.COMPLETED, generation=generation, source=source)
+        if max_generation is not None:
+            selection += f",generation<={int(max_generation)}"
+        return [_stored(row) for row in self._db.select(selection, sort="id")]
+
+    def select(self, status: Status | None = None, generation: int | None = None) -> Iterator[StoredStructure]:
+        for row in self._db.select(self._selection(status=status, generation=generation), sort="id"):
+            yield _stored(row)
+
+    def status_counts(self) -> dict[str, int]:
+        counts = {status.value: 0 for status in Status}
+        for row in self._db.select(f"campaign={self.campaign}", columns=["key_value_pairs"],
+                                   include_data=False):
+            counts[row.status] = counts.get(row.status, 0) + 1
+        return counts
+
+    def fingerprints(self) -> dict[str, int]:
+        """Every stored fingerprint (all campaigns: a structure is never stored twice) -> row id."""
+        return self._fingerprint_index(self._db)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[ase.db.core.Database]:
+        """One exclusive transaction: commit on success, roll back on any error."""
+        with self._db as db:
+            connection = db.connection
+            if isinstance(connection, sqlite3.Connection):
+                db._initialize(connection)  # may create tables and commit: before the lock
+                connection.execute("BEGIN IMMEDIATE")
+            else:
+                db._initialize(connection)
+                connection.cursor().execute("SELECT pg_advisory_xact_lock(7340263)")
+            yield db
+
+    def _fingerprint_index(self, db) -> dict[str, int]:
+        with db.managed_connection() as connection:
+            cursor = connection.cursor()
+            cursor.execute("SELECT value, id FROM text_key_values WHERE key = 'fingerprint'")
+            return {value: row_id for value, row_id in cursor.fetchall()}
+
+    def _selection(self, status: Status | None = None, generation: int | None = None,
+                   source: str | None = None) -> str:
+        parts = [f"campaign={self.campaign}"]
+        if status is not None:
+            parts.append(f"status={Status(status).value}")
+        if generation is not None:
+            parts.append(f"generation={int(generation)}")
+        if source is not None:
+            parts.append(f"source={source}")
+        return ",".join(parts)
+
+    def _new_row_keys(self, structure: NewStructure, print_: str, now: float) -> dict:
+        keys = {
+            "status": Status(structure.status).value,
+            "campaign": self.campaign,
+            "generation": int(structure.generation),
+            "source": structure.source,
+            "fingerprint": print_,
+            "attempts": 0,
+            "status_time": now,
+        }
+        optional = {
+            "parent": structure.parent,
+            "origin": structure.origin,
+            "labeler": structure.labeler,
+            "labeler_digest": structure.labeler_digest,
+            "energy_corrected": structure.frame.energy_corrected,
+        }
+        keys.update({key: value for key, value in optional.items() if value is not None})
+        return keys
+
+    @staticmethod
+    def _update_status(db, row, new_status: Status, **keys) -> None:
+        _check_transition(row, new_status)
+        db.update(row.id, status=new_status.value, status_time=time.time(), **keys)
+
+
+def _check_transition(row, new_status: Status) -> None:
+    current = Status(row.status)
+    if new_status not in _ALLOWED_TRANSITIONS[current]:
+        raise StatusError(f"row {row.id}: cannot go from {current.value} to {new_status.value}")
+
+
+def _stored(row) -> StoredStructure:
+    atoms: Atoms = row.toatoms()
+    results = atoms.calc.results if atoms.calc is not None else {}
+    frame = LabelledFrame(
+        atoms=Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc),
+        energy=results.get("energy"),
+        forces=None if results.get("forces") is None else np.asarray(results["forces"]),
+        stress=None if results.get("stress") is None else np.asarray(results["stress"]),
+        energy_corrected=row.get("energy_corrected"),
+    )
+    provenance = {key: row.get(key) for key in
+                  ("origin", "labeler", "labeler_digest", "error", "attempts",
+                   "status_time", "campaign")
+                  if row.get(key) is not None}
+    parent = row.get("parent")
+    return StoredStructure(
+        id=row.id, frame=frame, status=Status(row.status), fingerprint=row.fingerprint,
+        source=row.source, generation=int(row.generation),
+        parent=None if parent is None else int(parent), provenance=provenance,
+    )
