@@ -1,0 +1,57 @@
+"""Ingest labelled structures into the store.
+
+    python -m flows.ingest --store campaign/structures.db data.extxyz OUTCAR df.pckl.gzip
+
+Reads anything ase.io reads with energies and forces, and Pacemaker's pickled DataFrame.
+Bad frames are reported (file, frame, field) and skipped; the exit code is 1 if any were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
+from mlip_autopipec.store.ingest import IngestReport
+from tasks.store import ingest_file_task
+
+
+@flow(name="ingest", log_prints=True)
+def ingest(store: str, files: list[str], campaign: str = "default", source: str = "ingest",
+           generation: int = 0, min_distance: float = DEFAULT_MIN_DISTANCE) -> IngestReport:
+    # One file at a time: the store serialises writers anyway, and the order stays readable.
+    report = IngestReport([ingest_file_task(store, path, campaign, source, generation, min_distance)
+                           for path in files])
+    for problem in report.problems:
+        print(f"rejected {problem}")
+    print("\n" + report.summary())
+    create_table_artifact(
+        key="ingest-summary",
+        table=[{"file": f.file, "accepted": f.accepted, "duplicates": f.duplicates,
+                "rejected": f.rejected} for f in report.files],
+        description=f"{report.accepted} accepted, {report.duplicates} duplicates, "
+                    f"{report.rejected} rejected",
+    )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.ingest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", metavar="FILE", help="labelled structure files")
+    parser.add_argument("--store", required=True, help="SQLite path or postgresql:// URL")
+    parser.add_argument("--campaign", default="default")
+    parser.add_argument("--source", default="ingest", help="provenance tag stored with each row")
+    parser.add_argument("--generation", type=int, default=0)
+    parser.add_argument("--min-distance", type=float, default=DEFAULT_MIN_DISTANCE,
+                        help="reject frames with two atoms closer than this (Å)")
+    args = parser.parse_args(argv)
+    report = ingest(args.store, args.files, args.campaign, args.source, args.generation, args.min_distance)
+    return 1 if report.rejected else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

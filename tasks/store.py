@@ -1,0 +1,54 @@
+"""Tasks over the structure store: ingest files, harvest and export a dataset."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+
+from mlip_autopipec.data.export import export_dataset
+from mlip_autopipec.data.manifest import DatasetManifest
+from mlip_autopipec.store import StructureStore
+from mlip_autopipec.store.harvest import harvest_for_export
+from mlip_autopipec.store.ingest import FileIngestReport, ingest_file
+
+
+@task(task_run_name="ingest {path}", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=lambda task, run, state: _is_database_busy(state))
+def ingest_file_task(store_url: str, path: str, campaign: str, source: str, generation: int,
+                     min_distance: float) -> FileIngestReport:
+    store = StructureStore(store_url, campaign=campaign)
+    return ingest_file(store, path, source=source, generation=generation, min_distance=min_distance)
+
+
+@task(task_run_name="export {out_dir}")
+def export_task(store_url: str, campaign: str, out_dir: str, test_fraction: float, seed: int,
+                formats: list[str], generation: int | None = None, max_generation: int | None = None,
+                source: str | None = None) -> dict:
+    """Harvest completed rows and export them; returns the manifest path and digest."""
+    store = StructureStore(store_url, campaign=campaign)
+    items = harvest_for_export(store, generation=generation, max_generation=max_generation, source=source)
+    manifest = export_dataset(items, out_dir, test_fraction=test_fraction, seed=seed, formats=formats,
+                              source={"store": store_url, "campaign": campaign,
+                                      "generation": generation, "max_generation": max_generation,
+                                      "source": source})
+    publish_manifest(manifest)
+    return {"manifest": str(manifest.directory / "manifest.json"), "digest": manifest.digest,
+            "counts": dict(manifest.counts), "elements": list(manifest.elements)}
+
+
+def publish_manifest(manifest: DatasetManifest) -> None:
+    create_table_artifact(
+        key="dataset-export",
+        table=[{"file": f.path, "format": f.format, "split": f.split, "frames": f.frames,
+                "atoms": f.atoms, "sha256": f.sha256[:16]} for f in manifest.files],
+        description=f"Dataset {manifest.digest[:12]}: {manifest.counts['train']} train / "
+                    f"{manifest.counts['test']} test frames, elements {', '.join(manifest.elements)}",
+    )
+
+
+def _is_database_busy(state) -> bool:
+    try:
+        state.result()
+    except Exception as exc:  # only a locked database is worth retrying; bad data is not
+        return "database is locked" in str(exc)
+    return False

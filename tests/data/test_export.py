@@ -1,0 +1,99 @@
+import json
+
+import ase.io
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlip_autopipec.data.export import ExportItem, export_dataset, split_by_group
+from mlip_autopipec.data.manifest import DatasetManifest
+from mlip_autopipec.files import sha256_file
+from mlip_autopipec.store import NewStructure, StructureStore
+from mlip_autopipec.store.harvest import harvest_for_export
+from mlip_autopipec.store.ingest import ingest_file
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory, shared_data):
+    store = StructureStore(tmp_path_factory.mktemp("store") / "structures.db")
+    for name in ("Cu-I.extxyz", "Cu_df1_A1_A2_A3_EV_elast_phon.pckl.gzip", "ethanol-revMD17.extxyz"):
+        ingest_file(store, shared_data / name)
+    return store
+
+
+def test_round_trip_is_exact_in_every_format(real_store, tmp_path, shared_data):
+    manifest = export_dataset(harvest_for_export(real_store), tmp_path, test_fraction=0.1, seed=3)
+    stored = {row.fingerprint: row.frame for row in real_store.harvest()}
+    originals = ase.io.read(shared_data / "Cu-I.extxyz", ":") + ase.io.read(shared_data / "ethanol-revMD17.extxyz", ":")
+    by_energy = {}
+    for atoms in originals:
+        by_energy.setdefault(atoms.get_potential_energy(), atoms)
+
+    exported = 0
+    for split in ("train", "test"):
+        xyz = ase.io.read(manifest.path_of("extxyz", split), ":")
+        mace = ase.io.read(manifest.path_of("mace", split), ":")
+        table = pd.read_pickle(manifest.path_of("pacemaker", split), compression="gzip")
+        assert len(xyz) == len(mace) == len(table) == manifest.counts[split]
+        for atoms, mace_atoms, row in zip(xyz, mace, table.itertuples()):
+            original = by_energy[atoms.get_potential_energy()]
+            np.testing.assert_array_equal(atoms.get_forces(), original.get_forces())
+            np.testing.assert_array_equal(atoms.positions, original.positions)
+            assert mace_atoms.info["REF_energy"] == original.get_potential_energy()
+            np.testing.assert_array_equal(mace_atoms.arrays["REF_forces"], original.get_forces())
+            assert row.energy == original.get_potential_energy()
+            assert row.energy_corrected == original.info["energy_corrected"]
+            np.testing.assert_array_equal(row.forces, original.get_forces())
+            np.testing.assert_array_equal(row.ase_atoms.positions, original.positions)
+            exported += 1
+    assert exported == len(stored)
+    assert manifest.elements == ["C", "Cu", "H", "O"]
+    for entry in manifest.files:
+        assert sha256_file(tmp_path / entry.path) == entry.sha256
+    assert DatasetManifest.load(tmp_path).digest == manifest.digest
+    assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 3
+
+
+def test_export_is_reproducible_and_seeded(real_store, tmp_path):
+    items = harvest_for_export(real_store)
+    first = export_dataset(items, tmp_path / "a", seed=0)
+    again = export_dataset(list(reversed(items)), tmp_path / "b", seed=0)
+    other = export_dataset(items, tmp_path / "c", seed=1)
+    assert [f.sha256 for f in first.files if f.split == "test"] != [f.sha256 for f in other.files if f.split == "test"]
+    assert first.digest == export_dataset(items, tmp_path / "d", seed=0).digest
+    assert first.counts == again.counts  # row order does not move frames across the split
+
+
+def test_relatives_stay_on_one_side_of_the_split(store_path):
+    from ase.build import bulk
+    from mlip_autopipec.data.frames import LabelledFrame
+
+    store = StructureStore(store_path)
+    for run in range(8):  # eight MD runs of five snapshots each
+        seed_atoms = bulk("Cu", cubic=True)
+        seed_atoms.positions[0, 0] += 0.05 * (run + 1)
+        [root] = store.add([NewStructure(LabelledFrame(seed_atoms, -1.0, np.zeros((4, 3))), "seed")])
+        snapshots = []
+        for step in range(5):
+            atoms = seed_atoms.copy()
+            atoms.positions[1, 1] += 0.01 * (step + 1)
+            snapshots.append(NewStructure(LabelledFrame(atoms, -1.0, np.zeros((4, 3))), "md", parent=root.id))
+        store.add(snapshots)
+    items = harvest_for_export(store)
+    rows = store.harvest()
+    split = split_by_group(items, test_fraction=0.25, seed=0)
+    side = {i: name for name, indices in split.items() for i in indices}
+    family = {}
+    for index, row in enumerate(rows):
+        family.setdefault(row.split_group, set()).add(side[index])
+    assert all(len(sides) == 1 for sides in family.values())
+    assert 0 < len(split["test"]) < len(items)
+
+
+def test_empty_dataset_and_unknown_format_are_clear_errors(tmp_path, real_store):
+    with pytest.raises(ValueError, match="empty"):
+        export_dataset([], tmp_path)
+    items = [ExportItem(row.frame, str(row.id)) for row in real_store.harvest()[:5]]
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_dataset(items, tmp_path, formats=["cif"])
+    assert not (tmp_path / "manifest.json").exists()

@@ -1,0 +1,91 @@
+import multiprocessing
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from mlip_autopipec.data.frames import LabelledFrame
+from mlip_autopipec.store import NewStructure, Status, StatusError, StructureStore
+
+
+def _cell(shift: float) -> LabelledFrame:
+    atoms = bulk("Cu", cubic=True) * (2, 1, 1)
+    atoms.positions[0, 0] += shift
+    return LabelledFrame(atoms, energy=-shift, forces=np.full((len(atoms), 3), shift))
+
+
+def test_labelled_frames_round_trip_with_provenance(store_path):
+    store = StructureStore(store_path, campaign="cu")
+    frame = _cell(0.1)
+    frame.stress = np.arange(6.0)
+    [outcome] = store.add([NewStructure(frame, source="md", generation=2, parent=None, origin="run:3")])
+    stored = store.get(outcome.id)
+    assert stored.status is Status.COMPLETED and stored.source == "md" and stored.generation == 2
+    assert stored.frame.energy == frame.energy
+    np.testing.assert_array_equal(stored.frame.forces, frame.forces)
+    np.testing.assert_array_equal(stored.frame.stress, frame.stress)
+    assert stored.provenance["origin"] == "run:3" and stored.provenance["status_time"] > 0
+
+
+def test_the_same_structure_is_never_stored_twice(store_path):
+    store = StructureStore(store_path)
+    first = store.add([NewStructure(_cell(0.1), "ingest"), NewStructure(_cell(0.2), "ingest")])
+    again = store.add([NewStructure(_cell(0.1), "md")])
+    assert all(o.added for o in first)
+    assert again[0].duplicate_of == first[0].id
+    assert store.status_counts()["completed"] == 2
+
+
+def test_label_lifecycle(store_path):
+    store = StructureStore(store_path)
+    pending = [NewStructure(LabelledFrame(_cell(s).atoms, None, None), "md", status=Status.PENDING)
+               for s in (0.1, 0.2, 0.3)]
+    ids = [o.id for o in store.add(pending)]
+    claimed = store.claim(2)
+    assert [c.id for c in claimed] == ids[:2] and all(c.status is Status.RUNNING for c in claimed)
+    store.complete(ids[0], _cell(0.1), labeler="EMT", labeler_digest="abc")
+    store.fail(ids[1], "SCF did not converge")
+    assert store.get(ids[0]).frame.energy == pytest.approx(-0.1)
+    assert store.get(ids[1]).provenance["error"] == "SCF did not converge"
+    with pytest.raises(StatusError, match="completed to running|completed to completed"):
+        store.complete(ids[0], _cell(0.1), labeler="EMT", labeler_digest="abc")
+    assert store.requeue(max_attempts=2) == [ids[1]]
+    reclaimed = store.claim(5)
+    assert [c.id for c in reclaimed] == ids[1:] and reclaimed[0].provenance["attempts"] == 2
+    store.fail(ids[1], "again")
+    assert store.requeue(max_attempts=2) == []  # out of attempts: stays failed
+    assert store.status_counts() == {"pending": 0, "running": 1, "completed": 1, "failed": 1}
+    assert store.requeue(max_attempts=2, include_running=True) == [ids[2]]  # after a crash
+
+
+def test_harvest_filters_by_generation_source_and_campaign(store_path):
+    StructureStore(store_path, campaign="other").add([NewStructure(_cell(0.5), "ingest")])
+    store = StructureStore(store_path, campaign="cu")
+    store.add([NewStructure(_cell(0.1), "ingest", generation=0),
+               NewStructure(_cell(0.2), "md", generation=1),
+               NewStructure(_cell(0.3), "md", generation=2)])
+    assert len(store.harvest()) == 3
+    assert [r.generation for r in store.harvest(source="md")] == [1, 2]
+    assert [r.generation for r in store.harvest(max_generation=1)] == [0, 1]
+
+
+def _write_shifts(path: str, shifts: list[float]) -> None:
+    store = StructureStore(path)
+    for shift in shifts:  # one transaction per structure: maximal interleaving
+        store.add([NewStructure(_cell(shift), "md")])
+
+
+def test_concurrent_writers_lose_nothing_and_duplicate_nothing(store_path):
+    shifts = [round(0.01 * i, 3) for i in range(40)]
+    # Four processes, overlapping halves: every structure is offered twice.
+    chunks = [shifts[:20], shifts[10:30], shifts[20:], shifts[:10] + shifts[30:]]
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_shifts, args=(str(store_path), chunk)) for chunk in chunks]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    rows = StructureStore(store_path).harvest()
+    assert len(rows) == len(shifts)
+    assert sorted(row.frame.energy for row in rows) == sorted(-s for s in shifts)
