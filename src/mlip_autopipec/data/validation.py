@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from ase.data import chemical_symbols
-from ase.neighborlist import neighbor_list
+from matscipy.neighbours import neighbour_list
+from scipy.spatial.distance import pdist
 
 from mlip_autopipec.data.frames import LabelledFrame
 
@@ -62,12 +63,27 @@ def frame_problems(
         if volume < _MIN_CELL_VOLUME_PER_ATOM * n_atoms:
             return problems + [("cell", f"degenerate periodic cell (volume {volume:.3g} Å^3)")]
 
-    if n_atoms > 1:
-        i, j, d = neighbor_list("ijd", atoms, min_distance)
-        if len(d):
-            k = int(np.argmin(d))
-            problems.append(
-                ("positions", f"atoms {int(i[k])} and {int(j[k])} are {d[k]:.3f} Å apart "
-                              f"(minimum {min_distance} Å)")
-            )
+    closest = _closest_pair(atoms, min_distance)
+    if closest is not None:
+        i, j, distance = closest
+        problems.append(("positions", f"atoms {i} and {j} are {distance:.3f} Å apart "
+                                      f"(minimum {min_distance} Å)"))
     return problems
+
+
+def _closest_pair(atoms, cutoff: float) -> tuple[int, int, float] | None:
+    """The closest pair of atoms nearer than `cutoff`, periodic images included; else None."""
+    if atoms.pbc.any():
+        # matscipy's C neighbour list: ~100x faster than ase's on thousands of small cells.
+        i, j, d = neighbour_list("ijd", atoms, cutoff)
+    elif len(atoms) > 1:
+        d = pdist(atoms.positions)
+        i, j = np.triu_indices(len(atoms), k=1)
+        close = d < cutoff
+        i, j, d = i[close], j[close], d[close]
+    else:
+        return None
+    if not len(d):
+        return None
+    k = int(np.argmin(d))
+    return int(i[k]), int(j[k]), float(d[k])
