@@ -1,0 +1,90 @@
+"""Train a potential: data -> export -> train -> evaluate on the test split -> publish.
+
+    python -m flows.train --data ../shared/data/Cu-I.extxyz --out runs/cu
+    python -m flows.train --config train.yaml --store runs/cu/structures.db --out runs/cu
+    python -m flows.train --config train.yaml --store DB --out DIR --initial-potential DIR/generations/gen-000
+
+`--data` ingests the files into OUT/structures.db first (validated, deduplicated); `--store`
+trains on what a store already holds. Generations land in OUT/generations/gen-NNN and are never
+overwritten; running the same command twice trains once.
+
+The config file (YAML) has three optional sections:
+
+    campaign: cu-demo
+    export: {test_fraction: 0.1, seed: 0}
+    training: {backend: pacemaker, cutoff: 5.0, number_of_functions_per_element: 20, maxiter: 100}
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prefect import flow
+
+from mlip_autopipec.backends import BackendError, PotentialArtifact
+from mlip_autopipec.config.run_files import ConfigError
+from mlip_autopipec.config.train_run import TrainRunConfig
+from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
+from tasks.publish import publish_task
+from tasks.store import export_task, ingest_file_task
+from tasks.training import evaluate_task, train_task
+
+# Prefect's own limit sits above the backend's (which kills the training process group).
+_TIMEOUT_MARGIN_S = 120
+
+
+@flow(name="train", log_prints=True)
+def train(out: str, config: str | None = None, store: str | None = None, data: list[str] | None = None,
+          initial_potential: str | None = None) -> dict:
+    settings = TrainRunConfig.load(config)
+    out_dir = Path(out)
+    store_url = store or str(out_dir / "structures.db")
+    for path in data or []:
+        report = ingest_file_task(store_url, path, settings.campaign, "ingest", 0, DEFAULT_MIN_DISTANCE)
+        for problem in report.problems:
+            print(f"rejected {problem}")
+
+    dataset = export_task(store_url, settings.campaign, str(out_dir / "dataset"),
+                          settings.export.test_fraction, settings.export.seed, settings.export_formats)
+    initial = PotentialArtifact.load(initial_potential) if initial_potential else None
+    trained = train_task.with_options(timeout_seconds=settings.training.timeout_seconds + _TIMEOUT_MARGIN_S)(
+        dataset["manifest"], dataset["digest"], settings.training.model_dump(mode="json"),
+        str(out_dir / "generations"),
+        str(initial.generation_dir / "artifact.json") if initial else None,
+        initial.digest if initial else None,
+    )
+    evaluation = evaluate_task(trained["artifact"], trained["digest"], dataset["manifest"], dataset["digest"])
+    block = publish_task(settings.campaign, trained["artifact"], evaluation)
+
+    metrics = evaluation["metrics"]
+    print(f"{Path(trained['generation_dir']).name}: {evaluation['split']} energy RMSE "
+          f"{metrics['energy_rmse_mev_per_atom']:.2f} meV/atom, forces RMSE "
+          f"{metrics['forces_rmse_mev_per_angstrom']:.1f} meV/Å; published as block {block}")
+    return {**trained, "evaluation": evaluation, "block": block}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML with campaign/export/training sections (defaults: small ACE)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--store", help="train on the completed rows of this store (SQLite path or postgresql:// URL)")
+    source.add_argument("--data", nargs="+", metavar="FILE", help="labelled structure files to ingest and train on")
+    parser.add_argument("--out", default="runs/train", help="output directory (default: runs/train)")
+    parser.add_argument("--initial-potential", metavar="GEN_DIR",
+                        help="fine-tune from this generation directory (or its artifact.json)")
+    args = parser.parse_args(argv)
+    try:
+        result = train(out=args.out, config=args.config, store=args.store, data=args.data,
+                       initial_potential=args.initial_potential)
+    except (ConfigError, BackendError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"generation: {result['generation_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

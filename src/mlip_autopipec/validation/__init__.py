@@ -1,0 +1,1 @@
+"""How good is a potential: errors against reference labels, and the plots people look at."""

@@ -1,0 +1,83 @@
+"""Publish a trained generation: a PotentialGeneration block plus report and table artifacts.
+
+Artifact keys are per campaign, so each run of a campaign adds a version to the same artifact.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from mlip_autopipec.backends import PotentialArtifact
+from mlip_autopipec.generations import generation_index
+from tasks.blocks import PotentialGeneration
+
+
+def slug(text: str) -> str:
+    """Prefect keys and block names take lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "default"
+
+
+@task(name="publish")
+def publish_task(campaign: str, artifact_path: str, evaluation: dict) -> str:
+    artifact = PotentialArtifact.load(artifact_path)
+    index = generation_index(artifact.generation_dir)
+    test_metrics = {f"eval_{key}": value for key, value in evaluation["metrics"].items()}
+    block_name = f"{slug(campaign)}-gen-{index:03d}"
+    PotentialGeneration(
+        campaign=campaign, generation=index, backend=artifact.backend, version=artifact.version,
+        generation_dir=str(Path(artifact.generation_dir).resolve()),
+        files={role: str(artifact.path(role).resolve()) for role in artifact.files},
+        potential_digest=artifact.digest, dataset_digest=artifact.dataset_digest,
+        metrics={**artifact.metrics, **test_metrics},
+    ).save(block_name, overwrite=True)
+
+    create_table_artifact(
+        key=f"{slug(campaign)}-potential-metrics",
+        table=[{"generation": index, "metric": key, "value": round(value, 4)}
+               for key, value in sorted({**artifact.metrics, **test_metrics}.items())],
+        description=f"{campaign} generation {index}: metrics",
+    )
+    create_markdown_artifact(key=f"{slug(campaign)}-potential-report",
+                             markdown=report_markdown(campaign, index, artifact, evaluation, block_name),
+                             description=f"{campaign} generation {index}: report")
+    return block_name
+
+
+def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, evaluation: dict,
+                    block_name: str) -> str:
+    metrics = evaluation["metrics"]
+    lines = [
+        f"# {campaign}: generation {index} ({artifact.backend} {artifact.version})",
+        "",
+        f"Evaluated on the **{evaluation['split']}** split, {int(metrics['frames'])} structures.",
+        "",
+        "| quantity | RMSE | MAE |",
+        "|---|---|---|",
+        f"| energy (meV/atom) | {metrics['energy_rmse_mev_per_atom']:.3f} | {metrics['energy_mae_mev_per_atom']:.3f} |",
+        f"| forces (meV/Å) | {metrics['forces_rmse_mev_per_angstrom']:.2f} | {metrics['forces_mae_mev_per_angstrom']:.2f} |",
+        "",
+        "## Training tool's own metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {key} | {value:.4g} |" for key, value in sorted(artifact.metrics.items())],
+        "",
+        "## Worst structures",
+        "",
+        "| frame | atoms | energy error (meV/atom) | force RMSE (meV/Å) |",
+        "|---|---|---|---|",
+        *[f"| {w['label']} | {w['atoms']} | {w['energy_error_mev_per_atom']:.2f} | "
+          f"{w['forces_rmse_mev_per_angstrom']:.1f} |" for w in evaluation["worst_frames"]],
+        "",
+        "## Files",
+        "",
+        f"- block: `{block_name}` (PotentialGeneration)",
+        *[f"- {role}: `{artifact.path(role).resolve()}`" for role in sorted(artifact.files)],
+        *[f"- {name} plot: `{Path(path).resolve()}`" for name, path in evaluation["plots"].items()],
+        f"- dataset digest: `{artifact.dataset_digest[:16]}`, potential digest: `{artifact.digest[:16]}`",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""Training and evaluation tasks. Inputs are paths plus content digests, so Prefect's cache key
+changes exactly when the dataset, the config or the starting potential does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from mlip_autopipec.backends import PotentialArtifact, TrainingError, TrainingTimeout, get_trainer
+from mlip_autopipec.config.training import parse_training_config
+from mlip_autopipec.data.manifest import DatasetManifest
+from mlip_autopipec.data.readers import read_labelled_frames
+from mlip_autopipec.files import atomic_write_text
+from mlip_autopipec.generations import find_matching, prepare_next
+from mlip_autopipec.validation.errors import predict
+from mlip_autopipec.validation.plots import error_histogram, parity_plot
+from tasks.progress import PrefectProgress
+
+DIGEST_CACHE = INPUTS + TASK_SOURCE
+
+
+def _retry_crashes_only(task, task_run, state) -> bool:
+    """A crashed training is worth one more try; a timeout or bad input is not."""
+    try:
+        state.result()
+    except TrainingTimeout:
+        return False
+    except TrainingError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=_retry_crashes_only,
+      cache_policy=DIGEST_CACHE, persist_result=True)
+def train_task(manifest_path: str, manifest_digest: str, training_config: dict, generations_root: str,
+               initial_artifact: str | None = None, initial_digest: str | None = None) -> dict:
+    """Train one generation (or reuse the finished one with the same digests)."""
+    logger = get_run_logger()
+    manifest = DatasetManifest.load(manifest_path)
+    if manifest.digest != manifest_digest:
+        raise ValueError(f"{manifest_path} changed since export (digest {manifest.digest[:12]}, "
+                         f"expected {manifest_digest[:12]})")
+    config = parse_training_config(training_config)
+    initial = PotentialArtifact.load(initial_artifact) if initial_artifact else None
+    if initial is not None:
+        initial.verify()
+    existing = find_matching(generations_root, manifest.digest, config.digest(),
+                             initial.digest if initial else None)
+    if existing is not None:
+        logger.info(f"reusing {existing.generation_dir}: same dataset, config and starting potential")
+        return artifact_summary(existing)
+    target = prepare_next(generations_root)
+    logger.info(f"training {config.backend} on {manifest.counts['train']} structures into {target}")
+    progress = PrefectProgress(key="training-progress", description=f"{config.backend} training of {target.name}")
+    artifact = get_trainer(config.backend).train(manifest, config, target, initial, progress=progress)
+    return artifact_summary(artifact)
+
+
+@task(name="evaluate", cache_policy=DIGEST_CACHE, persist_result=True)
+def evaluate_task(artifact_path: str, potential_digest: str, manifest_path: str, manifest_digest: str) -> dict:
+    """Errors of the potential on the held-out split (train split if there is none), with plots."""
+    artifact = PotentialArtifact.load(artifact_path)
+    manifest = DatasetManifest.load(manifest_path)
+    split = "test" if manifest.counts.get("test") else "train"
+    frames = [item for _, item in read_labelled_frames(manifest.path_of("extxyz", split))]
+    calculator = get_trainer(artifact.backend).make_calculator(artifact)
+    predictions = predict(calculator, frames)
+    report_dir = artifact.generation_dir / "report"
+    title = f"{artifact.generation_dir.name}: {split} split ({len(frames)} structures)"
+    evaluation = {
+        "split": split,
+        "metrics": predictions.summary(),
+        "worst_frames": predictions.worst_frames(),
+        "plots": {
+            "parity": str(parity_plot(predictions, report_dir / "parity.png", title)),
+            "errors": str(error_histogram(predictions, report_dir / "errors.png", title)),
+        },
+    }
+    atomic_write_text(report_dir / "evaluation.json", json.dumps(evaluation, indent=2) + "\n")
+    return evaluation
+
+
+def artifact_summary(artifact: PotentialArtifact) -> dict:
+    """What flows pass on: where the generation is and what it holds, not the potential itself."""
+    return {
+        "artifact": str(Path(artifact.generation_dir) / "artifact.json"),
+        "generation_dir": str(artifact.generation_dir),
+        "digest": artifact.digest,
+        "backend": artifact.backend,
+        "metrics": dict(artifact.metrics),
+        "version": artifact.version,
+    }
