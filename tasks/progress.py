@@ -26,6 +26,4 @@ class PrefectProgress:
             return
         self._last = now
         update_progress_artifact(self._artifact, 100.0 * min(progress.fraction, 1.0))
-        loss = "" if progress.loss is None else f" loss {progress.loss:.4g}"
-        self._logger.info(f"{progress.message or 'training'}: iteration {progress.iteration}/"
-                          f"{progress.max_iterations}{loss} ({100 * progress.fraction:.0f}%)")
+        self._logger.info(f"{progress.message} ({100 * min(progress.fraction, 1.0):.0f}%)")

@@ -1,0 +1,1 @@
+"""Exploration: generate candidate structures with the current potential (MD walkers, sampling rules)."""

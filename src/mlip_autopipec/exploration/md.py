@@ -1,0 +1,91 @@
+"""Langevin MD walkers that record the potential's extrapolation grade γ along the way.
+
+A walker runs from a seed structure at one temperature, saving a frame every `record_every`
+steps with its per-atom γ (when the calculator reports one, as Pacemaker's PyACECalculator with an
+active set does). It stops early once max γ passes `gamma_upper`: beyond that the potential is
+extrapolating so far that the trajectory is no longer physical, and the frames collected so far
+are the useful candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+from mlip_autopipec.files import atomic_path
+
+
+@dataclass(frozen=True)
+class WalkerSettings:
+    temperature_K: float
+    steps: int
+    timestep_fs: float = 2.0
+    friction_per_fs: float = 0.01
+    record_every: int = 10
+    gamma_upper: float | None = 10.0
+    seed: int = 0
+
+
+@dataclass
+class WalkerResult:
+    trajectory: Path  # extxyz; each frame carries arrays["gamma"] when available and info["max_gamma"]
+    frames: int
+    steps_done: int
+    stopped_early: bool
+    max_gamma: list[float] = field(default_factory=list)  # one per recorded frame (empty without γ)
+
+
+def run_walker(seed_structure: Atoms, calculator: Calculator, settings: WalkerSettings,
+               trajectory: str | Path, progress: Callable[[int, int], None] | None = None) -> WalkerResult:
+    atoms = seed_structure.copy()
+    atoms.calc = calculator
+    rng = np.random.default_rng(settings.seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_K, rng=rng)
+    Stationary(atoms)
+    dynamics = Langevin(atoms, timestep=settings.timestep_fs * units.fs, temperature_K=settings.temperature_K,
+                        friction=settings.friction_per_fs / units.fs, rng=rng)
+
+    frames: list[Atoms] = []
+    max_gammas: list[float] = []
+    steps_done = 0
+    stopped_early = False
+    while steps_done < settings.steps:
+        chunk = min(settings.record_every, settings.steps - steps_done)
+        dynamics.run(chunk)
+        steps_done += chunk
+        frame = _snapshot(atoms, steps_done)
+        frames.append(frame)
+        if "max_gamma" in frame.info:
+            max_gammas.append(frame.info["max_gamma"])
+            if settings.gamma_upper is not None and frame.info["max_gamma"] > settings.gamma_upper:
+                stopped_early = True
+                break
+        if progress is not None:
+            progress(steps_done, settings.steps)
+
+    with atomic_path(trajectory) as tmp:
+        ase.io.write(tmp, frames, format="extxyz")
+    return WalkerResult(Path(trajectory), len(frames), steps_done, stopped_early, max_gammas)
+
+
+def _snapshot(atoms: Atoms, step: int) -> Atoms:
+    """A calculator-free copy holding what selection needs: geometry, γ, the model's energy."""
+    frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    results = atoms.calc.results
+    frame.info["md_step"] = step
+    if "energy" in results:
+        frame.info["model_energy"] = float(results["energy"])
+    gamma = results.get("gamma")
+    if gamma is not None:
+        gamma = np.asarray(gamma, dtype=float)
+        frame.arrays["gamma"] = gamma
+        frame.info["max_gamma"] = float(gamma.max())
+    return frame

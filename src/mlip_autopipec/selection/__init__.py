@@ -1,0 +1,1 @@
+"""Selection: which explored structures are worth a label."""
