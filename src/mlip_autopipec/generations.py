@@ -3,7 +3,7 @@
 Training the same dataset with the same config from the same starting potential is done once:
 a finished generation with matching digests is reused rather than retrained, whatever
 happened to the orchestrator's cache. A directory left by a crashed attempt (no artifact.json)
-is moved aside, with its logs, before the generation is trained again.
+is trained into again; the backend keeps the crashed attempt's files in it for inspection.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ def find_matching(root: str | Path, dataset_digest: str, config_digest: str,
 
 
 def prepare_next(root: str | Path, index: int | None = None) -> Path:
-    """The directory for a new generation (`index`, or one past the last); a crashed attempt
-    there is renamed to `gen-NNN.failed-K` so its logs survive."""
+    """The directory for a new generation: `index`, or one past the last finished one."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     if index is None:
@@ -57,9 +56,4 @@ def prepare_next(root: str | Path, index: int | None = None) -> Path:
     target = generation_dir(root, index)
     if (target / ARTIFACT_NAME).is_file():
         raise FileExistsError(f"{target} already holds a finished generation; generations are never overwritten")
-    if target.exists():
-        attempt = 1
-        while target.with_name(f"{target.name}.failed-{attempt}").exists():
-            attempt += 1
-        target.rename(target.with_name(f"{target.name}.failed-{attempt}"))
     return target
