@@ -1,0 +1,39 @@
+"""Training backends behind one `Trainer` interface; `get_trainer(name)` picks one by name.
+
+Backends import their engine lazily, so importing this package never loads TensorFlow or torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from mlip_autopipec.backends.base import (
+    BackendError,
+    BackendNotFound,
+    DatasetError,
+    GenerationExistsError,
+    PotentialArtifact,
+    ProgressCallback,
+    Trainer,
+    TrainingError,
+    TrainingProgress,
+    TrainingTimeout,
+)
+
+# Backend name -> "module:class" of its Trainer.
+TRAINERS = {
+    "pacemaker": "mlip_autopipec.backends.pacemaker:PacemakerTrainer",
+}
+
+
+def get_trainer(name: str, **options) -> Trainer:
+    if name not in TRAINERS:
+        raise ValueError(f"unknown training backend {name!r}; choose from {sorted(TRAINERS)}")
+    module_name, class_name = TRAINERS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)(**options)
+
+
+__all__ = [
+    "BackendError", "BackendNotFound", "DatasetError", "GenerationExistsError", "PotentialArtifact",
+    "ProgressCallback", "Trainer", "TrainingError", "TrainingProgress", "TrainingTimeout", "get_trainer",
+]

@@ -1,0 +1,143 @@
+"""What every training backend (Pacemaker, MACE, FairChem) shares: the Trainer interface,
+the artifact a training leaves on disk, progress reports and the errors it raises.
+
+A generation directory is written once. `artifact.json` is written last, so its presence means
+the generation finished; trainers refuse to train into a directory that has one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from ase.calculators.calculator import Calculator
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlip_autopipec.calculators import CalculatorSpec
+from mlip_autopipec.config.training import BaseTrainingConfig
+from mlip_autopipec.data.manifest import DatasetManifest
+from mlip_autopipec.files import atomic_write_text, sha256_file, sha256_text
+
+ARTIFACT_NAME = "artifact.json"
+
+
+class BackendError(Exception):
+    """Base class of every error a training backend raises on purpose."""
+
+
+class BackendNotFound(BackendError):
+    """The backend's executable or Python package is not installed where we looked."""
+
+
+class DatasetError(BackendError, ValueError):
+    """The dataset cannot be trained on as given (empty, wrong elements, missing file)."""
+
+
+class GenerationExistsError(BackendError, FileExistsError):
+    """The generation directory already holds a finished artifact; generations are never overwritten."""
+
+
+class TrainingError(BackendError):
+    """The training tool failed; `log_tail` holds the end of its log and `log_path` the full log."""
+
+    def __init__(self, message: str, log_tail: str = "", log_path: Path | None = None):
+        self.log_tail = log_tail
+        self.log_path = log_path
+        details = f"\n--- last lines of {log_path or 'the log'} ---\n{log_tail}" if log_tail else ""
+        super().__init__(message + details)
+
+
+class TrainingTimeout(TrainingError):
+    """The training ran past its time limit and was killed."""
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    iteration: int
+    max_iterations: int
+    loss: float | None
+    fraction: float  # 0..1 of the whole training, for progress bars
+    message: str
+
+
+ProgressCallback = Callable[[TrainingProgress], None]
+
+
+class PotentialArtifact(BaseModel):
+    """A trained potential: its files (paths relative to the generation directory) and provenance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 1
+    backend: str
+    elements: list[str]
+    files: dict[str, str]  # role (potential_yaml, potential_yace, active_set, log, ...) -> relative path
+    digests: dict[str, str]  # role -> sha256 of that file
+    metrics: dict[str, float] = Field(default_factory=dict)
+    version: str  # of the training tool, as it reported itself
+    dataset_digest: str
+    config_digest: str
+    initial_potential: str | None = None  # `digest` of the artifact training started from
+    baseline: CalculatorSpec | None = None  # delta learning: predictions are baseline + this potential
+
+    generation_dir: Path | None = None  # where artifact.json lives; not serialised
+
+    @property
+    def digest(self) -> str:
+        """Identifies the potential by the content of its files."""
+        return sha256_text(json.dumps(self.digests, sort_keys=True))
+
+    def path(self, role: str) -> Path:
+        if role not in self.files:
+            raise KeyError(f"{self.backend} artifact has no {role!r} file (has {sorted(self.files)})")
+        return (self.generation_dir or Path(".")) / self.files[role]
+
+    def verify(self) -> None:
+        """Raise if a file is missing or changed since training."""
+        for role, expected in self.digests.items():
+            path = self.path(role)
+            if not path.is_file():
+                raise FileNotFoundError(f"{role} file {path} of this generation is missing")
+            if sha256_file(path) != expected:
+                raise ValueError(f"{role} file {path} changed after training (digest mismatch)")
+
+    def save(self, generation_dir: str | Path | None = None) -> Path:
+        directory = Path(generation_dir or self.generation_dir or ".")
+        target = atomic_write_text(directory / ARTIFACT_NAME,
+                                   self.model_dump_json(indent=2, exclude={"generation_dir"}) + "\n")
+        self.generation_dir = directory
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> PotentialArtifact:
+        path = Path(path)
+        if path.is_dir():
+            path = path / ARTIFACT_NAME
+        artifact = cls.model_validate_json(path.read_text())
+        artifact.generation_dir = path.parent
+        return artifact
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """One MLIP engine. Implementations run the engine's own CLI in a subprocess."""
+
+    name: str
+
+    def train(
+        self,
+        manifest: DatasetManifest,
+        config: BaseTrainingConfig,
+        generation_dir: Path,
+        initial_potential: PotentialArtifact | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> PotentialArtifact:
+        """Fit on the manifest's train split (its test split for test metrics); write one generation."""
+        ...
+
+    def make_calculator(self, artifact: PotentialArtifact, with_uncertainty: bool = True) -> Calculator:
+        """An ASE calculator for the artifact's potential, predicting totals (baseline included)."""
+        ...
