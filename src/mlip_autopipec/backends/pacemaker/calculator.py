@@ -1,0 +1,50 @@
+"""ASE calculators for a trained Pacemaker generation.
+
+`results["gamma"]` holds the per-atom extrapolation grade once the active set is loaded. It is
+loaded with `set_active_set` after construction: PyACECalculator's constructor accepts an
+active-set keyword but silently ignores it. For delta-learned potentials the calculator returns
+baseline + ACE, so users get total energies and forces back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase.calculators.calculator import Calculator
+from ase.calculators.mixing import SumCalculator
+
+from mlip_autopipec.backends.base import BackendNotFound, PotentialArtifact
+
+
+class BaselinePlusACECalculator(SumCalculator):
+    """Sum of a baseline calculator and the ACE potential fitted to the remainder."""
+
+    def __init__(self, baseline: Calculator, ace: Calculator):
+        super().__init__([baseline, ace])
+        self.baseline = baseline
+        self.ace = ace
+
+    def calculate(self, atoms, properties, system_changes):
+        super().calculate(atoms, properties, system_changes)
+        # Uncertainty is the ACE part's (the baseline has none), and only real with an active set:
+        # without one PyACECalculator reports gamma = 0 everywhere.
+        if getattr(self.ace, "is_active_set_configured", False):
+            self.results["gamma"] = np.array(self.ace.results["gamma"])
+
+
+def make_calculator(artifact: PotentialArtifact, with_active_set: bool = True) -> Calculator:
+    """PyACECalculator for the generation (baseline + ACE if delta-learned).
+
+    Without the active set it is a little faster, and results["gamma"] is meaningless (zeros).
+    """
+    try:
+        from pyace import PyACECalculator
+    except ImportError as exc:
+        raise BackendNotFound(f"python-ace (import name pyace) is needed to evaluate {artifact.backend} "
+                              f"potentials: {exc}") from exc
+    # The B-basis .yaml (not the .yace) is what the gamma evaluation needs.
+    ace = PyACECalculator(str(artifact.path("potential_yaml")))
+    if with_active_set:
+        ace.set_active_set(str(artifact.path("active_set")))
+    if artifact.baseline is not None:
+        return BaselinePlusACECalculator(artifact.baseline.build(), ace)
+    return ace

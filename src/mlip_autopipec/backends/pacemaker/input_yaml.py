@@ -1,0 +1,97 @@
+"""Pacemaker's input.yaml from a PacemakerConfig.
+
+The file is written so that `pacemaker input.yaml`, run by hand in the generation directory,
+repeats the fit: data paths are absolute (the export) or relative to that directory (files we
+wrote there), and the `backend:` section is always present (pacemaker 0.4 crashes without it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlip_autopipec.config.training import PacemakerConfig
+from mlip_autopipec.files import atomic_write_text
+
+
+def build_input(
+    config: PacemakerConfig,
+    elements: list[str],
+    train_file: str,
+    test_file: str | None = None,
+    initial_potential: str | None = None,
+) -> dict[str, Any]:
+    """The input.yaml content as a dict; `initial_potential` is a potential .yaml to start from."""
+    if initial_potential is not None and config.fine_tune == "continue":
+        # Refit the previous potential as it is: same basis, its coefficients as the start.
+        potential: dict[str, Any] = {"filename": initial_potential}
+    else:
+        potential = _basis_section(config, elements)
+        if initial_potential is not None:  # upfit: grow the previous basis towards the one above
+            potential["initial_potential"] = initial_potential
+
+    data: dict[str, Any] = {"filename": train_file}
+    if test_file is not None:
+        data["test_filename"] = test_file
+    if config.reference_energy is not None:
+        data["reference_energy"] = config.reference_energy
+
+    return {
+        "seed": config.seed,
+        "potential": potential,
+        "data": data,
+        "fit": _fit_section(config, upfit=initial_potential is not None and config.fine_tune == "upfit"),
+        "backend": {
+            "evaluator": "tensorpot",  # the pyace evaluator ignores the test set
+            "batch_size": config.batch_size,
+            "display_step": config.display_step,
+        },
+    }
+
+
+def write_input_yaml(content: dict[str, Any], path: str | Path) -> Path:
+    return atomic_write_text(path, yaml.safe_dump(content, sort_keys=False, default_flow_style=None))
+
+
+def _basis_section(config: PacemakerConfig, elements: list[str]) -> dict[str, Any]:
+    return {
+        "deltaSplineBins": 0.001,
+        "elements": list(elements),
+        "embeddings": {"ALL": config.embedding.model_dump()},
+        "bonds": {"ALL": {**config.radial.model_dump(), "rcut": config.cutoff}},
+        "functions": {
+            "number_of_functions_per_element": config.number_of_functions_per_element,
+            "ALL": {
+                "nradmax_by_orders": list(config.nradmax_by_orders),
+                "lmax_by_orders": list(config.lmax_by_orders),
+            },
+        },
+    }
+
+
+def _fit_section(config: PacemakerConfig, upfit: bool) -> dict[str, Any]:
+    fit: dict[str, Any] = {
+        "loss": config.loss.model_dump(),
+        "optimizer": config.optimizer,
+        "maxiter": config.maxiter,
+    }
+    if config.optimizer_options:
+        fit["options"] = dict(config.optimizer_options)
+    if config.weighting is not None:
+        fit["weighting"] = config.weighting.model_dump(exclude_none=True)
+    if config.repulsion is not None:
+        fit["repulsion"] = config.repulsion
+    if config.ladder_step is not None or upfit:
+        if config.ladder_step is not None:  # absent: pacemaker adds all new functions in one step
+            fit["ladder_step"] = config.ladder_step
+        fit["ladder_type"] = config.ladder_type
+    if config.early_stopping is not None:
+        stopping = config.early_stopping
+        if stopping.min_relative_train_loss_per_iter is not None:
+            fit["min_relative_train_loss_per_iter"] = stopping.min_relative_train_loss_per_iter
+        if stopping.min_relative_test_loss_per_iter is not None:
+            fit["min_relative_test_loss_per_iter"] = stopping.min_relative_test_loss_per_iter
+        fit["early_stopping_patience"] = stopping.patience
+    return fit

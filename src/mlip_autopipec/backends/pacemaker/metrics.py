@@ -1,0 +1,95 @@
+"""Training metrics from the files pacemaker writes in its working directory.
+
+metrics.txt (train) and test_metrics.txt (test) are whitespace tables, one row per iteration
+(test: iteration 0, every display_step, and once more at the end), with the columns
+    ladder_step cycle_step iter_num loss e_loss_contrib f_loss_contrib reg_loss rmse_epa rmse_f_comp
+    low_rmse_epa low_rmse_f_comp mae_f_comp low_mae_f_comp nfuncs ncoefs l1_reg_contrib l2_reg_contrib
+    smooth_orth smooth_w1 smooth_w2 smooth_w3
+in eV/atom (energies) and eV/Angstrom per Cartesian component (forces). Their last row is the final
+potential. The energy MAE is not in these tables; it comes from pacemaker's own predictions of the
+final potential, train_pred.pckl.gzip / test_pred.pckl.gzip (energy_pred vs energy_corrected).
+
+Our metrics are in meV/atom and meV/Angstrom; force errors stay per Cartesian component, as
+pacemaker reports them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+TRAIN_TABLE = "metrics.txt"
+TEST_TABLE = "test_metrics.txt"
+PREDICTIONS = {"train": "train_pred.pckl.gzip", "test": "test_pred.pckl.gzip"}
+
+
+class MetricsFormatError(ValueError):
+    pass
+
+
+def read_metrics_table(path: Path) -> list[dict[str, float]]:
+    """Rows of a pacemaker metrics table as {column: value}; header only -> []."""
+    lines = [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not lines:
+        raise MetricsFormatError(f"{path}: empty, not even a header line")
+    header, rows = lines[0], []
+    for number, fields in enumerate(lines[1:], start=2):
+        if len(fields) != len(header):
+            raise MetricsFormatError(f"{path} line {number}: {len(fields)} values for {len(header)} columns")
+        try:
+            rows.append({name: float(value) for name, value in zip(header, fields, strict=True)})
+        except ValueError as exc:
+            raise MetricsFormatError(f"{path} line {number}: {exc}") from None
+    return rows
+
+
+def collect_metrics(workdir: Path) -> tuple[dict[str, float], dict[str, list[dict[str, float]]]]:
+    """(final metrics, per-iteration history per split) of the pacemaker run in `workdir`."""
+    tables = {"train": read_metrics_table(workdir / TRAIN_TABLE)}
+    if not tables["train"]:
+        raise MetricsFormatError(f"{workdir / TRAIN_TABLE} has no iterations")
+    if (workdir / TEST_TABLE).is_file():
+        test_rows = read_metrics_table(workdir / TEST_TABLE)
+        if test_rows:
+            tables["test"] = test_rows
+
+    final: dict[str, float] = {}
+    history: dict[str, list[dict[str, float]]] = {}
+    for split, rows in tables.items():
+        last = rows[-1]
+        final[f"{split}_loss"] = last["loss"]
+        final[f"{split}_energy_rmse_meV_per_atom"] = 1e3 * last["rmse_epa"]
+        final[f"{split}_force_rmse_meV_per_A"] = 1e3 * last["rmse_f_comp"]
+        final[f"{split}_force_mae_meV_per_A"] = 1e3 * last["mae_f_comp"]
+        energy_mae = _energy_mae_from_predictions(workdir / PREDICTIONS[split])
+        if energy_mae is not None:
+            final[f"{split}_energy_mae_meV_per_atom"] = 1e3 * energy_mae
+        history[split] = [_history_entry(row) for row in rows]
+
+    final_train = tables["train"][-1]
+    final["iterations"] = float(sum(1 for row in tables["train"] if row["iter_num"] > 0))
+    final["n_functions"] = final_train["nfuncs"]
+    final["n_coefficients"] = final_train["ncoefs"]
+    return final, history
+
+
+def _history_entry(row: dict[str, float]) -> dict[str, float]:
+    return {
+        "ladder_step": row["ladder_step"],
+        "iteration": row["iter_num"],
+        "loss": row["loss"],
+        "energy_rmse_meV_per_atom": 1e3 * row["rmse_epa"],
+        "force_rmse_meV_per_A": 1e3 * row["rmse_f_comp"],
+        "force_mae_meV_per_A": 1e3 * row["mae_f_comp"],
+    }
+
+
+def _energy_mae_from_predictions(path: Path) -> float | None:
+    if not path.is_file():
+        return None
+    import pandas as pd
+
+    table = pd.read_pickle(path, compression="gzip")
+    per_atom_error = (table["energy_pred"] - table["energy_corrected"]) / table["NUMBER_OF_ATOMS"]
+    return float(np.mean(np.abs(per_atom_error.to_numpy(dtype=float))))

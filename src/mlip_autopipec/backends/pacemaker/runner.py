@@ -1,0 +1,135 @@
+"""Run Pacemaker's command-line tools in a subprocess: found where the user expects them,
+logged to a file as they go, and killed (the whole process group) when they run out of time.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mlip_autopipec.backends.base import BackendNotFound, TrainingTimeout
+
+_KILL_GRACE_SECONDS = 5.0
+
+
+def resolve_executable(name: str, explicit: str | os.PathLike | None = None) -> Path:
+    """`explicit` if given; else `name` next to the running interpreter (its venv); else on PATH."""
+    if explicit is not None:
+        path = Path(explicit)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise BackendNotFound(f"{name}: configured executable {path} does not exist or is not executable")
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.is_file() and os.access(beside_python, os.X_OK):
+        return beside_python
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise BackendNotFound(
+        f"{name} not found next to {sys.executable} nor on PATH. Install Pacemaker "
+        "(pip install python-ace==0.4.0rc1 tensorpotential; see requirements/) into this environment.")
+
+
+def subprocess_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info and warning chatter
+    env["MPLBACKEND"] = "Agg"  # pacemaker plots its reports; no display here
+    env["PYTHONUNBUFFERED"] = "1"  # lines arrive as they are written, so progress is live
+    return env
+
+
+def run_logged(
+    command: Sequence[str | os.PathLike],
+    cwd: Path,
+    log_path: Path,
+    deadline: float,
+    on_line: Callable[[str], None] | None = None,
+) -> int:
+    """Run `command`, append its stdout+stderr to `log_path`, return its exit status.
+
+    `deadline` is a time.monotonic() value; past it the process group is terminated, then killed,
+    and TrainingTimeout is raised. `on_line` sees every output line, in the calling thread.
+    """
+    args = [str(part) for part in command]
+    with open(log_path, "a", encoding="utf-8", errors="replace") as log:
+        log.write(f"\n$ {shlex.join(args)}\n")
+        log.flush()
+        process = subprocess.Popen(
+            args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=subprocess_environment(), start_new_session=True,  # own process group: killable as one
+            text=True, encoding="utf-8", errors="replace", bufsize=1,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_copy_lines, args=(process, log, lines), daemon=True)
+        reader.start()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    _terminate_group(process)
+                    raise TrainingTimeout(f"{Path(args[0]).name} exceeded its time limit and was killed",
+                                          log_tail(log_path), log_path)
+                try:
+                    line = lines.get(timeout=min(remaining, 0.5))
+                except queue.Empty:
+                    continue
+                if line is None:  # output closed: the process is exiting
+                    break
+                if on_line is not None:
+                    on_line(line)
+            try:
+                return process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                _terminate_group(process)
+                raise TrainingTimeout(f"{Path(args[0]).name} closed its output but did not exit in time",
+                                      log_tail(log_path), log_path) from None
+        finally:
+            if process.poll() is None:  # an exception (a raising on_line, Ctrl-C) must not leave it running
+                _terminate_group(process)
+            reader.join(timeout=_KILL_GRACE_SECONDS)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return "".join(deque(handle, maxlen=lines)).rstrip()
+    except OSError:
+        return ""
+
+
+def _copy_lines(process: subprocess.Popen, log, lines: queue.Queue) -> None:
+    try:
+        for line in process.stdout:
+            log.write(line)
+            log.flush()
+            lines.put(line)
+    finally:
+        lines.put(None)
+
+
+def _terminate_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the group, a grace period, then SIGKILL to whatever of the group is left."""
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=_KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(process, signal.SIGKILL)  # children may outlive a leader that obeyed SIGTERM
+    process.wait()
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
