@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import pytest
 
-from mlip_autopipec.backends import PotentialArtifact, Trainer, get_trainer
+from mlip_autopipec.backends import PotentialArtifact, Trainer, TrainingTimeout, get_trainer
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.files import sha256_file
 
@@ -54,3 +57,10 @@ def test_registry_gives_a_trainer_and_rejects_unknown_backends():
     assert isinstance(trainer, Trainer) and trainer.name == "pacemaker"
     with pytest.raises(ValueError, match="unknown training backend 'nequip'"):
         get_trainer("nequip")
+
+
+def test_training_errors_keep_their_log_through_pickling():
+    error = TrainingTimeout("pacemaker exceeded its time limit", "last line", Path("/runs/gen-001/pacemaker.log"))
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is TrainingTimeout and str(copy) == str(error)
+    assert (copy.log_tail, copy.log_path) == ("last line", Path("/runs/gen-001/pacemaker.log"))

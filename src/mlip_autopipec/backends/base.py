@@ -44,10 +44,15 @@ class TrainingError(BackendError):
     """The training tool failed; `log_tail` holds the end of its log and `log_path` the full log."""
 
     def __init__(self, message: str, log_tail: str = "", log_path: Path | None = None):
+        self.message = message
         self.log_tail = log_tail
         self.log_path = log_path
         details = f"\n--- last lines of {log_path or 'the log'} ---\n{log_tail}" if log_tail else ""
         super().__init__(message + details)
+
+    def __reduce__(self):
+        # Orchestrators pickle exceptions across processes; keep the log tail and path through it.
+        return (self.__class__, (self.message, self.log_tail, self.log_path))
 
 
 class TrainingTimeout(TrainingError):
