@@ -1,0 +1,175 @@
+"""Label one structure in a worker process, so a crashing or hanging calculator costs one job only.
+
+The structure and the calculator spec go into a job directory, `python -m
+mlip_autopipec.labeling.worker` computes the labels there in its own process group (the whole
+group is killed on timeout or cancellation), and the result file is read back and validated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from mlip_autopipec.calculators import CalculatorSpec
+from mlip_autopipec.data.frames import LabelledFrame
+from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE, frame_problems
+from mlip_autopipec.labeling.job_files import CALCULATOR_FILE, LOG_FILE, RESULT_FILE, STRUCTURE_FILE
+
+_KILL_GRACE_S = 3.0  # between SIGTERM and SIGKILL: lets an MPI launcher stop its ranks
+_CANCEL_POLL_S = 0.2
+_LOG_TAIL_LINES = 15
+_LOG_TAIL_CHARS = 1200  # the store keeps 2000 characters of an error; leave room for the headline
+
+
+class LabelingError(RuntimeError):
+    """The calculator crashed, timed out, was cancelled or returned unusable labels."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    labels: LabelledFrame
+    compute_seconds: float  # inside the calculator; the rest of the wall time is worker overhead
+
+
+def label_structure(atoms: Atoms, spec: CalculatorSpec, job_dir: str | os.PathLike, timeout_s: float,
+                    min_distance: float = DEFAULT_MIN_DISTANCE,
+                    cancel: threading.Event | None = None) -> JobResult:
+    """Label `atoms` with `spec` in a worker process; raise LabelingError with the reason if it fails.
+
+    `timeout_s` bounds the whole job, interpreter start-up included. Setting `cancel` (from another
+    thread) kills the worker as a timeout would. A `module:callable` calculator must be importable
+    from the caller's working directory or PYTHONPATH.
+    """
+    # A broken geometry (overlapping atoms, degenerate cell) would only waste a DFT run.
+    broken = [f"{field}: {message}" for field, message in
+              frame_problems(LabelledFrame(atoms, None, None), min_distance=min_distance)
+              if field not in ("energy", "forces")]
+    if broken:
+        raise LabelingError("structure not labelled, its geometry is unusable: " + "; ".join(broken))
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / RESULT_FILE).unlink(missing_ok=True)  # a result from an earlier attempt must not count
+    ase.io.write(job_dir / STRUCTURE_FILE, atoms, format="traj")
+    (job_dir / CALCULATOR_FILE).write_text(spec.model_dump_json())
+
+    log_path = job_dir / LOG_FILE
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlip_autopipec.labeling.worker", str(job_dir.resolve()),
+             "--parent", str(os.getpid())],
+            cwd=job_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=_worker_environment(), start_new_session=True,  # own process group: killable as one
+        )
+    try:
+        stopped = _wait(process, timeout_s, cancel)
+    finally:
+        if process.poll() is None:  # interrupted while waiting (Ctrl-C in a single-threaded caller)
+            _terminate_group(process)
+        _kill_group(process)  # whatever the worker left behind: MPI ranks, helper daemons
+    if stopped is not None:
+        raise LabelingError(f"{spec.name} {stopped}; the worker was killed{_tail(log_path)}")
+    if process.returncode != 0:
+        raise LabelingError(f"{spec.name} worker {_exit_reason(process.returncode)}{_tail(log_path)}")
+    return _read_result(job_dir / RESULT_FILE, atoms, spec, min_distance, log_path)
+
+
+def _worker_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    # The worker imports `module:callable` calculators the way the caller would from its directory.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"  # an abort must not swallow what the calculator printed
+    return env
+
+
+def _wait(process: subprocess.Popen, timeout_s: float, cancel: threading.Event | None) -> str | None:
+    """Wait for the worker; return why it had to be stopped (timeout, cancelled) or None if it exited."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            _terminate_group(process)
+            return f"timed out after {timeout_s:g} s"
+        if cancel is not None and cancel.is_set():
+            _terminate_group(process)
+            return "was cancelled"
+        try:
+            process.wait(timeout=min(remaining, _CANCEL_POLL_S) if cancel is not None else remaining)
+            return None
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _terminate_group(process: subprocess.Popen) -> None:
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=_KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(process)
+    process.wait()
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):  # the group is already gone
+        pass
+
+
+def _exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name} (exit code {returncode})"
+    return f"failed with exit code {returncode}"
+
+
+def _read_result(path: Path, atoms: Atoms, spec: CalculatorSpec, min_distance: float,
+                 log_path: Path) -> JobResult:
+    try:
+        result = json.loads(path.read_text())
+        labels = LabelledFrame(
+            atoms=atoms,
+            energy=float(result["energy"]),
+            forces=np.asarray(result["forces"], dtype=float),
+            stress=None if result.get("stress") is None else np.asarray(result["stress"], dtype=float),
+        )
+    except FileNotFoundError:
+        raise LabelingError(f"{spec.name} worker exited without writing {path.name}"
+                            f"{_tail(log_path)}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LabelingError(f"{spec.name} worker wrote an unreadable {path.name}: {exc}") from None
+    problems = frame_problems(labels, min_distance=min_distance)
+    if problems:
+        raise LabelingError(f"{spec.name} returned unusable labels: "
+                            + "; ".join(f"{field}: {message}" for field, message in problems))
+    return JobResult(labels, float(result.get("compute_seconds", float("nan"))))
+
+
+def _tail(log_path: Path) -> str:
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as handle:
+            tail = "".join(deque(handle, maxlen=_LOG_TAIL_LINES)).strip()
+    except OSError:
+        return ""
+    if not tail:
+        return " (worker log is empty)"
+    return f"; worker log ({log_path}) ends:\n{tail[-_LOG_TAIL_CHARS:]}"

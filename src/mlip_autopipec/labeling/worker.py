@@ -1,0 +1,86 @@
+"""The labelling worker process: one structure, one calculator, one result file.
+
+    python -m mlip_autopipec.labeling.worker JOB_DIR [--parent PID]
+
+Reads JOB_DIR/structure.traj and JOB_DIR/calculator.json (a CalculatorSpec), computes energy,
+forces and, for fully periodic cells with a calculator that implements it, stress, then writes
+JOB_DIR/result.json atomically. Any failure is an uncaught exception: a traceback on stderr and
+a non-zero exit, which the parent reports. The parent runs this in its own process group with
+JOB_DIR as working directory (where DFT codes leave their files). When process PID (default:
+the one that started the worker) is gone, the worker kills its process group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ase.io
+
+from mlip_autopipec.calculators import CalculatorSpec
+from mlip_autopipec.files import atomic_write_text
+from mlip_autopipec.labeling.job_files import CALCULATOR_FILE, RESULT_FILE, STRUCTURE_FILE
+
+_PARENT_POLL_S = 1.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlip_autopipec.labeling.worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job_dir", type=Path)
+    parser.add_argument("--parent", type=int, default=os.getppid(), metavar="PID",
+                        help="die with this process (default: the one that started the worker)")
+    args = parser.parse_args(argv)
+    _die_with(args.parent)
+    job_dir = args.job_dir
+    atoms = ase.io.read(job_dir / STRUCTURE_FILE, format="traj")
+    spec = CalculatorSpec.model_validate_json((job_dir / CALCULATOR_FILE).read_text())
+    atoms.calc = spec.build()
+
+    start = time.perf_counter()
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    stress = _stress_if_defined(atoms)
+    compute_seconds = time.perf_counter() - start
+
+    # json writes floats with repr(), which round-trips float64 exactly (NaN included).
+    result = {"energy": float(energy), "forces": forces.tolist(),
+              "stress": None if stress is None else stress.tolist(),
+              "calculator": spec.name, "compute_seconds": compute_seconds}
+    atomic_write_text(job_dir / RESULT_FILE, json.dumps(result))
+    return 0
+
+
+def _stress_if_defined(atoms):
+    """Stress only means something for a cell periodic in all three directions."""
+    if not atoms.pbc.all() or "stress" not in getattr(atoms.calc, "implemented_properties", ()):
+        return None
+    return atoms.get_stress(voigt=True)
+
+
+def _die_with(parent: int) -> None:
+    """If the labelling process dies (kill -9, OOM), take this process group down with it.
+
+    The worker runs in its own session, so signals to the parent's group never reach it; without
+    this watchdog a killed campaign would leave DFT runs computing for nobody. The parent's pid
+    comes from the parent itself: it may already be gone by the time this runs.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        if os.getpgrp() == os.getpid():  # we lead our own group: take MPI ranks etc. along
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
