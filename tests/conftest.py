@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,59 @@ def shared_data() -> Path:
 @pytest.fixture
 def store_path(tmp_path) -> Path:
     return tmp_path / "structures.db"
+
+
+# -- one real Pacemaker fit, shared by every test that needs a trained potential ---------------
+
+N_STRUCTURES = 30  # 204 atoms of Cu-I, among them 64- and 96-atom phonon supercells
+
+
+@pytest.fixture(scope="session")
+def cu_manifest(shared_data, tmp_path_factory):
+    """30 Cu-I structures exported as for a generation (Pacemaker format, 20% test)."""
+    from mlip_autopipec.data.export import ExportItem, export_dataset
+    from mlip_autopipec.data.frames import LabelledFrame
+    from mlip_autopipec.data.readers import read_labelled_frames
+
+    frames = [frame for _, frame in read_labelled_frames(shared_data / "Cu-I.extxyz")
+              if isinstance(frame, LabelledFrame)][:N_STRUCTURES]
+    items = [ExportItem(frame=frame, group=f"frame-{index}") for index, frame in enumerate(frames)]
+    return export_dataset(items, tmp_path_factory.mktemp("cu-export"), test_fraction=0.2, seed=0,
+                          formats=["pacemaker", "extxyz"])
+
+
+def _tiny_config(**overrides):
+    """10 functions, up to 4-body: about 15 s on 2 cores, most of it TensorFlow starting up."""
+    from mlip_autopipec.config.training import PacemakerConfig
+
+    settings = dict(number_of_functions_per_element=10, nradmax_by_orders=[5, 2, 1],
+                    lmax_by_orders=[0, 2, 1], maxiter=25, display_step=5, timeout_seconds=300)
+    return PacemakerConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """Builds the tiny test config; keyword arguments override its settings."""
+    return _tiny_config
+
+
+@dataclass
+class TrainedGeneration:
+    artifact: object  # PotentialArtifact
+    config: object  # PacemakerConfig
+    progress: list
+
+    @property
+    def directory(self) -> Path:
+        return self.artifact.generation_dir
+
+
+@pytest.fixture(scope="session")
+def generation_1(cu_manifest, tiny_config, tmp_path_factory) -> TrainedGeneration:
+    from mlip_autopipec.backends.pacemaker import PacemakerTrainer
+
+    config = tiny_config()
+    events: list = []
+    artifact = PacemakerTrainer().train(cu_manifest, config, tmp_path_factory.mktemp("campaign") / "gen-001",
+                                        progress=events.append)
+    return TrainedGeneration(artifact, config, events)

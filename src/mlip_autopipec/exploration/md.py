@@ -17,6 +17,7 @@ import ase.io
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
+from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
@@ -46,12 +47,13 @@ class WalkerResult:
 def run_walker(seed_structure: Atoms, calculator: Calculator, settings: WalkerSettings,
                trajectory: str | Path, progress: Callable[[int, int], None] | None = None) -> WalkerResult:
     atoms = seed_structure.copy()
+    atoms.set_constraint(FixCom())  # no drift of the whole cell (ASE's recommended form of fixcm)
     atoms.calc = calculator
     rng = np.random.default_rng(settings.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_K, rng=rng)
     Stationary(atoms)
     dynamics = Langevin(atoms, timestep=settings.timestep_fs * units.fs, temperature_K=settings.temperature_K,
-                        friction=settings.friction_per_fs / units.fs, rng=rng)
+                        friction=settings.friction_per_fs / units.fs, fixcm=False, rng=rng)
 
     frames: list[Atoms] = []
     max_gammas: list[float] = []

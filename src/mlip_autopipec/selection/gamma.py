@@ -40,9 +40,14 @@ def select_d_optimal(frames: Sequence[Atoms], potential_yaml: str | Path, active
     if count <= 0 or not frames:
         return []
     import pandas as pd
-    from pyace import BBasisConfiguration
-    from pyace.aceselect import select_structures_maxvol
-    from pyace.activelearning import compute_A_active_inverse, load_active_inverse_set
+
+    from mlip_autopipec.backends.pacemaker.quiet_import import import_pyace
+
+    BBasisConfiguration = import_pyace().BBasisConfiguration
+    select_structures_maxvol = import_pyace("pyace.aceselect").select_structures_maxvol
+    activelearning = import_pyace("pyace.activelearning")
+    compute_A_active_inverse = activelearning.compute_A_active_inverse
+    load_active_inverse_set = activelearning.load_active_inverse_set
 
     extra = None
     if active_set is not None:

@@ -13,6 +13,7 @@ from ase.calculators.calculator import Calculator
 from ase.calculators.mixing import SumCalculator
 
 from mlip_autopipec.backends.base import BackendNotFound, PotentialArtifact
+from mlip_autopipec.backends.pacemaker.quiet_import import import_pyace
 
 
 class BaselinePlusACECalculator(SumCalculator):
@@ -37,7 +38,7 @@ def make_calculator(artifact: PotentialArtifact, with_active_set: bool = True) -
     Without the active set it is a little faster, and results["gamma"] is meaningless (zeros).
     """
     try:
-        from pyace import PyACECalculator
+        PyACECalculator = import_pyace().PyACECalculator
     except ImportError as exc:
         raise BackendNotFound(f"python-ace (import name pyace) is needed to evaluate {artifact.backend} "
                               f"potentials: {exc}") from exc

@@ -129,7 +129,7 @@ class PacemakerTrainer:
         self._run_tool(tools["pace_yaml2yace"], [POTENTIAL_YAML, "-o", POTENTIAL_YACE], POTENTIAL_YACE,
                        generation_dir, log_path, deadline, "could not convert the fitted potential to .yace")
         report.stage(FIT_SHARE + 0.02, "computing the active set", fitted)
-        self._run_tool(tools["pace_activeset"], _active_set_arguments(config), ACTIVE_SET, generation_dir,
+        self._run_tool(tools["pace_activeset"], active_set_arguments(config), ACTIVE_SET, generation_dir,
                        log_path, deadline, "could not compute the active set")
 
         try:
@@ -237,7 +237,7 @@ def _fit_elements(config: PacemakerConfig, manifest: DatasetManifest,
     return elements
 
 
-def _active_set_arguments(config: PacemakerConfig) -> list[str]:
+def active_set_arguments(config: PacemakerConfig) -> list[str]:
     options = config.active_set
     arguments = [POTENTIAL_YAML, "-d", PACEMAKER_FITTING_DATA,
                  "-g", str(options.gamma_tolerance), "-i", str(options.maxvol_iters),
