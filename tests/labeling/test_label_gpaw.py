@@ -1,4 +1,5 @@
-"""Real DFT through the same worker: runs only where GPAW is installed (see the labelling notes)."""
+"""Real DFT through the same worker; runs only where GPAW is installed
+(apt-get install libxc-dev libopenblas-dev libopenmpi-dev; pip install gpaw gpaw-data)."""
 
 import numpy as np
 import pytest
@@ -8,11 +9,11 @@ from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.labeling import label_pending
 from mlip_autopipec.store import Status
 
-gpaw = pytest.importorskip("gpaw")
+pytest.importorskip("gpaw")
 
-# Tiny on purpose: one Cu atom, a low plane-wave cutoff and few k-points (seconds, not physics).
+# Tiny on purpose: one Cu atom, LDA, a low plane-wave cutoff, Γ only (about a second, not physics).
 GPAW_SPEC = CalculatorSpec(factory="gpaw", kwargs={
-    "mode": {"name": "pw", "ecut": 250}, "xc": "PBE", "kpts": {"size": [2, 2, 2], "gamma": True},
+    "mode": {"name": "pw", "ecut": 200}, "xc": "LDA", "kpts": {"size": [1, 1, 1], "gamma": True},
     "txt": "gpaw.txt"})
 
 
