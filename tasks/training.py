@@ -38,8 +38,10 @@ def _retry_crashes_only(task, task_run, state) -> bool:
 @task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=_retry_crashes_only,
       cache_policy=DIGEST_CACHE, persist_result=True)
 def train_task(manifest_path: str, manifest_digest: str, training_config: dict, generations_root: str,
-               initial_artifact: str | None = None, initial_digest: str | None = None) -> dict:
-    """Train one generation (or reuse the finished one with the same digests)."""
+               initial_artifact: str | None = None, initial_digest: str | None = None,
+               generation: int | None = None) -> dict:
+    """Train one generation (or reuse the finished one with the same digests); `generation`
+    fixes its directory index (default: one past the last finished generation)."""
     logger = get_run_logger()
     manifest = DatasetManifest.load(manifest_path)
     if manifest.digest != manifest_digest:
@@ -54,7 +56,7 @@ def train_task(manifest_path: str, manifest_digest: str, training_config: dict, 
     if existing is not None:
         logger.info(f"reusing {existing.generation_dir}: same dataset, config and starting potential")
         return artifact_summary(existing)
-    target = prepare_next(generations_root)
+    target = prepare_next(generations_root, generation)
     logger.info(f"training {config.backend} on {manifest.counts['train']} structures into {target}")
     progress = PrefectProgress(key="training-progress", description=f"{config.backend} training of {target.name}")
     artifact = get_trainer(config.backend).train(manifest, config, target, initial, progress=progress)
@@ -62,26 +64,28 @@ def train_task(manifest_path: str, manifest_digest: str, training_config: dict, 
 
 
 @task(name="evaluate", cache_policy=DIGEST_CACHE, persist_result=True)
-def evaluate_task(artifact_path: str, potential_digest: str, manifest_path: str, manifest_digest: str) -> dict:
-    """Errors of the potential on the held-out split (train split if there is none), with plots."""
+def evaluate_task(artifact_path: str, potential_digest: str, manifest_path: str, manifest_digest: str,
+                  split: str | None = None, name: str = "test") -> dict:
+    """Errors of the potential on one split of a dataset (default: its test split, else its train
+    split), with plots; `name` labels the evaluation (e.g. "held-out") in the report."""
     artifact = PotentialArtifact.load(artifact_path)
     manifest = DatasetManifest.load(manifest_path)
-    split = "test" if manifest.counts.get("test") else "train"
+    split = split or ("test" if manifest.counts.get("test") else "train")
     frames = [item for _, item in read_labelled_frames(manifest.path_of("extxyz", split))]
     calculator = get_trainer(artifact.backend).make_calculator(artifact)
     predictions = predict(calculator, frames)
     report_dir = artifact.generation_dir / "report"
-    title = f"{artifact.generation_dir.name}: {split} split ({len(frames)} structures)"
+    title = f"{artifact.generation_dir.name}: {name} set ({len(frames)} structures)"
     evaluation = {
-        "split": split,
+        "split": name,
         "metrics": predictions.summary(),
         "worst_frames": predictions.worst_frames(),
         "plots": {
-            "parity": str(parity_plot(predictions, report_dir / "parity.png", title)),
-            "errors": str(error_histogram(predictions, report_dir / "errors.png", title)),
+            "parity": str(parity_plot(predictions, report_dir / f"parity-{name}.png", title)),
+            "errors": str(error_histogram(predictions, report_dir / f"errors-{name}.png", title)),
         },
     }
-    atomic_write_text(report_dir / "evaluation.json", json.dumps(evaluation, indent=2) + "\n")
+    atomic_write_text(report_dir / f"evaluation-{name}.json", json.dumps(evaluation, indent=2) + "\n")
     return evaluation
 
 

@@ -1,0 +1,163 @@
+"""An active-learning campaign: generations of train -> validate -> explore -> select -> label.
+
+    python -m flows.active_learning --config campaign.yaml
+
+Generation 0 trains on labelled, perturbed copies of the seed structures. Every generation then
+  1. exports the campaign's labels and trains (fine-tuning from the previous generation),
+  2. validates on the fixed held-out set and publishes the potential (block + report),
+  3. explores with Langevin MD walkers, recording the extrapolation grade γ,
+  4. selects frames with γ in [gamma_lower, gamma_upper) by D-optimality and queues them,
+  5. labels them (one subprocess per structure; failures are recorded and retried, never fatal).
+It stops at max_generations, when the label budget is spent, or when the share of explored
+frames the potential already knows (γ < gamma_lower) reaches converged_fraction.
+
+Re-running the same command resumes after the last finished generation; a finished campaign
+does nothing. Killing it mid-generation loses no labels: labelled rows are in the store, and
+rows left running are sent back to pending on the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import psutil
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from mlip_autopipec.campaign.config import CampaignConfig
+from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop_reason
+from mlip_autopipec.config.run_files import ConfigError
+from tasks.campaign import explore_task, prepare_task, record_task, select_and_queue_task
+from tasks.labeling import label_task
+from tasks.publish import publish_task, slug
+from tasks.store import export_task
+from tasks.training import evaluate_task, train_task
+
+
+@flow(name="active-learning", log_prints=True)
+def active_learning(config: str) -> list[dict]:
+    settings = CampaignConfig.load(config)
+    logger = get_run_logger()
+    generations_root = settings.workdir / "generations"
+    records = load_records(generations_root)
+    reason = stop_reason(records, settings.stop)
+    if reason:
+        print(f"campaign {settings.campaign} is finished ({reason}); nothing to do")
+        return [r.model_dump(mode="json") for r in records]
+
+    prepare_task(config)
+    label = settings.labeling
+    label_task(settings.store_url, settings.held_out_campaign, label.calculator.model_dump(mode="json"),
+               max_attempts=label.max_attempts, timeout_s=label.timeout_s, workers=label.workers,
+               recover_running=True)
+    held_out = export_task(settings.store_url, settings.held_out_campaign, str(settings.workdir / "held-out"),
+                           0.0, settings.seed, ["extxyz"])
+    first = len(records)
+    label_task(settings.store_url, settings.campaign, label.calculator.model_dump(mode="json"),
+               generation=first, max_attempts=label.max_attempts, timeout_s=label.timeout_s,
+               workers=label.workers, recover_running=True)
+
+    while reason is None:
+        generation = len(records)
+        previous = records[-1] if records else None
+        record = generation_flow(config, generation, previous.potential if previous else None,
+                                 previous.potential_digest if previous else None,
+                                 held_out["manifest"], held_out["digest"])
+        records.append(GenerationRecord.model_validate(record))
+        reason = stop_reason(records, settings.stop)
+        print(_progress_line(records[-1]))
+    logger.info(f"campaign {settings.campaign} stopped: {reason}")
+    create_table_artifact(key=f"{slug(settings.campaign)}-campaign-summary",
+                          table=[r.table_row() for r in records],
+                          description=f"{settings.campaign}: {len(records)} generations; stopped: {reason}")
+    return [r.model_dump(mode="json") for r in records]
+
+
+@flow(name="generation", flow_run_name="generation {generation}", log_prints=True)
+def generation_flow(config: str, generation: int, initial_artifact: str | None, initial_digest: str | None,
+                    held_out_manifest: str, held_out_digest: str) -> dict:
+    """One generation as its own (sub)flow run, so a long campaign's task states do not pile up."""
+    settings = CampaignConfig.load(config)
+    config_digest = hashlib.sha256(Path(config).read_bytes()).hexdigest()
+    label = settings.labeling
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = now - clock
+        clock = now
+
+    dataset = export_task(settings.store_url, settings.campaign,
+                          str(settings.workdir / "datasets" / f"gen-{generation:03d}"),
+                          settings.export_test_fraction, settings.seed,
+                          sorted({"extxyz", settings.training.backend} & {"extxyz", "pacemaker", "mace"}),
+                          max_generation=generation)
+    lap("export")
+    trained = train_task(dataset["manifest"], dataset["digest"], settings.training.model_dump(mode="json"),
+                         str(settings.workdir / "generations"), initial_artifact, initial_digest,
+                         generation=generation)
+    lap("train")
+    test = evaluate_task(trained["artifact"], trained["digest"], dataset["manifest"], dataset["digest"])
+    held = evaluate_task(trained["artifact"], trained["digest"], held_out_manifest, held_out_digest,
+                         split="train", name="held-out")
+    publish_task(settings.campaign, trained["artifact"], held)
+    lap("validate")
+    explored = explore_task(config, config_digest, trained["artifact"], trained["digest"], generation)
+    lap("explore")
+    queued = select_and_queue_task(config, trained["artifact"], explored["trajectories"], generation)
+    lap("select")
+    labels = label_task(settings.store_url, settings.campaign, label.calculator.model_dump(mode="json"),
+                        generation=generation + 1, max_attempts=label.max_attempts,
+                        timeout_s=label.timeout_s, workers=label.workers)
+    lap("label")
+    return record_task(config, {
+        "generation": generation, "potential": trained["artifact"], "potential_digest": trained["digest"],
+        "training_structures": dataset["counts"]["train"],
+        "labels_total": 0, "labels_added": labels["completed"], "labels_failed": labels["failed"],
+        "held_out_energy_rmse_mev_per_atom": held["metrics"]["energy_rmse_mev_per_atom"],
+        "held_out_forces_rmse_mev_per_angstrom": held["metrics"]["forces_rmse_mev_per_angstrom"],
+        "test_forces_rmse_mev_per_angstrom": test["metrics"]["forces_rmse_mev_per_angstrom"],
+        "explored_frames": explored["frames"],
+        "fraction_below_gamma_lower": explored["fraction_below_gamma_lower"],
+        "max_gamma_median": explored["max_gamma_median"], "max_gamma_max": explored["max_gamma_max"],
+        "selected": queued["selected"], "step_seconds": seconds,
+        "rss_mb_after": psutil.Process().memory_info().rss / 2**20,
+    })
+
+
+def _progress_line(record: GenerationRecord) -> str:
+    return (f"generation {record.generation}: {record.training_structures} training structures, "
+            f"held-out force RMSE {record.held_out_forces_rmse_mev_per_angstrom:.1f} meV/Å, "
+            f"energy RMSE {record.held_out_energy_rmse_mev_per_atom:.2f} meV/atom; explored "
+            f"{record.explored_frames} frames ({100 * record.fraction_below_gamma_lower:.0f}% known), "
+            f"selected {record.selected}, labelled {record.labels_added} ({record.labels_failed} failed)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.active_learning", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="campaign YAML (see campaigns/cuni-demo.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        records = active_learning(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    header = f"{'gen':>3} {'train':>6} {'labels':>6} {'failed':>6} {'F RMSE meV/Å':>13} {'E RMSE meV/at':>13} " \
+             f"{'known %':>7} {'selected':>8}"
+    print(header)
+    for r in records:
+        print(f"{r['generation']:>3} {r['training_structures']:>6} {r['labels_total']:>6} {r['labels_failed']:>6} "
+              f"{r['held_out_forces_rmse_mev_per_angstrom']:>13.1f} {r['held_out_energy_rmse_mev_per_atom']:>13.2f} "
+              f"{100 * r['fraction_below_gamma_lower']:>7.0f} {r['selected']:>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Active-learning campaigns: configuration, seed structures, held-out sets, generation records."""

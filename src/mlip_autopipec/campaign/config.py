@@ -1,0 +1,138 @@
+"""campaign.yaml: everything one active-learning campaign needs, checked key by key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+
+from mlip_autopipec.calculators import CalculatorSpec
+from mlip_autopipec.config.run_files import load_yaml_model
+from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig, parse_training_config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeedSpec(_Strict):
+    """A starting structure: a bulk crystal built with ASE (optionally an alloy), or a file."""
+
+    bulk: str | None = Field(None, description="element for ase.build.bulk, e.g. Cu")
+    crystalstructure: str = "fcc"
+    a: float | None = None
+    repeat: list[int] = Field(default_factory=lambda: [2, 2, 2])
+    substitute: dict[str, float] = Field(default_factory=dict,
+                                         description="element -> fraction of sites, random with the campaign seed")
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SeedSpec:
+        if (self.bulk is None) == (self.file is None):
+            raise ValueError("give exactly one of 'bulk' (an element) or 'file'")
+        if sum(self.substitute.values()) > 1.0:
+            raise ValueError("substitute fractions add up to more than 1")
+        return self
+
+
+class BootstrapSettings(_Strict):
+    """Generation 0's training set: perturbed copies of every seed, labelled before any training."""
+
+    per_seed: int = Field(12, ge=1)
+    rattle_stdev: float = Field(0.08, ge=0, description="Å")
+    max_strain: float = Field(0.04, ge=0, description="isotropic strain range ±")
+
+
+class ExplorationSettings(_Strict):
+    temperatures_K: list[float] = Field(default_factory=lambda: [300.0, 900.0])
+    walkers_per_temperature: int = Field(2, ge=1)
+    steps: int = Field(300, ge=1)
+    timestep_fs: float = Field(2.0, gt=0)
+    friction_per_fs: float = Field(0.01, gt=0)
+    record_every: int = Field(10, ge=1)
+
+
+class SelectionSettings(_Strict):
+    gamma_lower: float = Field(1.2, ge=1.0, description="frames below are already known")
+    gamma_upper: float = Field(10.0, gt=1.0, description="walkers stop and frames are dropped above this")
+    max_per_generation: int = Field(20, ge=1)
+    method: Literal["d_optimal", "top_gamma"] = "d_optimal"
+
+
+class LabelingSettings(_Strict):
+    calculator: CalculatorSpec = Field(default_factory=CalculatorSpec)
+    timeout_s: float = Field(600.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    workers: int = Field(2, ge=1)
+
+
+class ValidationSettings(_Strict):
+    """The fixed held-out set: a labelled file, or MD snapshots run with the labeler itself
+    (sensible for cheap labelers such as EMT) at the given temperatures."""
+
+    data: Path | None = None
+    md_temperatures_K: list[float] = Field(default_factory=lambda: [600.0, 1200.0])
+    md_steps: int = Field(400, ge=1)
+    snapshots_per_run: int = Field(8, ge=1)
+
+
+class StopSettings(_Strict):
+    max_generations: int = Field(3, ge=1)
+    label_budget: int | None = Field(None, ge=1)
+    converged_fraction: float | None = Field(0.95, gt=0, le=1.0,
+                                             description="stop when this fraction of explored frames has "
+                                                         "max γ below gamma_lower")
+
+
+class CampaignConfig(_Strict):
+    campaign: str
+    workdir: Path
+    store: str | None = Field(None, description="SQLite path or postgresql:// URL; default workdir/structures.db")
+    seed: int = 0
+    seeds: list[SeedSpec]
+    bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
+    exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)
+    selection: SelectionSettings = Field(default_factory=SelectionSettings)
+    labeling: LabelingSettings = Field(default_factory=LabelingSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    training: SerializeAsAny[BaseTrainingConfig] = Field(default_factory=PacemakerConfig)
+    export_test_fraction: float = Field(0.1, ge=0, lt=1)
+    stop: StopSettings = Field(default_factory=StopSettings)
+
+    @field_validator("training", mode="before")
+    @classmethod
+    def _backend_specific(cls, value):
+        return value if isinstance(value, BaseTrainingConfig) else parse_training_config(value or {})
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seeds(cls, value):
+        if not value:
+            raise ValueError("at least one seed structure is needed")
+        return value
+
+    @property
+    def store_url(self) -> str:
+        return self.store or str(self.workdir / "structures.db")
+
+    @property
+    def held_out_campaign(self) -> str:
+        """The held-out set lives in the same store under its own campaign name: never trained on."""
+        return f"{self.campaign}--held-out"
+
+    @classmethod
+    def load(cls, path: str | Path) -> CampaignConfig:
+        config = load_yaml_model(path, cls)
+        # Relative paths in the file are relative to the file, as users expect.
+        base = Path(path).resolve().parent
+        config.workdir = (base / config.workdir).resolve()
+        if config.store and not config.store.startswith(("postgresql://", "postgres://")) \
+                and not Path(config.store).is_absolute():
+            config.store = str(base / config.store)
+        for seed in config.seeds:
+            if seed.file is not None and not seed.file.is_absolute():
+                seed.file = base / seed.file
+        if config.validation.data is not None and not config.validation.data.is_absolute():
+            config.validation.data = base / config.validation.data
+        return config

@@ -1,0 +1,74 @@
+"""One record per finished generation (workdir/generations/gen-NNN/generation.json), the stop
+criteria over them, and the explored-γ statistics they hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from mlip_autopipec.campaign.config import StopSettings
+from mlip_autopipec.files import atomic_write_text
+from mlip_autopipec.generations import generation_dir
+
+RECORD_NAME = "generation.json"
+
+
+class GenerationRecord(BaseModel):
+    generation: int
+    potential: str  # artifact.json of the generation's potential
+    potential_digest: str
+    training_structures: int
+    labels_total: int  # completed rows of the campaign after this generation's labelling
+    labels_added: int
+    labels_failed: int
+    held_out_energy_rmse_mev_per_atom: float
+    held_out_forces_rmse_mev_per_angstrom: float
+    test_forces_rmse_mev_per_angstrom: float | None = None
+    explored_frames: int
+    fraction_below_gamma_lower: float
+    max_gamma_median: float | None = None
+    max_gamma_max: float | None = None
+    selected: int
+    step_seconds: dict[str, float] = Field(default_factory=dict)
+    rss_mb_after: float | None = None  # resident memory of the campaign process after this generation
+
+    def save(self, generations_root: str | Path) -> Path:
+        target = generation_dir(generations_root, self.generation) / RECORD_NAME
+        return atomic_write_text(target, self.model_dump_json(indent=2) + "\n")
+
+    def table_row(self) -> dict:
+        row = self.model_dump(exclude={"potential", "potential_digest", "step_seconds"})
+        row.update({f"{step}_s": round(seconds, 1) for step, seconds in self.step_seconds.items()})
+        return {key: round(value, 3) if isinstance(value, float) else value for key, value in row.items()}
+
+
+def load_records(generations_root: str | Path) -> list[GenerationRecord]:
+    root = Path(generations_root)
+    paths = sorted(root.glob(f"gen-*/{RECORD_NAME}")) if root.is_dir() else []
+    return [GenerationRecord.model_validate_json(path.read_text()) for path in paths]
+
+
+def gamma_statistics(max_gamma: list[float], gamma_lower: float) -> dict[str, float | None]:
+    if not max_gamma:
+        return {"fraction_below_gamma_lower": 0.0, "max_gamma_median": None, "max_gamma_max": None}
+    values = np.asarray(max_gamma, dtype=float)
+    return {"fraction_below_gamma_lower": float(np.mean(values < gamma_lower)),
+            "max_gamma_median": float(np.median(values)), "max_gamma_max": float(values.max())}
+
+
+def stop_reason(records: list[GenerationRecord], stop: StopSettings) -> str | None:
+    """Why the campaign is finished, or None to go on."""
+    if not records:
+        return None
+    last = records[-1]
+    if len(records) >= stop.max_generations:
+        return f"reached max_generations={stop.max_generations}"
+    if stop.label_budget is not None and last.labels_total >= stop.label_budget:
+        return f"label budget spent ({last.labels_total} >= {stop.label_budget})"
+    if stop.converged_fraction is not None and last.explored_frames and \
+            last.fraction_below_gamma_lower >= stop.converged_fraction:
+        return (f"converged: {100 * last.fraction_below_gamma_lower:.0f}% of explored frames below "
+                f"gamma_lower (>= {100 * stop.converged_fraction:.0f}%)")
+    return None
