@@ -23,6 +23,7 @@ from mlip_autopipec.backends.base import (
 # Backend name -> "module:class" of its Trainer.
 TRAINERS = {
     "pacemaker": "mlip_autopipec.backends.pacemaker:PacemakerTrainer",
+    "mace": "mlip_autopipec.backends.mace:MaceTrainer",
 }
 
 

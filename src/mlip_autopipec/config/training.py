@@ -219,3 +219,7 @@ def parse_training_config(data: dict[str, Any]) -> BaseTrainingConfig:
     except KeyError:
         raise ValueError(f"unknown training backend {backend!r}; choose from {sorted(TRAINING_CONFIGS)}") from None
     return config_class.model_validate({**data, "backend": backend})
+
+
+# Backends whose configs live in their own modules register themselves in TRAINING_CONFIGS on import.
+import mlip_autopipec.config.mace  # noqa: E402,F401  (after TRAINING_CONFIGS: it imports this module)
