@@ -31,11 +31,12 @@ from prefect.artifacts import create_table_artifact
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop_reason
 from mlip_autopipec.config.run_files import ConfigError
+from tasks.caching import run_with_outputs
 from tasks.campaign import explore_task, prepare_task, record_task, select_and_queue_task
 from tasks.labeling import label_task
 from tasks.publish import publish_task, slug
 from tasks.store import export_task
-from tasks.training import evaluate_task, train_task
+from tasks.training import evaluate_task, plot_files, potential_files, train_task
 
 
 @flow(name="active-learning", log_prints=True)
@@ -99,16 +100,19 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
                           sorted({"extxyz", settings.training.backend} & {"extxyz", "pacemaker", "mace"}),
                           max_generation=generation)
     lap("export")
-    trained = train_task(dataset["manifest"], dataset["digest"], settings.training.model_dump(mode="json"),
-                         str(settings.workdir / "generations"), initial_artifact, initial_digest,
-                         generation=generation)
+    trained = run_with_outputs(train_task, potential_files, dataset["manifest"], dataset["digest"],
+                               settings.training.model_dump(mode="json"),
+                               str(settings.workdir / "generations"), initial_artifact, initial_digest,
+                               generation=generation)
     lap("train")
-    test = evaluate_task(trained["artifact"], trained["digest"], dataset["manifest"], dataset["digest"])
-    held = evaluate_task(trained["artifact"], trained["digest"], held_out_manifest, held_out_digest,
-                         split="train", name="held-out")
+    test = run_with_outputs(evaluate_task, plot_files, trained["artifact"], trained["digest"],
+                            dataset["manifest"], dataset["digest"])
+    held = run_with_outputs(evaluate_task, plot_files, trained["artifact"], trained["digest"], held_out_manifest,
+                            held_out_digest, split="train", name="held-out")
     publish_task(settings.campaign, trained["artifact"], held)
     lap("validate")
-    explored = explore_task(config, config_digest, trained["artifact"], trained["digest"], generation)
+    explored = run_with_outputs(explore_task, lambda result: result["trajectories"], config, config_digest,
+                                trained["artifact"], trained["digest"], generation)
     lap("explore")
     queued = select_and_queue_task(config, trained["artifact"], explored["trajectories"], generation)
     lap("select")

@@ -27,9 +27,10 @@ from mlip_autopipec.backends import BackendError, PotentialArtifact
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.config.train_run import TrainRunConfig
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
+from tasks.caching import run_with_outputs
 from tasks.publish import publish_task
 from tasks.store import export_task, ingest_file_task
-from tasks.training import evaluate_task, train_task
+from tasks.training import evaluate_task, plot_files, potential_files, train_task
 
 # Prefect's own limit sits above the backend's (which kills the training process group).
 _TIMEOUT_MARGIN_S = 120
@@ -49,13 +50,15 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
     dataset = export_task(store_url, settings.campaign, str(out_dir / "dataset"),
                           settings.export.test_fraction, settings.export.seed, settings.export_formats)
     initial = PotentialArtifact.load(initial_potential) if initial_potential else None
-    trained = train_task.with_options(timeout_seconds=settings.training.timeout_seconds + _TIMEOUT_MARGIN_S)(
-        dataset["manifest"], dataset["digest"], settings.training.model_dump(mode="json"),
+    trained = run_with_outputs(
+        train_task.with_options(timeout_seconds=settings.training.timeout_seconds + _TIMEOUT_MARGIN_S),
+        potential_files, dataset["manifest"], dataset["digest"], settings.training.model_dump(mode="json"),
         str(out_dir / "generations"),
         str(initial.generation_dir / "artifact.json") if initial else None,
         initial.digest if initial else None,
     )
-    evaluation = evaluate_task(trained["artifact"], trained["digest"], dataset["manifest"], dataset["digest"])
+    evaluation = run_with_outputs(evaluate_task, plot_files, trained["artifact"], trained["digest"],
+                                  dataset["manifest"], dataset["digest"])
     block = publish_task(settings.campaign, trained["artifact"], evaluation)
 
     metrics = evaluation["metrics"]

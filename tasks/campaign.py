@@ -17,7 +17,7 @@ from mlip_autopipec.data.readers import read_labelled_frames
 from mlip_autopipec.exploration.md import WalkerSettings, run_walker
 from mlip_autopipec.selection.gamma import gamma_candidates, select_d_optimal, select_top_gamma
 from mlip_autopipec.store import NewStructure, Status, StructureStore
-from tasks.training import DIGEST_CACHE
+from tasks.caching import DIGEST_CACHE
 
 
 @task(name="prepare campaign", cache_policy=NO_CACHE)

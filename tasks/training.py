@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from mlip_autopipec.backends import PotentialArtifact, TrainingError, TrainingTimeout, get_trainer
 from mlip_autopipec.config.training import parse_training_config
@@ -17,9 +16,8 @@ from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.generations import find_matching, prepare_next
 from mlip_autopipec.validation.errors import predict
 from mlip_autopipec.validation.plots import error_histogram, parity_plot
+from tasks.caching import DIGEST_CACHE
 from tasks.progress import PrefectProgress
-
-DIGEST_CACHE = INPUTS + TASK_SOURCE
 
 
 def _retry_crashes_only(task, task_run, state) -> bool:
@@ -99,3 +97,13 @@ def artifact_summary(artifact: PotentialArtifact) -> dict:
         "metrics": dict(artifact.metrics),
         "version": artifact.version,
     }
+
+
+def potential_files(trained: dict) -> list[str]:
+    """The files a (possibly cached) train_task result points to."""
+    return [trained["artifact"]]
+
+
+def plot_files(evaluation: dict) -> list[str]:
+    """The files a (possibly cached) evaluate_task result points to."""
+    return list(evaluation["plots"].values())
