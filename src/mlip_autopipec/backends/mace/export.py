@@ -1,0 +1,246 @@
+"""Export a trained MACE model as standard artifacts: RUN_DIR/artifacts/ with
+
+    model.model            the whole pickled module (what MACECalculator and mace_* CLIs load)
+    model_compiled.model   TorchScript (LAMMPS, C++); absent when TorchScript compilation fails
+    weights.pt             the state_dict alone
+    committee_K.model      further committee members, if any
+    manifest.json          config, weights path, digests, versions, elements, metrics
+
+`calculator_from_manifest(manifest.json)` loads it back into a working ASE calculator;
+`weights=` swaps in another state_dict (or a training checkpoint's "model" entry) of the same
+architecture, which is how the unified run.yaml's `model.manifest` + `model.weights` are read.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ase.calculators.calculator import Calculator
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlip_autopipec.files import atomic_path, atomic_write_text, sha256_file
+
+ARTIFACTS_DIR = "artifacts"
+MANIFEST_NAME = "manifest.json"
+MODEL_FILE = "model.model"
+COMPILED_FILE = "model_compiled.model"
+WEIGHTS_FILE = "weights.pt"
+
+
+class ExportedFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str  # relative to the manifest's directory
+    sha256: str
+
+
+class ExportManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 1
+    backend: str = "mace"
+    created: str
+    source: str
+    model: ExportedFile
+    compiled_model: ExportedFile | None = None
+    weights: ExportedFile
+    committee: list[ExportedFile] = Field(default_factory=list)
+    elements: list[str]
+    r_max: float
+    default_dtype: str
+    heads: list[str]
+    versions: dict[str, str]
+    config: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    dataset_digest: str | None = None
+
+    directory: Path | None = None  # where manifest.json was loaded from; not serialised
+
+    def path(self, entry: ExportedFile) -> Path:
+        return (self.directory or Path(".")) / entry.path
+
+    def model_files(self) -> list[Path]:
+        return [self.path(self.model)] + [self.path(member) for member in self.committee]
+
+    def verify(self) -> None:
+        entries = [self.model, self.weights, *self.committee] + ([self.compiled_model] if self.compiled_model else [])
+        for entry in entries:
+            path = self.path(entry)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} listed in the export manifest is missing")
+            if sha256_file(path) != entry.sha256:
+                raise ValueError(f"{path} changed after export (sha256 differs from the manifest)")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ExportManifest:
+        path = Path(path)
+        if path.is_dir():
+            path = path / MANIFEST_NAME
+        try:
+            manifest = cls.model_validate_json(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no export manifest") from None
+        manifest.directory = path.parent
+        return manifest
+
+
+def export_model(model_in: str | os.PathLike, run_dir: str | os.PathLike, config: dict | None = None,
+                 compile_model: bool = True) -> Path:
+    """Write RUN_DIR/artifacts/ from `model_in` (a generation directory, its artifact.json, or a .model
+    file); return the manifest's path. The artifacts directory is replaced as a whole."""
+    import torch
+
+    from mlip_autopipec.backends.mace.calculator import _import_torch_and_mace, load_models
+
+    _import_torch_and_mace()
+    source = Path(model_in)
+    model_files, compiled_source, artifact = _export_sources(source)
+    models = load_models(model_files, "cpu")
+    main = models[0]
+
+    target = Path(run_dir) / ARTIFACTS_DIR
+    staging = target.with_name(f".{ARTIFACTS_DIR}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        shutil.copyfile(model_files[0], staging / MODEL_FILE)
+        torch.save(main.state_dict(), staging / WEIGHTS_FILE)
+        compiled = _compiled(main, compiled_source, staging / COMPILED_FILE) if compile_model else False
+        committee = []
+        for index, path in enumerate(model_files[1:], start=1):
+            name = f"committee_{index}.model"
+            shutil.copyfile(path, staging / name)
+            committee.append(_entry(staging, name))
+        recorded_config = dict(config or {})
+        if not recorded_config and artifact is not None and "config_json" in artifact.files:
+            recorded_config = json.loads(artifact.path("config_json").read_text()).get("config", {})
+        manifest = ExportManifest(
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            source=str(source.resolve()),
+            model=_entry(staging, MODEL_FILE),
+            compiled_model=_entry(staging, COMPILED_FILE) if compiled else None,
+            weights=_entry(staging, WEIGHTS_FILE),
+            committee=committee,
+            elements=_elements(main),
+            r_max=float(main.r_max),
+            default_dtype="float64" if next(main.parameters()).dtype == torch.float64 else "float32",
+            heads=list(getattr(main, "heads", None) or ["Default"]),
+            versions=_versions(),
+            config=recorded_config,
+            metrics=dict(artifact.metrics) if artifact is not None else {},
+            dataset_digest=artifact.dataset_digest if artifact is not None else None,
+        )
+        atomic_write_text(staging / MANIFEST_NAME, manifest.model_dump_json(indent=2, exclude={"directory"}) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / MANIFEST_NAME
+
+
+def load_exported_models(manifest_path: str | os.PathLike, weights: str | os.PathLike | None = None,
+                         device: str = "cpu") -> list:
+    """The manifest's models; `weights` (a state_dict or MACE checkpoint) replaces the first one's weights."""
+    import torch
+
+    from mlip_autopipec.backends.mace.calculator import load_models
+
+    manifest = ExportManifest.load(manifest_path)
+    manifest.verify()
+    models = load_models(manifest.model_files(), device)
+    weights_path = Path(weights) if weights is not None else None
+    if weights_path is not None:
+        if not weights_path.is_file():
+            raise FileNotFoundError(f"{weights_path}: weights file does not exist")
+        state = torch.load(weights_path, map_location=device, weights_only=False)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]  # a mace_run_train checkpoint: model, optimizer, lr_scheduler
+        try:
+            models[0].load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{weights_path}: weights do not fit the model of {manifest_path} ({exc})") from exc
+    return models
+
+
+def calculator_from_manifest(manifest_path: str | os.PathLike, weights: str | os.PathLike | None = None,
+                             device: str = "auto") -> Calculator:
+    """An ASE calculator for an exported model (a committee calculator when it has several)."""
+    from mlip_autopipec.backends.mace.calculator import CommitteeMACECalculator, _model_dtype
+    from mlip_autopipec.backends.mace.command import resolve_device
+
+    device = resolve_device(device)
+    models = load_exported_models(manifest_path, weights, device)
+    dtype = _model_dtype(models[0])
+    if len(models) > 1:
+        return CommitteeMACECalculator(models=models, device=device, default_dtype=dtype)
+    from mace.calculators import MACECalculator
+
+    return MACECalculator(models=models, device=device, default_dtype=dtype)
+
+
+def _export_sources(source: Path):
+    """(model files, an existing compiled model or None, the artifact or None) of `source`."""
+    from mlip_autopipec.backends.base import ARTIFACT_NAME, PotentialArtifact
+    from mlip_autopipec.backends.mace.calculator import model_paths_of
+
+    if source.is_dir() or source.name == ARTIFACT_NAME:
+        if not (source if source.is_file() else source / ARTIFACT_NAME).is_file():
+            raise FileNotFoundError(f"{source}: no {ARTIFACT_NAME}; export needs a finished generation or a .model file")
+        artifact = PotentialArtifact.load(source)
+        if artifact.backend != "mace":
+            raise ValueError(f"{source}: a {artifact.backend} potential; this exporter handles MACE models")
+        artifact.verify()
+        compiled = artifact.path("compiled_model") if "compiled_model" in artifact.files else None
+        return model_paths_of(artifact), compiled, artifact
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: model to export does not exist")
+    if source.suffix == ".pt":
+        raise ValueError(f"{source}: a MACE training checkpoint holds only weights; export the .model file "
+                         "(or a generation directory), or pass the checkpoint as `weights` with a manifest")
+    return [source], None, None
+
+
+def _compiled(model, existing: Path | None, target: Path) -> bool:
+    if existing is not None and existing.is_file():
+        shutil.copyfile(existing, target)
+        return True
+    import copy
+
+    import torch
+    from e3nn.util import jit
+
+    try:
+        compiled = jit.compile(copy.deepcopy(model))
+        with atomic_path(target) as temporary:
+            torch.jit.save(compiled, str(temporary))
+    except Exception:  # TorchScript cannot compile every model variant; MACE itself skips it too
+        return False
+    return True
+
+
+def _entry(directory: Path, name: str) -> ExportedFile:
+    return ExportedFile(path=name, sha256=sha256_file(directory / name))
+
+
+def _elements(model) -> list[str]:
+    from ase.data import chemical_symbols
+
+    return [chemical_symbols[int(z)] for z in model.atomic_numbers]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("mace-torch", "torch", "e3nn"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return versions
