@@ -37,10 +37,12 @@ MID_SIZE = dict(cutoff=5.0, number_of_functions_per_element=25, nradmax_by_order
                 timeout_seconds=7200)
 
 
-def run_measured(command: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GiB) of the process tree of `command`."""
+def run_measured(command: list[str], cwd: Path, log: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GiB) of the process tree of `command`; its output goes to `log`
+    (a file, not a pipe: an unread pipe fills up and blocks a chatty tool)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with open(log, "ab") as output:
+        process = subprocess.Popen(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT)
     root = psutil.Process(process.pid)
     peak = 0
     while process.poll() is None:
@@ -51,7 +53,7 @@ def run_measured(command: list[str], cwd: Path) -> tuple[float, float]:
             pass
         time.sleep(0.2)
     if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{process.stderr.read()[-3000:]}")
+        raise RuntimeError(f"{' '.join(map(str, command))} failed; see {log}")
     return time.perf_counter() - start, peak / 2**30
 
 
@@ -63,13 +65,15 @@ def main() -> None:
     args = parser.parse_args()
     config = PacemakerConfig(**MID_SIZE, maxiter=args.maxiter)
     work = Path(args.keep or tempfile.mkdtemp(prefix="pacemaker-bench-"))
+    shutil.rmtree(work / "flow", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     (work / "train.yaml").write_text(yaml.safe_dump(
         {"campaign": "cu-ii-bench", "export": {"test_fraction": 0.1, "seed": 0},
          "training": config.model_dump(mode="json")}))
 
     flow_s, flow_gib = run_measured([sys.executable, "-m", "flows.train", "--config", str(work / "train.yaml"),
-                                     "--data", str(args.data.resolve()), "--out", str(work / "flow")], ROOT)
+                                     "--data", str(args.data.resolve()), "--out", str(work / "flow")], ROOT,
+                                    work / "flow.log")
     artifact = PotentialArtifact.load(next((work / "flow" / "generations").glob("gen-*/artifact.json")))
     evaluation = json.loads((artifact.generation_dir / "report" / "evaluation-test.json").read_text())
 
@@ -77,10 +81,11 @@ def main() -> None:
     shutil.rmtree(direct, ignore_errors=True)
     direct.mkdir()
     shutil.copy(artifact.generation_dir / "input.yaml", direct / "input.yaml")
-    fit_s, fit_gib = run_measured([str(BIN / "pacemaker"), "input.yaml"], direct)
+    log = direct / "commands.log"
+    fit_s, fit_gib = run_measured([str(BIN / "pacemaker"), "input.yaml"], direct, log)
     shutil.copy(direct / "output_potential.yaml", direct / "potential.yaml")
-    yace_s, _ = run_measured([str(BIN / "pace_yaml2yace"), "potential.yaml", "-o", "potential.yace"], direct)
-    asi_s, _ = run_measured([str(BIN / "pace_activeset"), *active_set_arguments(config)], direct)
+    yace_s, _ = run_measured([str(BIN / "pace_yaml2yace"), "potential.yaml", "-o", "potential.yace"], direct, log)
+    asi_s, _ = run_measured([str(BIN / "pace_activeset"), *active_set_arguments(config)], direct, log)
     direct_s = fit_s + yace_s + asi_s
 
     metrics = evaluation["metrics"]
