@@ -145,8 +145,8 @@ class MaceConfig(BaseTrainingConfig):
         """--E0s as MACE reads it: a keyword, or a dict keyed by atomic number."""
         if isinstance(self.E0s, str):
             return self.E0s
-        return "{" + ", ".join(f"{atomic_numbers[symbol]}: {energy!r}"
-                               for symbol, energy in sorted(self.E0s.items())) + "}"
+        by_number = sorted((atomic_numbers[symbol], energy) for symbol, energy in self.E0s.items())
+        return "{" + ", ".join(f"{number}: {energy!r}" for number, energy in by_number) + "}"
 
 
 TRAINING_CONFIGS["mace"] = MaceConfig

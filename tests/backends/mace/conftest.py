@@ -110,6 +110,7 @@ def fake_successful_run(model_source: Path) -> str:
         if restarted:
             found = sorted(Path("checkpoints").glob(tag + "_epoch-*.pt"))
             start = int(found[-1].stem.rsplit("-", 1)[1])
+            Path("restarted_from.bin").write_bytes(found[-1].read_bytes())
             lines.append(f"2026-01-01 00:00:00.000 INFO: Loading checkpoint: ./checkpoints/{{found[-1].name}}")
         lines.append("2026-01-01 00:00:00.000 INFO: ===========TRAINING===========")
         Path("results").mkdir(exist_ok=True)
