@@ -1,0 +1,250 @@
+"""Validate a potential and write what a person reads: `validation_metrics.json`, `report.md`, PNG plots.
+
+    report = validate_potential(calculator, frames, out_dir, reference=EMT(), structure=cubic_crystal("Cu", "fcc", 3.61))
+
+The Markdown report is self-contained: the plots sit next to it and are linked by relative path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from ase import Atoms  # noqa: E402
+from ase.calculators.calculator import Calculator  # noqa: E402
+
+from mlip_autopipec.data.frames import LabelledFrame  # noqa: E402
+from mlip_autopipec.data.problems import FrameProblem  # noqa: E402
+from mlip_autopipec.data.readers import read_labelled_frames  # noqa: E402
+from mlip_autopipec.files import atomic_path, atomic_write_text  # noqa: E402
+from mlip_autopipec.validation.errors import Predictions, predict  # noqa: E402
+from mlip_autopipec.validation.physical import (  # noqa: E402
+    PhysicalComparison,
+    compare_physical,
+    per_element_force_errors,
+)
+from mlip_autopipec.validation.plots import error_histogram, parity_plot  # noqa: E402
+
+METRICS_NAME = "validation_metrics.json"
+REPORT_NAME = "report.md"
+
+
+def load_potential(path: str | os.PathLike) -> tuple[Calculator, str]:
+    """An ASE calculator and a title for a generation directory, its `artifact.json`, or a bare
+    potential file (Pacemaker `.yaml`/`.yace`, with `<stem>.asi` beside it for γ; MACE `.model`).
+
+    Raises FileNotFoundError naming the missing file."""
+    from mlip_autopipec.backends import PotentialArtifact, get_trainer
+    from mlip_autopipec.backends.base import ARTIFACT_NAME
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"potential {path} does not exist")
+    if path.is_dir() or path.suffix == ".json":
+        artifact_file = path / ARTIFACT_NAME if path.is_dir() else path
+        if not artifact_file.is_file():
+            raise FileNotFoundError(f"{path} holds no {ARTIFACT_NAME}: not a generation directory")
+        artifact = PotentialArtifact.load(artifact_file)
+        artifact.verify()
+        title = f"{artifact.generation_dir.name} ({artifact.backend} {artifact.version})"
+        return get_trainer(artifact.backend).make_calculator(artifact), title
+    if path.suffix in (".yaml", ".yace"):
+        from mlip_autopipec.backends.pacemaker.quiet_import import import_pyace
+
+        calculator = import_pyace().PyACECalculator(str(path))
+        active_set = path.with_suffix(".asi")
+        if path.suffix == ".yaml" and active_set.is_file():
+            calculator.set_active_set(str(active_set))
+        return calculator, path.name
+    if path.suffix == ".model":
+        from mlip_autopipec.backends.mace.calculator import make_mace_calculator
+
+        return make_mace_calculator([path], device="auto"), path.name
+    raise ValueError(f"potential {path}: expected a generation directory, artifact.json, "
+                     ".yaml/.yace (Pacemaker) or .model (MACE)")
+
+
+def load_validation_frames(paths: Sequence[str | os.PathLike]) -> tuple[list[LabelledFrame], list[str], list[dict]]:
+    """Frames with energy and forces from every file, their labels (`file:index`) and the skipped ones.
+
+    Raises FileNotFoundError naming a missing file, ValueError when nothing usable is left."""
+    frames, labels, skipped = [], [], []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"data file {path} does not exist")
+        for index, item in read_labelled_frames(path):
+            if isinstance(item, FrameProblem):
+                skipped.append({"file": str(path), "frame": index, "problem": str(item)})
+            elif item.energy is None or item.forces is None or not math.isfinite(item.energy):
+                skipped.append({"file": str(path), "frame": index, "problem": "no energy or forces label"})
+            else:
+                frames.append(item)
+                labels.append(f"{path.name}:{index}")
+    if not frames:
+        raise ValueError(f"no labelled frames (energy and forces) in {', '.join(map(str, paths))}"
+                         + (f"; first problem: {skipped[0]['problem']}" if skipped else ""))
+    return frames, labels, skipped
+
+
+def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], out_dir: str | os.PathLike,
+                       labels: Sequence[str] = (), reference: Calculator | None = None,
+                       reference_name: str | None = None, structure: Atoms | None = None,
+                       title: str = "potential", skipped: Sequence[dict] = (), extra: dict | None = None) -> dict:
+    """Test-set errors (+ per element), physical checks when `structure` is given, plots and report.
+
+    Returns the metrics dictionary that is also written to `out_dir/validation_metrics.json`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions = predict(calculator, frames, labels)
+    symbols = [s for frame in frames for s in frame.atoms.get_chemical_symbols()]
+    plots = {
+        "parity": parity_plot(predictions, out / "parity.png", f"{title}: {len(frames)} structures").name,
+        "errors": error_histogram(predictions, out / "errors.png", title).name,
+    }
+    if predictions.max_gamma is not None:
+        plots["gamma"] = gamma_histogram(predictions, out / "gamma.png", title).name
+    physical = None
+    if structure is not None:
+        comparison = compare_physical(calculator, structure, reference, reference_name)
+        physical = comparison.to_dict()
+        plots["eos"] = eos_plot(comparison, out / "eos.png", title).name
+    metrics = {
+        "title": title,
+        "frames": len(frames),
+        "skipped_frames": list(skipped),
+        "test_set": predictions.summary(),
+        "per_element": per_element_force_errors(predictions, symbols),
+        "worst_frames": predictions.worst_frames(),
+        "physical": physical,
+        "plots": plots,
+        **(extra or {}),
+    }
+    atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    atomic_write_text(out / REPORT_NAME, report_markdown(metrics))
+    return metrics
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# -- plots ---------------------------------------------------------------------------------------
+
+def gamma_histogram(predictions: Predictions, target: str | Path, title: str = "") -> Path:
+    """Maximum extrapolation grade γ per structure; γ > 1 extrapolates, γ > ~5 is unreliable."""
+    gammas = np.asarray(predictions.max_gamma, dtype=float)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.hist(gammas, bins=max(5, min(40, len(gammas))), color="tab:green")
+    for level, style in ((1.0, "--"), (5.0, ":")):
+        axis.axvline(level, color="0.3", linestyle=style, linewidth=1, label=f"γ = {level:g}")
+    axis.set_xlabel("max γ per structure")
+    axis.set_ylabel("structures")
+    axis.legend()
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    return _save(figure, target)
+
+
+def eos_plot(comparison: PhysicalComparison, target: str | Path, title: str = "") -> Path:
+    """E(V) per atom of the potential and the reference, points and fitted minimum."""
+    figure, axis = plt.subplots(figsize=(6, 4.3))
+    curves = [("potential", comparison.potential, "tab:blue")]
+    if comparison.reference is not None:
+        curves.append((comparison.reference_name or "reference", comparison.reference, "tab:red"))
+    for name, props, colour in curves:
+        eos = props.eos
+        axis.plot(eos.volumes_per_atom, eos.energies_per_atom, "o-", color=colour, markersize=4,
+                  label=f"{name}: V0 {eos.v0_per_atom:.2f} Å³, B {eos.bulk_modulus_gpa:.0f} GPa")
+        axis.axvline(eos.v0_per_atom, color=colour, linewidth=0.8, linestyle=":")
+    axis.set_xlabel("volume per atom (Å³)")
+    axis.set_ylabel("energy per atom (eV)")
+    axis.legend(fontsize=8)
+    axis.set_title(f"{title}: equation of state of {comparison.structure['formula']}" if title
+                   else f"equation of state of {comparison.structure['formula']}")
+    figure.tight_layout()
+    return _save(figure, target)
+
+
+def _save(figure, target: str | Path) -> Path:
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+    return Path(target)
+
+
+# -- report --------------------------------------------------------------------------------------
+
+_PLOT_CAPTIONS = {"parity": "Parity: predicted vs reference", "errors": "Error histograms",
+                  "gamma": "Extrapolation grade γ of the test structures", "eos": "Equation of state"}
+_PHYSICAL_ROWS = [("v0_per_atom", "V0 (Å³/atom)"), ("lattice_constant", "a0 (Å)"),
+                  ("bulk_modulus_gpa", "B (GPa)"), ("c11_gpa", "C11 (GPa)"), ("c12_gpa", "C12 (GPa)"),
+                  ("c44_gpa", "C44 (GPa)")]
+
+
+def report_markdown(metrics: dict) -> str:
+    """The report as Markdown; plot links are relative to the report's directory."""
+    test = metrics["test_set"]
+    lines = [
+        f"# Validation of {metrics['title']}",
+        "",
+        f"{metrics['frames']} labelled structures"
+        + (f" ({len(metrics['skipped_frames'])} skipped: no labels or unreadable)" if metrics["skipped_frames"] else "")
+        + ".",
+        "",
+        "| quantity | RMSE | MAE |",
+        "|---|---|---|",
+        f"| energy (meV/atom) | {test['energy_rmse_mev_per_atom']:.3f} | {test['energy_mae_mev_per_atom']:.3f} |",
+        f"| forces (meV/Å) | {test['forces_rmse_mev_per_angstrom']:.2f} | {test['forces_mae_mev_per_angstrom']:.2f} |",
+    ]
+    if "max_gamma" in test:
+        lines += ["", f"Largest extrapolation grade γ on these structures: **{test['max_gamma']:.3g}**."]
+    lines += ["", "## Forces per element", "", "| element | atoms | RMSE (meV/Å) | MAE (meV/Å) |", "|---|---|---|---|"]
+    lines += [f"| {el} | {row['atoms']} | {row['forces_rmse_mev_per_angstrom']:.2f} | "
+              f"{row['forces_mae_mev_per_angstrom']:.2f} |" for el, row in metrics["per_element"].items()]
+    lines += ["", "## Worst structures", "",
+              "| structure | atoms | energy error (meV/atom) | force RMSE (meV/Å) |", "|---|---|---|---|"]
+    lines += [f"| {w['label']} | {w['atoms']} | {w['energy_error_mev_per_atom']:.2f} | "
+              f"{w['forces_rmse_mev_per_angstrom']:.1f} |" for w in metrics["worst_frames"]]
+    physical = metrics.get("physical")
+    if physical:
+        structure = physical["structure"]
+        reference = physical.get("reference")
+        name = physical.get("reference_name") or "reference"
+        lines += ["", "## Physical checks", "",
+                  f"{structure['formula']} ({structure['atoms']} atoms, starting lattice constant "
+                  f"{structure['lattice_constant']:.3f} Å). Elastic constants at each calculator's own "
+                  f"equilibrium volume, from {physical['potential']['elastic']['method'] if physical['potential']['elastic'] else '-'}.",
+                  ""]
+        if reference:
+            lines += [f"| property | potential | {name} | relative error |", "|---|---|---|---|"]
+        else:
+            lines += ["| property | potential |", "|---|---|"]
+        mine, theirs = physical["potential"]["scalars"], (reference or {}).get("scalars", {})
+        for key, label in _PHYSICAL_ROWS:
+            if key not in mine:
+                continue
+            if reference:
+                rel = physical["relative_errors"].get(key, float("nan"))
+                lines.append(f"| {label} | {mine[key]:.4g} | {theirs[key]:.4g} | {100 * rel:+.2f} % |")
+            else:
+                lines.append(f"| {label} | {mine[key]:.4g} |")
+    lines += ["", "## Plots", ""]
+    for key, filename in metrics["plots"].items():
+        lines += [f"### {_PLOT_CAPTIONS.get(key, key)}", "", f"![{key}]({filename})", ""]
+    return "\n".join(lines)
