@@ -93,12 +93,18 @@ def train_arguments(
     device: str,
     foundation_model: str | Path | None = None,
     restart: bool = False,
+    valid_file: str | Path | None = None,
 ) -> list[str]:
-    """Options for `mace_run_train`, run with the generation directory as working directory."""
+    """Options for `mace_run_train`, run with the generation directory as working directory.
+
+    Without `valid_file` MACE holds out `valid_fraction` of the train file (a seeded random split)
+    to choose the best epoch."""
     c = config
+    validation = (["--valid_file", str(valid_file)] if valid_file is not None
+                  else ["--valid_fraction", repr(c.valid_fraction)])
     args = [
         "--name", files.name, "--seed", str(files.seed), "--work_dir", ".",
-        "--train_file", str(train_file), "--valid_fraction", repr(c.valid_fraction),
+        "--train_file", str(train_file), *validation,
         "--energy_key", ENERGY_KEY, "--forces_key", FORCES_KEY,
         "--device", device, "--default_dtype", c.default_dtype,
         "--model", c.model, "--r_max", repr(c.r_max),

@@ -129,23 +129,32 @@ def predict(models: ModelSource | list, frames: Sequence[Atoms], energy_only: bo
                        n_atoms=np.array([len(atoms) for atoms in frames], dtype=float))
 
 
-def read_reference(path: str | os.PathLike, energy_key: str | None = None, forces_key: str | None = None,
-                   energy_only: bool = False) -> tuple[list[Atoms], np.ndarray, list[np.ndarray] | None]:
-    """Frames of an extxyz file and their reference energies (and forces)."""
-    frames = _read_frames(path)
+def read_reference(frames: Sequence[Atoms], energy_key: str | None = None, forces_key: str | None = None,
+                   energy_only: bool = False, source: str = "frames"
+                   ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """Reference energies (and forces) of `frames`; errors name `source`, the frame and the field."""
     energies, forces = [], []
     for index, atoms in enumerate(frames):
-        energies.append(_reference_energy(atoms, energy_key, path, index))
+        energies.append(_reference_energy(atoms, energy_key, source, index))
         if not energy_only:
-            forces.append(_reference_forces(atoms, forces_key, path, index))
-    return frames, np.array(energies, dtype=float), None if energy_only else forces
+            forces.append(_reference_forces(atoms, forces_key, source, index))
+    return np.array(energies, dtype=float), None if energy_only else forces
 
 
 def evaluate(models: ModelSource | list, data: str | os.PathLike, energy_only: bool = False,
              batch_size: int = 16, device: str = "auto", amp: bool = False,
              energy_key: str | None = None, forces_key: str | None = None) -> Evaluation:
     """RMSE and MAE of energy per atom (meV/atom) and force components (meV/Angstrom) on `data`."""
-    frames, energy_reference, forces_reference = read_reference(data, energy_key, forces_key, energy_only)
+    return evaluate_frames(models, _read_frames(data), energy_only, batch_size, device, amp, energy_key,
+                           forces_key, source=str(data))
+
+
+def evaluate_frames(models: ModelSource | list, frames: Sequence[Atoms], energy_only: bool = False,
+                    batch_size: int = 16, device: str = "auto", amp: bool = False,
+                    energy_key: str | None = None, forces_key: str | None = None,
+                    source: str = "frames") -> Evaluation:
+    """`evaluate` on structures already in memory (e.g. read from an ASE LMDB)."""
+    energy_reference, forces_reference = read_reference(frames, energy_key, forces_key, energy_only, source)
     predictions = predict(models, frames, energy_only=energy_only, batch_size=batch_size, device=device, amp=amp)
     energy_error = 1e3 * (predictions.energy - energy_reference) / predictions.n_atoms
     metrics = {
@@ -173,11 +182,18 @@ def infer(models: ModelSource | list, data: str | os.PathLike, output: str | os.
     """Write `data`'s frames with predictions: info[PREFIX+'energy'], arrays[PREFIX+'forces'] (committee
     mean), and for a committee info[PREFIX+'energy_std'], info[PREFIX+'max_force_std'],
     arrays[PREFIX+'forces_std']. Labels already in the file are kept as they were."""
+    return infer_frames(models, _read_frames(data), output, energy_only, batch_size, device, amp, prefix)
+
+
+def infer_frames(models: ModelSource | list, frames: Sequence[Atoms], output: str | os.PathLike,
+                 energy_only: bool = False, batch_size: int = 16, device: str = "auto", amp: bool = False,
+                 prefix: str = DEFAULT_PREFIX) -> Path:
+    """`infer` on structures already in memory; writes extxyz to `output`."""
     import ase.io
 
     from mlip_autopipec.files import atomic_path
 
-    frames = _read_frames(data)
+    frames = list(frames)
     predictions = predict(models, frames, energy_only=energy_only, batch_size=batch_size, device=device, amp=amp)
     committee = predictions.energies.shape[0] > 1
     for index, atoms in enumerate(frames):

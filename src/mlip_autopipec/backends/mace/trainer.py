@@ -99,7 +99,10 @@ class MaceTrainer:
         *,
         foundation_model: str | os.PathLike | None = None,
         resume_from: str | os.PathLike | None = None,
+        valid_file: str | os.PathLike | None = None,
     ) -> PotentialArtifact:
+        """Train one generation; see the module docstring. `valid_file` (MACE extxyz) replaces the
+        random `valid_fraction` hold-out of the train split as MACE's validation set."""
         if not isinstance(config, MaceConfig):
             raise TypeError(f"MaceTrainer needs a MaceConfig, got {type(config).__name__}")
         if initial_potential is not None and foundation_model is not None:
@@ -114,9 +117,24 @@ class MaceTrainer:
         starting_model = _starting_model(initial_potential, foundation_model)
         resume_source = None if resume_from is None else _resume_source(Path(resume_from), config)
         device = resolve_device(config.device)
+        if valid_file is not None:
+            valid_file = Path(valid_file).resolve()
+            if not valid_file.is_file():
+                raise DatasetError(f"{valid_file}: validation file does not exist")
+            if config.baseline is not None:
+                raise DatasetError("a separate validation file cannot be combined with delta learning (baseline)")
 
         generation_dir = Path(generation_dir).resolve()
+        # Checkpoints to resume from, found before an unfinished attempt in this very directory
+        # (a resume in place) is moved aside, and followed there.
+        explicit = {} if resume_source is None else {
+            member: find_checkpoint(resume_source.resolve(), member_files(config, member).tag, any_tag=member == 0)
+            for member in range(config.committee_size)}
         failed_attempt = _claim_generation_dir(generation_dir)
+        for member, checkpoint in explicit.items():
+            if checkpoint is not None and failed_attempt is not None and checkpoint.is_relative_to(generation_dir) \
+                    and not checkpoint.is_relative_to(generation_dir / FAILED_ATTEMPTS):
+                explicit[member] = failed_attempt / checkpoint.relative_to(generation_dir)
         log_path = generation_dir / LOG
         report = _Reporter(progress, config.epochs)
         record = {
@@ -124,6 +142,7 @@ class MaceTrainer:
             "dataset_digest": manifest.digest, "device": device,
             "initial_potential": None if initial_potential is None else initial_potential.digest,
             "starting_model_sha256": None if starting_model is None else sha256_file(starting_model),
+            "valid_file_sha256": None if valid_file is None else sha256_file(valid_file),
         }
         atomic_write_text(generation_dir / CONFIG_JSON, json.dumps(record, indent=1) + "\n")
 
@@ -141,13 +160,13 @@ class MaceTrainer:
         watchers: list[MaceLogWatcher] = []
         for member in range(config.committee_size):
             files = member_files(config, member)
-            restart = self._prepare_restart(files, member, generation_dir, resume_source, failed_attempt,
-                                            record, config, log_path)
+            restart = self._prepare_restart(files, generation_dir, explicit.get(member), resume_source is not None,
+                                            failed_attempt, record, config, log_path)
             watcher = MaceLogWatcher(config.epochs, progress, member, config.committee_size)
             report.stage(watcher.fraction(0.0), _member_text(config, member, "starting mace_run_train"))
             arguments = train_arguments(config, files, data_files["train"], data_files.get("test"), device,
                                         foundation_model=INITIAL_MODEL if starting_model is not None else None,
-                                        restart=restart)
+                                        restart=restart, valid_file=valid_file)
             status = run_logged([executable, *arguments], generation_dir, log_path, deadline, watcher.feed)
             if status != 0:
                 raise TrainingError(f"mace_run_train exited with status {status}"
@@ -186,15 +205,13 @@ class MaceTrainer:
     # -- steps ------------------------------------------------------------------------------
 
     @staticmethod
-    def _prepare_restart(files: RunFiles, member: int, generation_dir: Path, resume_source: Path | None,
+    def _prepare_restart(files: RunFiles, generation_dir: Path, checkpoint: Path | None, explicit: bool,
                          failed_attempt: Path | None, record: dict, config: MaceConfig, log_path: Path) -> bool:
-        """Copy the checkpoint to continue from (if any) into checkpoints/; True when there is one."""
-        checkpoint = None
-        if resume_source is not None:
-            checkpoint = find_checkpoint(resume_source, files.tag, any_tag=member == 0)
-            if checkpoint is None and member == 0:
-                raise DatasetError(f"{resume_source}: no MACE checkpoint (*_epoch-N.pt) to resume from")
-        elif failed_attempt is not None and config.resume_failed_attempts and _same_run(failed_attempt, record):
+        """Copy the checkpoint to continue from (if any) into checkpoints/; True when there is one.
+
+        An explicit resume source wins; otherwise a failed attempt of the same run is continued."""
+        if not explicit and failed_attempt is not None and config.resume_failed_attempts \
+                and _same_run(failed_attempt, record):
             checkpoint = find_checkpoint(failed_attempt, files.tag, any_tag=False)
         if checkpoint is None:
             return False
@@ -324,7 +341,7 @@ def _same_run(attempt: Path, record: dict) -> bool:
         previous = json.loads((attempt / CONFIG_JSON).read_text())
     except (OSError, ValueError):
         return False
-    keys = ("config_digest", "dataset_digest", "initial_potential", "starting_model_sha256")
+    keys = ("config_digest", "dataset_digest", "initial_potential", "starting_model_sha256", "valid_file_sha256")
     return all(previous.get(key) == record.get(key) for key in keys)
 
 
