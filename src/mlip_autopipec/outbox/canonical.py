@@ -1,0 +1,152 @@
+"""Canonical form and fingerprint of a candidate structure.
+
+`canonicalize` gives one standard description of a structure: periodic cells are Niggli-reduced,
+rotated into ASE's standard orientation (a along x, b in the xy plane), atoms wrapped into the cell
+and sorted by (atomic number, fractional coordinates). Non-periodic structures are centred.
+
+`canonical_fingerprint` hashes what stays the same for every description of one structure: the
+Niggli metric tensor and the fractional coordinates, minimised over the lattice's automorphisms
+(integer changes of basis that keep the metric, which covers the equivalent Niggli bases of cubic,
+hexagonal, ... lattices) and over the choice of origin (each atom of the least frequent species is
+tried at the origin), so rigid translations, periodic wrapping, atom permutations and equivalent
+cells all give the same hash. Coordinates are compared on a grid of `tolerance` Å.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from functools import lru_cache
+
+import numpy as np
+from ase import Atoms
+from ase.build.niggli import niggli_reduce_cell
+from ase.geometry import cellpar_to_cell
+from ase.geometry.cell import cell_to_cellpar
+
+DEFAULT_TOLERANCE = 1e-3  # Å: grid of the exact fingerprint
+
+
+def _fully_periodic(atoms: Atoms) -> bool:
+    return bool(np.all(atoms.pbc)) and abs(np.linalg.det(atoms.cell.array)) > 1e-9
+
+
+def reduced_cell(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+    """(Niggli-reduced cell, fractional coordinates in it wrapped to [0, 1))."""
+    original = np.asarray(atoms.cell.array, dtype=float)
+    _, op = niggli_reduce_cell(original)  # returns a rotated cell; keep the basis in place instead
+    cell = op.T @ original  # the reduced basis, in the original orientation
+    frac = np.linalg.solve(cell.T, np.asarray(atoms.positions, dtype=float).T).T
+    frac -= np.floor(frac)
+    frac[frac >= 1.0 - 1e-12] = 0.0
+    return cell, frac
+
+
+def canonicalize(atoms: Atoms) -> Atoms:
+    """A new Atoms in the canonical description (the input is not modified)."""
+    numbers = np.asarray(atoms.numbers)
+    if _fully_periodic(atoms):
+        cell, frac = reduced_cell(atoms)
+        standard = cellpar_to_cell(cell_to_cellpar(cell))
+        # keep handedness consistent with the reduced basis
+        if np.linalg.det(cell) < 0:
+            standard = -standard
+        key = np.round(frac, 8)
+        order = np.lexsort((key[:, 2], key[:, 1], key[:, 0], numbers))
+        return Atoms(numbers=numbers[order], scaled_positions=frac[order], cell=standard, pbc=True)
+    positions = np.asarray(atoms.positions, dtype=float)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any():
+        out = atoms.copy()
+        out.calc = None
+        out.wrap()
+        positions = out.positions
+    centred = positions - positions.mean(axis=0) if len(atoms) else positions
+    key = np.round(centred, 8)
+    order = np.lexsort((key[:, 2], key[:, 1], key[:, 0], numbers))
+    return Atoms(numbers=numbers[order], positions=centred[order], cell=atoms.cell.array.copy(), pbc=pbc)
+
+
+_CANDIDATE_OPS = None
+
+
+def _candidate_ops() -> np.ndarray:
+    """Integer 3x3 matrices with entries in {-1, 0, 1} and determinant ±1."""
+    global _CANDIDATE_OPS
+    if _CANDIDATE_OPS is None:
+        mats = np.array(list(itertools.product((-1, 0, 1), repeat=9)), dtype=np.int64).reshape(-1, 3, 3)
+        dets = np.rint(np.linalg.det(mats)).astype(int)
+        _CANDIDATE_OPS = mats[np.abs(dets) == 1]
+    return _CANDIDATE_OPS
+
+
+@lru_cache(maxsize=4096)
+def _automorphisms(metric_key: tuple, tol: float) -> np.ndarray:
+    """Basis changes U (new = U @ old, rows as vectors) that keep the metric; cached per metric."""
+    metric = np.array(metric_key, dtype=float).reshape(3, 3)
+    ops = _candidate_ops().astype(float)
+    transformed = ops @ metric @ ops.transpose(0, 2, 1)
+    scale = max(np.max(np.abs(np.diag(metric))), 1e-12)
+    good = np.all(np.abs(transformed - metric) <= tol * scale, axis=(1, 2))
+    return ops[good]
+
+
+def canonical_fingerprint(atoms: Atoms, tolerance: float = DEFAULT_TOLERANCE) -> str:
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    digest = hashlib.sha256()
+    if len(atoms) == 0:
+        return hashlib.sha256(b"empty").hexdigest()[:32]
+    if not _fully_periodic(atoms):
+        canon = canonicalize(atoms)
+        pbc = np.asarray(canon.pbc, dtype=bool)
+        coords = canon.positions.copy()
+        if pbc.any():
+            # periodic directions of a slab/wire: origin on the first atom of the rarest species
+            frac = canon.cell.scaled_positions(canon.positions)
+            lengths = np.maximum(canon.cell.lengths(), 1e-9)
+            per_axis = np.maximum(np.rint(lengths / tolerance), 1).astype(np.int64)
+            species, counts = np.unique(numbers, return_counts=True)
+            rare = species[np.argmin(counts)]
+            best = None
+            for origin in np.flatnonzero(canon.numbers == rare):
+                grid = np.rint((frac - frac[origin]) * per_axis).astype(np.int64)
+                grid[:, pbc] %= per_axis[pbc]
+                order = np.lexsort((grid[:, 2], grid[:, 1], grid[:, 0], canon.numbers))
+                blob = canon.numbers[order].tobytes() + grid[order].tobytes()
+                best = blob if best is None or blob < best else best
+            digest.update(b"slab" + pbc.tobytes())
+            digest.update(np.rint(canon.cell.array / tolerance).astype(np.int64).tobytes())
+            digest.update(best)
+        else:
+            grid = np.rint(coords / tolerance).astype(np.int64)
+            order = np.lexsort((grid[:, 2], grid[:, 1], grid[:, 0], canon.numbers))
+            digest.update(b"mol" + canon.numbers[order].tobytes() + grid[order].tobytes())
+        return digest.hexdigest()[:32]
+
+    cell, frac = reduced_cell(atoms)
+    metric = cell @ cell.T
+    lengths = np.sqrt(np.diag(metric))
+    metric_key = tuple(np.round(metric / (tolerance * max(lengths.max(), 1.0)), 0).astype(np.int64).ravel())
+    ops = _automorphisms(tuple((np.array(metric_key, dtype=float) * tolerance * max(lengths.max(), 1.0)).ravel()),
+                         max(tolerance, 1e-6) * 10)
+    species, counts = np.unique(numbers, return_counts=True)
+    rare = species[np.argmin(counts)]  # ties: smallest atomic number
+    origins = np.flatnonzero(numbers == rare)
+    grid_per_axis = np.maximum(np.rint(lengths / tolerance), 1).astype(np.int64)
+    best = None
+    for op in ops:
+        # old basis rows A, new rows U A; fractional coordinates f_new = f_old U^-1
+        f_new = frac @ np.linalg.inv(op)
+        for origin in origins:
+            shifted = f_new - f_new[origin]
+            grid = np.rint(shifted * grid_per_axis).astype(np.int64) % grid_per_axis
+            order = np.lexsort((grid[:, 2], grid[:, 1], grid[:, 0], numbers))
+            blob = grid[order].tobytes()
+            if best is None or blob < best:
+                best = blob
+    sorted_numbers = np.sort(numbers)
+    digest.update(b"bulk")
+    digest.update(np.asarray(metric_key, dtype=np.int64).tobytes())
+    digest.update(sorted_numbers.tobytes())
+    digest.update(best)
+    return digest.hexdigest()[:32]

@@ -1,0 +1,212 @@
+"""The DFT outbox: canonicalize candidates, drop duplicates, queue the rest for DFT.
+
+Candidates are deduplicated against each other (first one wins), against the queue already
+submitted by earlier runs (`dft_submit.jsonl`) and against every row of the store's campaign.
+Exact duplicates share a canonical fingerprint; near-duplicates have the same composition and
+descriptors within `tolerance` Å (see `descriptor`). Survivors are appended to `dft_submit.jsonl`
+(the whole file is rewritten atomically, so a crash never leaves a half-written line) and enter the
+store as `pending`; this run's skips are written to `dft_skip.jsonl` with the reason (`exact` or
+`near`) and what they duplicate (`submitted:<id>`, `store:<row id>` or a candidate id of this run).
+Running the same candidates again submits nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from mlip_autopipec.files import atomic_write_text
+from mlip_autopipec.outbox.canonical import DEFAULT_TOLERANCE, canonical_fingerprint, canonicalize
+from mlip_autopipec.outbox.descriptor import composition_key, descriptor, near_pairs, summary
+
+SUBMIT_FILE = "dft_submit.jsonl"
+SKIP_FILE = "dft_skip.jsonl"
+DEFAULT_NEAR_TOLERANCE = 0.05  # Å, Chebyshev distance between descriptors
+
+
+@dataclass
+class Candidate:
+    id: str
+    atoms: Atoms
+    origin: str | None = None
+
+
+@dataclass
+class OutboxReport:
+    submitted: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    candidates: int = 0
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {"candidates": self.candidates, "submitted": len(self.submitted),
+                  "skipped_exact": 0, "skipped_near": 0}
+        for skip in self.skipped:
+            counts[f"skipped_{skip['reason']}"] += 1
+        return counts
+
+    def summary(self) -> str:
+        c = self.counts
+        return (f"{c['candidates']} candidates: {c['submitted']} submitted, {c['skipped_exact']} exact "
+                f"and {c['skipped_near']} near duplicates skipped ({self.seconds:.2f} s)")
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+def atoms_from_json(record: dict) -> Atoms:
+    cell = record.get("cell")
+    pbc = record.get("pbc", cell is not None)
+    kwargs = {"positions": np.asarray(record["positions"], dtype=float),
+              "cell": np.asarray(cell, dtype=float) if cell is not None else None, "pbc": pbc}
+    if "numbers" in record:
+        return Atoms(numbers=record["numbers"], **kwargs)
+    return Atoms(symbols=record["symbols"], **kwargs)
+
+
+def atoms_to_json(atoms: Atoms) -> dict:
+    return {"numbers": atoms.numbers.tolist(), "positions": atoms.positions.tolist(),
+            "cell": atoms.cell.array.tolist(), "pbc": [bool(p) for p in atoms.pbc]}
+
+
+def read_candidates(paths: list[str | Path]) -> list[Candidate]:
+    """`.jsonl` queues (numbers or symbols, positions, cell, pbc, optional id) or ASE-readable files."""
+    candidates: list[Candidate] = []
+    for path in map(Path, paths):
+        if path.suffix == ".jsonl":
+            for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                ident = str(record.get("id", f"{path.name}:{line_no}"))
+                candidates.append(Candidate(ident, atoms_from_json(record), f"{path}:{line_no}"))
+        else:
+            for index, atoms in enumerate(ase.io.read(str(path), index=":")):
+                candidates.append(Candidate(f"{path.name}:{index}", atoms, f"{path}:{index}"))
+    return candidates
+
+
+def read_submitted(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- processing ----------------------------------------------------------------------------------
+
+@dataclass
+class _Entry:
+    label: str            # how a skip refers to it
+    atoms: Atoms
+    fingerprint: str
+    desc: np.ndarray
+    summ: np.ndarray
+    key: str
+
+
+def _entry(label: str, atoms: Atoms, tolerance: float, fp: str | None = None) -> _Entry:
+    desc = descriptor(atoms)
+    return _Entry(label, atoms, fp or canonical_fingerprint(atoms, tolerance), desc,
+                  summary(desc, atoms), composition_key(atoms))
+
+
+def process_outbox(candidates: list[Candidate], store=None, submitted_queue_path: str | Path | None = None,
+                   out_dir: str | Path = ".", tolerance: float = DEFAULT_NEAR_TOLERANCE,
+                   fingerprint_tolerance: float = DEFAULT_TOLERANCE, source: str = "outbox",
+                   generation: int = 0) -> OutboxReport:
+    """Deduplicate `candidates`, append survivors to the submit queue and the store (pending).
+
+    `store` is a StructureStore or None (no store); `submitted_queue_path` defaults to
+    `out_dir/dft_submit.jsonl`, which is also where the queue is written.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    submit_path = out_dir / SUBMIT_FILE
+    queue_path = Path(submitted_queue_path) if submitted_queue_path else submit_path
+    previous = read_submitted(queue_path)
+    if queue_path != submit_path:
+        previous = read_submitted(submit_path) + previous
+
+    references: list[_Entry] = []
+    for record in previous:
+        references.append(_entry(f"submitted:{record['id']}", atoms_from_json(record), fingerprint_tolerance,
+                                 record.get("fingerprint") if record.get("fingerprint_tolerance")
+                                 == fingerprint_tolerance else None))
+    if store is not None:
+        for row in store.select():
+            references.append(_entry(f"store:{row.id}", row.frame.atoms, fingerprint_tolerance))
+
+    report = OutboxReport(candidates=len(candidates))
+    exact: dict[str, str] = {}
+    for ref in references:
+        exact.setdefault(ref.fingerprint, ref.label)
+
+    kept: list[tuple[Candidate, _Entry]] = []
+    for cand in candidates:
+        canon = canonicalize(cand.atoms)
+        entry = _entry(cand.id, canon, fingerprint_tolerance)
+        if entry.fingerprint in exact:
+            report.skipped.append(_skip(cand, "exact", exact[entry.fingerprint], entry.fingerprint))
+            continue
+        exact[entry.fingerprint] = cand.id
+        kept.append((cand, entry))
+
+    # Near duplicates: references first, then candidates in input order; the earlier one survives.
+    pool = references + [entry for _, entry in kept]
+    n_ref = len(references)
+    partners: dict[int, list[int]] = {}
+    for i, j in near_pairs([e.summ for e in pool], [e.desc for e in pool], [e.key for e in pool], tolerance):
+        partners.setdefault(j, []).append(i)
+    dropped: set[int] = set()
+    survivors: list[tuple[Candidate, _Entry]] = []
+    for offset, (cand, entry) in enumerate(kept):
+        index = n_ref + offset
+        match = next((i for i in sorted(partners.get(index, [])) if i < n_ref or i not in dropped), None)
+        if match is not None:
+            dropped.add(index)
+            report.skipped.append(_skip(cand, "near", pool[match].label, entry.fingerprint))
+        else:
+            survivors.append((cand, entry))
+
+    store_ids: list[int | None] = [None] * len(survivors)
+    if store is not None and survivors:
+        from mlip_autopipec.data.frames import LabelledFrame
+        from mlip_autopipec.store.structure_store import NewStructure, Status
+        outcomes = store.add([NewStructure(LabelledFrame(entry.atoms, None, None), source, status=Status.PENDING,
+                                           generation=generation, origin=cand.origin)
+                              for cand, entry in survivors])
+        final = []
+        for (cand, entry), outcome in zip(survivors, outcomes):
+            if not outcome.added:
+                report.skipped.append(_skip(cand, "exact", f"store:{outcome.duplicate_of}", entry.fingerprint))
+            else:
+                final.append((cand, entry, outcome.id))
+    else:
+        final = [(cand, entry, None) for cand, entry in survivors]
+
+    for cand, entry, store_id in final:
+        record = {"id": cand.id, "fingerprint": entry.fingerprint, "fingerprint_tolerance": fingerprint_tolerance,
+                  "store_id": store_id, "origin": cand.origin, "generation": generation,
+                  **atoms_to_json(entry.atoms)}
+        report.submitted.append(record)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if report.submitted or not submit_path.exists():
+        existing = submit_path.read_text() if submit_path.exists() else ""
+        if existing and not existing.endswith("\n"):
+            existing += "\n"
+        atomic_write_text(submit_path, existing + "".join(json.dumps(r) + "\n" for r in report.submitted))
+    atomic_write_text(out_dir / SKIP_FILE, "".join(json.dumps(s) + "\n" for s in report.skipped))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _skip(cand: Candidate, reason: str, duplicate_of: str, fp: str) -> dict:
+    return {"id": cand.id, "reason": reason, "duplicate_of": duplicate_of, "fingerprint": fp,
+            "origin": cand.origin}
