@@ -1,0 +1,311 @@
+"""Run one unified run.yaml task with the MACE backend (no Prefect; flows wrap this).
+
+    train     data.train (+ data.val, data.test) -> RUN_DIR/train/ (a generation) + RUN_DIR/artifacts/
+    finetune  the same, starting from model_in (a .model file, a generation or run directory) or
+              model.manifest (+ model.weights)
+    resume    continue from model_in (a checkpoint .pt, or a run/generation directory with
+              checkpoints/) or model.weights (a checkpoint) up to train.epochs
+    evaluate  RMSE/MAE on the active split (data.test, else val, else train) -> RUN_DIR/eval_metrics.json
+    infer     predictions on the active split -> RUN_DIR/predictions.extxyz
+    export    model_in -> RUN_DIR/artifacts/ (model, compiled model, weights, manifest.json)
+
+Datasets are copied into RUN_DIR/data/ as MACE extxyz (REF_energy / REF_forces) after sampling
+(data.indices / indices_path / <split>_indices), with a DatasetManifest, so every training is
+traceable to the exact structures it saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialArtifact, ProgressCallback
+from mlip_autopipec.config.run_yaml import RunSpec
+from mlip_autopipec.data.manifest import DatasetManifest, ManifestFile
+from mlip_autopipec.files import atomic_write_text, sha256_file
+
+GENERATION_DIR = "train"
+DATA_DIR = "data"
+
+
+def run_task(spec: RunSpec, progress: ProgressCallback | None = None) -> dict:
+    """Run `spec` (backend mace); return a summary with the output paths."""
+    if spec.backend != "mace":
+        raise ValueError(f"run_task here runs backend 'mace', not {spec.backend!r}")
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if spec.task in ("train", "finetune", "resume"):
+        return _train(spec, run_dir, progress)
+    if spec.task == "evaluate":
+        return _evaluate(spec, run_dir)
+    if spec.task == "infer":
+        return _infer(spec, run_dir)
+    return _export(spec, run_dir)
+
+
+# -- tasks --------------------------------------------------------------------------------------
+
+
+def _train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> dict:
+    from mlip_autopipec.backends.mace.trainer import MaceTrainer
+
+    config = _task_config(spec)
+    manifest, valid_file = _write_dataset(spec, run_dir / DATA_DIR)
+    initial, foundation, resume_from = _starting_point(spec, run_dir)
+    executables = {}
+    if spec.backend_python is not None:
+        executables["mace_run_train"] = Path(spec.backend_python).parent / "mace_run_train"
+    trainer = MaceTrainer(executables=executables)
+    with _environment(spec.backend_env), _progress_bar(spec, progress, config.epochs) as report:
+        artifact = trainer.train(manifest, config, run_dir / GENERATION_DIR, initial_potential=initial,
+                                 progress=report, foundation_model=foundation, resume_from=resume_from,
+                                 valid_file=valid_file)
+    manifest_path = _export_after_training(artifact.generation_dir, run_dir, spec)
+    return {"task": spec.task, "generation_dir": str(artifact.generation_dir),
+            "artifact": str(artifact.generation_dir / ARTIFACT_NAME),
+            "manifest": None if manifest_path is None else str(manifest_path), "metrics": artifact.metrics}
+
+
+def _export_after_training(generation_dir: Path, run_dir: Path, spec: RunSpec) -> Path | None:
+    """Every trained run also leaves the standard RUN_DIR/artifacts/."""
+    from mlip_autopipec.backends.mace.export import export_model
+
+    return export_model(generation_dir, run_dir, config=spec.model_dump(mode="json"))
+
+
+def _evaluate(spec: RunSpec, run_dir: Path) -> dict:
+    from mlip_autopipec.backends.mace.inference import evaluate_frames
+
+    split = spec.active_split
+    frames = _select(spec, split, _read_split(spec, split))
+    evaluation = evaluate_frames(_models(spec), frames, energy_only=spec.eval.energy_only,
+                                 device=spec.resolved_device(), amp=spec.eval.amp,
+                                 source=str(getattr(spec.data, split)))
+    result = {"task": "evaluate", "split": split, "data": str(getattr(spec.data, split)),
+              "energy_only": spec.eval.energy_only, "metrics": evaluation.metrics}
+    target = atomic_write_text(run_dir / "eval_metrics.json", json.dumps(result, indent=1) + "\n")
+    return {**result, "metrics_json": str(target)}
+
+
+def _infer(spec: RunSpec, run_dir: Path) -> dict:
+    from mlip_autopipec.backends.mace.inference import infer_frames
+
+    split = spec.active_split
+    frames = _select(spec, split, _read_split(spec, split))
+    output = infer_frames(_models(spec), frames, run_dir / "predictions.extxyz", energy_only=spec.eval.energy_only,
+                          device=spec.resolved_device(), amp=spec.eval.amp)
+    return {"task": "infer", "split": split, "frames": len(frames), "predictions": str(output)}
+
+
+def _export(spec: RunSpec, run_dir: Path) -> dict:
+    from mlip_autopipec.backends.mace.export import export_model
+
+    source = _generation_or_path(Path(spec.model_in))
+    manifest_path = export_model(source, run_dir, config=spec.model_dump(mode="json"))
+    return {"task": "export", "manifest": str(manifest_path)}
+
+
+# -- pieces -------------------------------------------------------------------------------------
+
+
+def _task_config(spec: RunSpec):
+    """MaceConfig of the task. Without train.input_json, fine-tuning takes the architecture from its
+    starting model, and resuming takes the whole config of the run it continues (its
+    mace_config.json), so the checkpoint fits; the train knobs (e.g. more epochs) apply on top."""
+    from mlip_autopipec.config.mace import MaceConfig
+    from mlip_autopipec.config.run_files import ConfigError
+
+    if spec.train.input_json is not None or spec.task == "train":
+        return spec.training_config()
+    base: dict = {}
+    if spec.task == "resume":
+        source = _resume_path(spec)
+        candidates = [source / "mace_config.json"] if source.is_dir() else \
+            [source.parent / "mace_config.json", source.parent.parent / "mace_config.json"]
+        record = next((path for path in candidates if path.is_file()), None)
+        if record is None:
+            raise ConfigError(f"train.input_json: needed to resume from {source}, which does not say which "
+                              "model it trained (no mace_config.json beside it)")
+        base = json.loads(record.read_text())["config"]
+    overrides = spec.training_config().model_dump(mode="json", exclude_unset=True)
+    return MaceConfig.model_validate({**base, **overrides})
+
+
+def _resume_path(spec: RunSpec) -> Path:
+    return _generation_or_path(Path(spec.model_in) if spec.model_in is not None else Path(spec.model.weights))
+
+
+def _starting_point(spec: RunSpec, run_dir: Path):
+    """(initial_potential, foundation_model, resume_from) for the task."""
+    if spec.task == "train":
+        return None, None, None
+    if spec.task == "resume":
+        return None, None, _resume_path(spec)
+    # finetune
+    if spec.model.manifest is not None:
+        from mlip_autopipec.backends.mace.export import load_exported_models
+
+        import torch
+
+        model = load_exported_models(spec.model.manifest, spec.model.weights)[0]
+        start = run_dir / "start.model"
+        torch.save(model, start)
+        return None, start, None
+    source = _generation_or_path(Path(spec.model_in))
+    if source.is_dir() or source.name == ARTIFACT_NAME:
+        return PotentialArtifact.load(source), None, None
+    return None, source, None
+
+
+def _generation_or_path(path: Path) -> Path:
+    """A run directory's generation (RUN_DIR/train) when given the run directory itself."""
+    if path.is_dir() and not (path / ARTIFACT_NAME).exists() and (path / GENERATION_DIR).is_dir():
+        return path / GENERATION_DIR
+    return path
+
+
+def _models(spec: RunSpec):
+    """Model files, or loaded models when model.weights replaces the manifest's weights."""
+    if spec.model.manifest is not None:
+        from mlip_autopipec.backends.mace.export import load_exported_models
+
+        if spec.model.weights is not None:
+            return load_exported_models(spec.model.manifest, spec.model.weights, spec.resolved_device())
+        return spec.model.manifest
+    source = _generation_or_path(Path(spec.model_in))
+    if source.is_dir() and not (source / ARTIFACT_NAME).exists() and (source / "artifacts" / "manifest.json").exists():
+        return source / "artifacts" / "manifest.json"
+    return source
+
+
+def _read_split(spec: RunSpec, split: str) -> list[Atoms]:
+    path = Path(getattr(spec.data, split))
+    from mlip_autopipec.data.ase_lmdb import is_lmdb_path, read_ase_lmdb
+
+    if is_lmdb_path(path):
+        frames = list(read_ase_lmdb(path))
+    else:
+        import ase.io
+
+        try:
+            frames = ase.io.read(path, index=":")
+        except Exception as exc:
+            raise DatasetError(f"data.{split}: cannot read {path} ({type(exc).__name__}: {exc})") from exc
+    if not frames:
+        raise DatasetError(f"data.{split}: {path} holds no structures")
+    return frames
+
+
+def _select(spec: RunSpec, split: str, frames: list[Atoms]) -> list[Atoms]:
+    """Explicit indices, else the split's sampling (shuffle with its seed, then max_samples)."""
+    indices = spec.indices_for(split)
+    where = f"data.{split} ({getattr(spec.data, split)})"
+    if indices is not None:
+        bad = [index for index in indices if index >= len(frames)]
+        if bad:
+            raise DatasetError(f"{where} has {len(frames)} structures; indices {bad[:5]} are out of range")
+        return [frames[index] for index in indices]
+    sampling = spec.sampling_for(split)
+    order = list(range(len(frames)))
+    if sampling is not None and sampling.shuffle:
+        random.Random(sampling.seed).shuffle(order)
+    if sampling is not None and sampling.max_samples is not None:
+        order = order[:sampling.max_samples]
+    return [frames[index] for index in order]
+
+
+def _write_dataset(spec: RunSpec, directory: Path) -> tuple[DatasetManifest, Path | None]:
+    """RUN_DIR/data/{train,test}_mace.extxyz (+ val_mace.extxyz) and manifest.json."""
+    import ase.io
+
+    directory.mkdir(parents=True, exist_ok=True)
+    entries, counts, elements, valid_file = [], {}, set(), None
+    for split in ("train", "val", "test"):
+        if getattr(spec.data, split) is None:
+            continue
+        frames = [_as_mace_frame(atoms, split, index) for index, atoms in
+                  enumerate(_select(spec, split, _read_split(spec, split)))]
+        name = f"{split}_mace.extxyz"
+        ase.io.write(directory / name, frames, format="extxyz")
+        elements.update(symbol for atoms in frames for symbol in atoms.get_chemical_symbols())
+        if split == "val":
+            valid_file = directory / name
+            continue
+        counts[split] = len(frames)
+        entries.append(ManifestFile(path=name, format="mace", split=split, frames=len(frames),
+                                    atoms=sum(len(atoms) for atoms in frames), sha256=sha256_file(directory / name)))
+    source = {"train": str(spec.data.train), "test": str(spec.data.test) if spec.data.test else None,
+              "val": str(spec.data.val) if spec.data.val else None}
+    manifest = DatasetManifest(seed=spec.data.train_indices.seed, test_fraction=0.0, elements=sorted(elements),
+                               counts=counts, files=entries, source=source).finalize()
+    manifest.write(directory)
+    return manifest, valid_file
+
+
+def _as_mace_frame(atoms: Atoms, split: str, index: int) -> Atoms:
+    """Geometry plus REF_energy / REF_forces (from REF_ keys or the calculator's results)."""
+    frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    energy = atoms.info.get("REF_energy", results.get("energy", results.get("free_energy")))
+    forces = atoms.arrays.get("REF_forces", results.get("forces"))
+    if energy is None:
+        raise DatasetError(f"data.{split}: structure {index} has no energy (REF_energy or energy)")
+    if forces is None:
+        raise DatasetError(f"data.{split}: structure {index} has no forces (REF_forces or forces)")
+    frame.info["REF_energy"] = float(energy)
+    frame.arrays["REF_forces"] = np.asarray(forces, dtype=float)
+    stress = atoms.info.get("REF_stress", results.get("stress"))
+    if stress is not None:
+        frame.info["REF_stress"] = np.asarray(stress, dtype=float).reshape(-1)
+    return frame
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """backend_env for the training subprocess (set around it, restored after)."""
+    previous = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _progress_bar(spec: RunSpec, progress: ProgressCallback | None, epochs: int):
+    """train.progress_bar (auto: when stderr is a terminal) as a tqdm bar over epochs, plus `progress`."""
+    import sys
+
+    show = spec.train.progress_bar if spec.train.progress_bar != "auto" else sys.stderr.isatty()
+    bar = None
+    if show:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=epochs, unit="epoch", mininterval=spec.train.progress_mininterval, desc="mace")
+        except ImportError:
+            bar = None
+
+    def report(event):
+        if bar is not None:
+            bar.n = min(event.iteration, epochs)
+            bar.set_postfix_str(event.message[:60], refresh=True)
+        if progress is not None:
+            progress(event)
+
+    try:
+        yield report
+    finally:
+        if bar is not None:
+            bar.close()
