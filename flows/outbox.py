@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generation", type=int, default=0)
     parser.add_argument("--source", default="outbox", help="provenance tag of the pending store rows")
     args = parser.parse_args(argv)
-    outbox(args.queue, args.store, args.out, args.tolerance, args.campaign, args.generation, args.source)
+    report = outbox(args.queue, args.store, args.out, args.tolerance, args.campaign, args.generation,
+                    args.source)
+    print(report.summary())
     return 0
 
 
