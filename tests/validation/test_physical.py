@@ -43,6 +43,7 @@ def test_emt_copper_is_physical(copper):
     assert elastic.c11_gpa > abs(elastic.c12_gpa) and elastic.c44_gpa > 0
     assert 150 < elastic.c11_gpa < 200 and 90 < elastic.c12_gpa < 140 and 60 < elastic.c44_gpa < 110
     assert elastic.bulk_modulus_gpa == pytest.approx(eos.bulk_modulus_gpa, rel=0.01)
+    assert elastic.born_stable
 
 
 def test_energy_curvature_agrees_with_stress(copper):

@@ -67,7 +67,7 @@ def test_validation_writes_metrics_report_and_plots(tmp_path):
     assert set(saved["per_element"]) == {"Ag", "Cu"} and saved["per_element"]["Ag"]["atoms"] == 3
     assert len(saved["worst_frames"]) == 5 and saved["worst_frames"][0]["label"].startswith("f")
     physical = saved["physical"]
-    assert physical["reference_name"] == "emt"
+    assert physical["reference_name"] == "emt" and physical["potential"]["born_stable"] is True
     # The pure-Cu crystal sees a constant energy shift: no change of volume or curvature.
     for name, rel in physical["relative_errors"].items():
         assert abs(rel) < 1e-3, (name, rel)
@@ -78,6 +78,7 @@ def test_validation_writes_metrics_report_and_plots(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     for filename in saved["plots"].values():
         assert f"]({filename})" in report
+    assert "mechanically unstable" not in report
     assert "C44 (GPa)" in report and "| energy (meV/atom) | 2.000 |" in report
 
 

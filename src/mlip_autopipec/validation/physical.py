@@ -49,6 +49,11 @@ class ElasticResult:
     def bulk_modulus_gpa(self) -> float:
         return (self.c11_gpa + 2.0 * self.c12_gpa) / 3.0
 
+    @property
+    def born_stable(self) -> bool:
+        """Born's mechanical stability criteria of a cubic crystal."""
+        return bool(self.c11_gpa > abs(self.c12_gpa) and self.c11_gpa + 2 * self.c12_gpa > 0 and self.c44_gpa > 0)
+
 
 @dataclass
 class PhysicalProperties:
@@ -75,11 +80,14 @@ class PhysicalComparison:
     relative_errors: dict[str, float] = field(default_factory=dict)  # (potential - reference) / |reference|
 
     def to_dict(self) -> dict:
+        def describe(props: PhysicalProperties) -> dict:
+            return {**asdict(props), "scalars": props.scalars(),
+                    "born_stable": None if props.elastic is None else props.elastic.born_stable}
+
         return {
             "structure": self.structure,
-            "potential": {**asdict(self.potential), "scalars": self.potential.scalars()},
-            "reference": None if self.reference is None
-            else {**asdict(self.reference), "scalars": self.reference.scalars()},
+            "potential": describe(self.potential),
+            "reference": None if self.reference is None else describe(self.reference),
             "reference_name": self.reference_name,
             "relative_errors": self.relative_errors,
         }

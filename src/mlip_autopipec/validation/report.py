@@ -54,7 +54,9 @@ def load_potential(path: str | os.PathLike) -> tuple[Calculator, str]:
             raise FileNotFoundError(f"{path} holds no {ARTIFACT_NAME}: not a generation directory")
         artifact = PotentialArtifact.load(artifact_file)
         artifact.verify()
-        title = f"{artifact.generation_dir.name} ({artifact.backend} {artifact.version})"
+        version = artifact.version if artifact.version.startswith(artifact.backend) \
+            else f"{artifact.backend} {artifact.version}"
+        title = f"{artifact.generation_dir.name} ({version})"
         return get_trainer(artifact.backend).make_calculator(artifact), title
     if path.suffix in (".yaml", ".yace"):
         from mlip_autopipec.backends.pacemaker.quiet_import import import_pyace
@@ -156,27 +158,29 @@ def gamma_histogram(predictions: Predictions, target: str | Path, title: str = "
     axis.set_ylabel("structures")
     axis.legend()
     if title:
-        axis.set_title(title)
+        axis.set_title(title, fontsize=9)
     figure.tight_layout()
     return _save(figure, target)
 
 
 def eos_plot(comparison: PhysicalComparison, target: str | Path, title: str = "") -> Path:
-    """E(V) per atom of the potential and the reference, points and fitted minimum."""
-    figure, axis = plt.subplots(figsize=(6, 4.3))
+    """E(V) - E0 per atom of the potential and the reference (each from its own minimum, since
+    their energy zeros differ), scanned points and fitted equilibrium volumes."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.6))
     curves = [("potential", comparison.potential, "tab:blue")]
     if comparison.reference is not None:
         curves.append((comparison.reference_name or "reference", comparison.reference, "tab:red"))
     for name, props, colour in curves:
         eos = props.eos
-        axis.plot(eos.volumes_per_atom, eos.energies_per_atom, "o-", color=colour, markersize=4,
+        relative = 1000.0 * (np.asarray(eos.energies_per_atom) - eos.e0_per_atom)
+        axis.plot(eos.volumes_per_atom, relative, "o-", color=colour, markersize=4,
                   label=f"{name}: V0 {eos.v0_per_atom:.2f} Å³, B {eos.bulk_modulus_gpa:.0f} GPa")
         axis.axvline(eos.v0_per_atom, color=colour, linewidth=0.8, linestyle=":")
     axis.set_xlabel("volume per atom (Å³)")
-    axis.set_ylabel("energy per atom (eV)")
+    axis.set_ylabel("E − E0 per atom (meV)")
     axis.legend(fontsize=8)
-    axis.set_title(f"{title}: equation of state of {comparison.structure['formula']}" if title
-                   else f"equation of state of {comparison.structure['formula']}")
+    heading = f"equation of state of {comparison.structure['formula']}"
+    axis.set_title(f"{title}\n{heading}" if title else heading, fontsize=9)
     figure.tight_layout()
     return _save(figure, target)
 
@@ -244,6 +248,9 @@ def report_markdown(metrics: dict) -> str:
                 lines.append(f"| {label} | {mine[key]:.4g} | {theirs[key]:.4g} | {100 * rel:+.2f} % |")
             else:
                 lines.append(f"| {label} | {mine[key]:.4g} |")
+        if physical["potential"].get("born_stable") is False:
+            lines += ["", "**The potential's crystal is mechanically unstable** (Born criteria: "
+                      "C11 > |C12|, C11 + 2 C12 > 0, C44 > 0 fail)."]
     lines += ["", "## Plots", ""]
     for key, filename in metrics["plots"].items():
         lines += [f"### {_PLOT_CAPTIONS.get(key, key)}", "", f"![{key}]({filename})", ""]
