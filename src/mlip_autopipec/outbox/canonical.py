@@ -21,8 +21,6 @@ from functools import lru_cache
 import numpy as np
 from ase import Atoms
 from ase.build.niggli import niggli_reduce_cell
-from ase.geometry import cellpar_to_cell
-from ase.geometry.cell import cell_to_cellpar
 
 DEFAULT_TOLERANCE = 1e-3  # Å: grid of the exact fingerprint
 
@@ -31,11 +29,14 @@ def _fully_periodic(atoms: Atoms) -> bool:
     return bool(np.all(atoms.pbc)) and abs(np.linalg.det(atoms.cell.array)) > 1e-9
 
 
-def reduced_cell(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+def reduced_cell(atoms: Atoms, assume_reduced: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(Niggli-reduced cell, fractional coordinates in it wrapped to [0, 1))."""
     original = np.asarray(atoms.cell.array, dtype=float)
-    _, op = niggli_reduce_cell(original)  # returns a rotated cell; keep the basis in place instead
-    cell = op.T @ original  # the reduced basis, in the original orientation
+    if assume_reduced:
+        cell = original
+    else:
+        _, op = niggli_reduce_cell(original)  # returns a rotated cell; keep the basis in place instead
+        cell = op.T @ original  # the reduced basis, in the original orientation
     frac = np.linalg.solve(cell.T, np.asarray(atoms.positions, dtype=float).T).T
     frac -= np.floor(frac)
     frac[frac >= 1.0 - 1e-12] = 0.0
@@ -47,9 +48,9 @@ def canonicalize(atoms: Atoms) -> Atoms:
     numbers = np.asarray(atoms.numbers)
     if _fully_periodic(atoms):
         cell, frac = reduced_cell(atoms)
-        standard = cellpar_to_cell(cell_to_cellpar(cell))
-        # keep handedness consistent with the reduced basis
-        if np.linalg.det(cell) < 0:
+        # standard orientation (a along x, b in the xy plane): the Cholesky factor of the metric
+        standard = np.linalg.cholesky(cell @ cell.T)
+        if np.linalg.det(cell) < 0:  # keep the handedness of the reduced basis
             standard = -standard
         key = np.round(frac, 8)
         order = np.lexsort((key[:, 2], key[:, 1], key[:, 0], numbers))
@@ -67,31 +68,37 @@ def canonicalize(atoms: Atoms) -> Atoms:
     return Atoms(numbers=numbers[order], positions=centred[order], cell=atoms.cell.array.copy(), pbc=pbc)
 
 
-_CANDIDATE_OPS = None
-
-
-def _candidate_ops() -> np.ndarray:
-    """Integer 3x3 matrices with entries in {-1, 0, 1} and determinant ±1."""
-    global _CANDIDATE_OPS
-    if _CANDIDATE_OPS is None:
-        mats = np.array(list(itertools.product((-1, 0, 1), repeat=9)), dtype=np.int64).reshape(-1, 3, 3)
-        dets = np.rint(np.linalg.det(mats)).astype(int)
-        _CANDIDATE_OPS = mats[np.abs(dets) == 1]
-    return _CANDIDATE_OPS
+_ROWS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=float)
+_ROWS = _ROWS[np.any(_ROWS != 0, axis=1)]
 
 
 @lru_cache(maxsize=4096)
 def _automorphisms(metric_key: tuple, tol: float) -> np.ndarray:
-    """Basis changes U (new = U @ old, rows as vectors) that keep the metric; cached per metric."""
+    """Basis changes U (new = U @ old, rows as vectors) that keep the metric; cached per metric.
+
+    Entries in {-1, 0, 1} suffice for a Niggli-reduced basis. Each row of U must keep one basis
+    vector's length, so rows are chosen per vector first and only those combinations are checked.
+    """
     metric = np.array(metric_key, dtype=float).reshape(3, 3)
-    ops = _candidate_ops().astype(float)
-    transformed = ops @ metric @ ops.transpose(0, 2, 1)
     scale = max(np.max(np.abs(np.diag(metric))), 1e-12)
-    good = np.all(np.abs(transformed - metric) <= tol * scale, axis=(1, 2))
-    return ops[good]
+    norms = np.einsum("ri,ij,rj->r", _ROWS, metric, _ROWS)
+    choices = [_ROWS[np.abs(norms - metric[i, i]) <= tol * scale] for i in range(3)]
+    found = []
+    for r0 in choices[0]:
+        for r1 in choices[1]:
+            if abs(r0 @ metric @ r1 - metric[0, 1]) > tol * scale:
+                continue
+            for r2 in choices[2]:
+                op = np.array([r0, r1, r2])
+                if abs(abs(np.linalg.det(op)) - 1) > 1e-6:
+                    continue
+                if np.all(np.abs(op @ metric @ op.T - metric) <= tol * scale):
+                    found.append(op)
+    return np.array(found)
 
 
-def canonical_fingerprint(atoms: Atoms, tolerance: float = DEFAULT_TOLERANCE) -> str:
+def canonical_fingerprint(atoms: Atoms, tolerance: float = DEFAULT_TOLERANCE, canonical: bool = False) -> str:
+    """Hash of the structure; `canonical=True` promises `atoms` came from `canonicalize` (saves a reduction)."""
     numbers = np.asarray(atoms.numbers, dtype=np.int64)
     digest = hashlib.sha256()
     if len(atoms) == 0:
@@ -123,7 +130,7 @@ def canonical_fingerprint(atoms: Atoms, tolerance: float = DEFAULT_TOLERANCE) ->
             digest.update(b"mol" + canon.numbers[order].tobytes() + grid[order].tobytes())
         return digest.hexdigest()[:32]
 
-    cell, frac = reduced_cell(atoms)
+    cell, frac = reduced_cell(atoms, assume_reduced=canonical)
     metric = cell @ cell.T
     lengths = np.sqrt(np.diag(metric))
     metric_key = tuple(np.round(metric / (tolerance * max(lengths.max(), 1.0)), 0).astype(np.int64).ravel())

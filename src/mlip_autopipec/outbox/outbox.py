@@ -110,9 +110,9 @@ class _Entry:
     key: str
 
 
-def _entry(label: str, atoms: Atoms, tolerance: float, fp: str | None = None) -> _Entry:
+def _entry(label: str, atoms: Atoms, tolerance: float, fp: str | None = None, canonical: bool = False) -> _Entry:
     desc = descriptor(atoms)
-    return _Entry(label, atoms, fp or canonical_fingerprint(atoms, tolerance), desc,
+    return _Entry(label, atoms, fp or canonical_fingerprint(atoms, tolerance, canonical=canonical), desc,
                   summary(desc, atoms), composition_key(atoms))
 
 
@@ -150,7 +150,7 @@ def process_outbox(candidates: list[Candidate], store=None, submitted_queue_path
     kept: list[tuple[Candidate, _Entry]] = []
     for cand in candidates:
         canon = canonicalize(cand.atoms)
-        entry = _entry(cand.id, canon, fingerprint_tolerance)
+        entry = _entry(cand.id, canon, fingerprint_tolerance, canonical=True)
         if entry.fingerprint in exact:
             report.skipped.append(_skip(cand, "exact", exact[entry.fingerprint], entry.fingerprint))
             continue
