@@ -242,3 +242,23 @@ def test_fine_tuning_from_another_backend_or_without_the_elements_is_refused(mac
                             foundation_model=tmp_path / "missing.model")
     with pytest.raises(TypeError, match="needs a MaceConfig"):
         MaceTrainer().train(mace_manifest, object(), tmp_path / "gen-002")  # type: ignore[arg-type]
+
+
+def test_delta_learning_trains_on_labels_minus_the_baseline(mace_manifest, tmp_path, a_model):
+    import ase.io
+    from ase.calculators.emt import EMT
+
+    from mlip_autopipec.calculators import CalculatorSpec
+
+    trainer = fake_trainer(tmp_path, fake_successful_run(a_model))
+    artifact = trainer.train(mace_manifest, MaceConfig(device="cpu", baseline=CalculatorSpec(factory="emt")),
+                             tmp_path / "gen-001")
+    argv = json.loads((artifact.generation_dir / "argv.json").read_text())
+    assert argv[argv.index("--train_file") + 1] == "delta_train_mace.extxyz"
+    assert argv[argv.index("--test_file") + 1] == "delta_test_mace.extxyz"
+    original = ase.io.read(mace_manifest.path_of("mace", "train"), 0)
+    delta = ase.io.read(artifact.path("delta_train"), 0)
+    reference = original.copy()
+    reference.calc = EMT()
+    assert delta.info["REF_energy"] == pytest.approx(original.info["REF_energy"] - reference.get_potential_energy())
+    assert artifact.baseline == CalculatorSpec(factory="emt")

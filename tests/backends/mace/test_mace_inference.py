@@ -108,3 +108,21 @@ def _copper():
     from ase.build import bulk
 
     return bulk("Cu", "fcc", a=3.6)
+
+
+def test_a_delta_learned_generation_predicts_baseline_plus_mace(mace_generation, mace_manifest):
+    from ase.calculators.emt import EMT
+
+    from mlip_autopipec.calculators import CalculatorSpec
+
+    delta = mace_generation.artifact.model_copy(update={"baseline": CalculatorSpec(factory="emt")})
+    delta.generation_dir = mace_generation.directory
+    atoms = ase.io.read(mace_manifest.path_of("extxyz", "test"), 0)
+    parts = []
+    for calculator in (EMT(), make_calculator(mace_generation.artifact, device="cpu")):
+        copy = atoms.copy()
+        copy.calc = calculator
+        parts.append(copy.get_potential_energy())
+    total = atoms.copy()
+    total.calc = make_calculator(delta, device="cpu")
+    assert total.get_potential_energy() == pytest.approx(sum(parts), rel=1e-12)

@@ -48,7 +48,7 @@ from mlip_autopipec.backends.base import (
 )
 from mlip_autopipec.backends.mace.calculator import make_calculator
 from mlip_autopipec.backends.mace.command import RunFiles, resolve_device, train_arguments
-from mlip_autopipec.backends.mace.log_watch import TRAIN_SHARE, MaceLogWatcher
+from mlip_autopipec.backends.mace.log_watch import MaceLogWatcher
 from mlip_autopipec.backends.mace.metrics import MetricsFormatError, collect_metrics, read_results
 from mlip_autopipec.backends.pacemaker.runner import log_tail, run_logged
 from mlip_autopipec.config.mace import MaceConfig
@@ -442,5 +442,4 @@ def _claim_generation_dir(generation_dir: Path) -> Path | None:
     return target
 
 
-__all__ = ["MaceTrainer", "find_checkpoint", "member_files", "resolve_executable", "write_delta_extxyz",
-           "TRAIN_SHARE"]
+__all__ = ["MaceTrainer", "find_checkpoint", "member_files", "resolve_executable", "write_delta_extxyz"]
