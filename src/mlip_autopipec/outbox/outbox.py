@@ -119,11 +119,12 @@ def _entry(label: str, atoms: Atoms, tolerance: float, fp: str | None = None, ca
 def process_outbox(candidates: list[Candidate], store=None, submitted_queue_path: str | Path | None = None,
                    out_dir: str | Path = ".", tolerance: float = DEFAULT_NEAR_TOLERANCE,
                    fingerprint_tolerance: float = DEFAULT_TOLERANCE, source: str = "outbox",
-                   generation: int = 0) -> OutboxReport:
+                   generation: int = 0, processes: int = 1) -> OutboxReport:
     """Deduplicate `candidates`, append survivors to the submit queue and the store (pending).
 
     `store` is a StructureStore or None (no store); `submitted_queue_path` defaults to
-    `out_dir/dft_submit.jsonl`, which is also where the queue is written.
+    `out_dir/dft_submit.jsonl`, which is also where the queue is written. `processes` > 1
+    canonicalizes and describes candidates in that many worker processes (results are identical).
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -147,10 +148,9 @@ def process_outbox(candidates: list[Candidate], store=None, submitted_queue_path
     for ref in references:
         exact.setdefault(ref.fingerprint, ref.label)
 
+    entries = _featurize(candidates, fingerprint_tolerance, processes)
     kept: list[tuple[Candidate, _Entry]] = []
-    for cand in candidates:
-        canon = canonicalize(cand.atoms)
-        entry = _entry(cand.id, canon, fingerprint_tolerance, canonical=True)
+    for cand, entry in zip(candidates, entries):
         if entry.fingerprint in exact:
             report.skipped.append(_skip(cand, "exact", exact[entry.fingerprint], entry.fingerprint))
             continue
@@ -205,6 +205,20 @@ def process_outbox(candidates: list[Candidate], store=None, submitted_queue_path
     atomic_write_text(out_dir / SKIP_FILE, "".join(json.dumps(s) + "\n" for s in report.skipped))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _featurize_one(args: tuple[str, Atoms, float]) -> _Entry:
+    ident, atoms, tolerance = args
+    return _entry(ident, canonicalize(atoms), tolerance, canonical=True)
+
+
+def _featurize(candidates: list[Candidate], tolerance: float, processes: int) -> list[_Entry]:
+    jobs = [(c.id, c.atoms, tolerance) for c in candidates]
+    if processes <= 1 or len(jobs) < 200:
+        return [_featurize_one(job) for job in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(processes) as pool:
+        return list(pool.map(_featurize_one, jobs, chunksize=max(1, len(jobs) // (8 * processes))))
 
 
 def _skip(cand: Candidate, reason: str, duplicate_of: str, fp: str) -> dict:
