@@ -44,6 +44,7 @@ def test_flow_writes_finite_metrics_real_plots_and_report(validated):
     for key in ("energy_rmse_mev_per_atom", "energy_mae_mev_per_atom", "forces_rmse_mev_per_angstrom",
                 "forces_mae_mev_per_angstrom", "max_gamma"):
         assert math.isfinite(test[key]) and test[key] >= 0, key
+    assert metrics["stress"] is None  # Cu-I has no stress labels
     assert set(metrics["per_element"]) == {"Cu"}
     assert metrics["per_element"]["Cu"]["forces_rmse_mev_per_angstrom"] == pytest.approx(
         test["forces_rmse_mev_per_angstrom"])

@@ -30,7 +30,7 @@ def labelled_frames(count: int = 6, seed: int = 0) -> list[LabelledFrame]:
         atoms.rattle(0.05, seed=seed + index)
         atoms.calc = EMT()
         frames.append(LabelledFrame(atoms=atoms.copy(), energy=atoms.get_potential_energy(),
-                                    forces=atoms.get_forces()))
+                                    forces=atoms.get_forces(), stress=atoms.get_stress()))
     return frames
 
 
@@ -87,6 +87,20 @@ def test_report_without_physical_checks(tmp_path):
     assert metrics["physical"] is None and set(metrics["plots"]) == {"parity", "errors"}
     assert metrics["test_set"]["energy_rmse_mev_per_atom"] == 0.0
     assert "Physical checks" not in report_markdown(metrics)
+    assert metrics["stress"]["frames"] == 3.0 and metrics["stress"]["stress_rmse_gpa"] < 1e-9
+
+
+def test_stress_errors_in_gpa(tmp_path):
+    from ase.units import GPa
+
+    from mlip_autopipec.validation.report import stress_errors
+
+    frames = labelled_frames(2)
+    frames[0].stress = frames[0].stress + 1.0 * GPa  # 1 GPa off in every component of one frame
+    frames[1].stress = None  # unlabelled: not counted
+    errors = stress_errors(EMT(), frames)
+    assert errors["frames"] == 1.0 and errors["stress_rmse_gpa"] == pytest.approx(1.0, rel=1e-6)
+    assert stress_errors(EMT(), frames[1:]) is None
 
 
 def test_gamma_histogram_when_the_calculator_reports_gamma(tmp_path):

@@ -114,6 +114,7 @@ def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], 
     }
     if predictions.max_gamma is not None:
         plots["gamma"] = gamma_histogram(predictions, out / "gamma.png", title).name
+    stress = stress_errors(calculator, frames)
     physical = None
     if structure is not None:
         comparison = compare_physical(calculator, structure, reference, reference_name)
@@ -124,6 +125,7 @@ def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], 
         "frames": len(frames),
         "skipped_frames": list(skipped),
         "test_set": predictions.summary(),
+        "stress": stress,
         "per_element": per_element_force_errors(predictions, symbols),
         "worst_frames": predictions.worst_frames(),
         "physical": physical,
@@ -133,6 +135,33 @@ def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], 
     atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2, default=_json_default) + "\n")
     atomic_write_text(out / REPORT_NAME, report_markdown(metrics))
     return metrics
+
+
+def stress_errors(calculator: Calculator, frames: Sequence[LabelledFrame]) -> dict[str, float] | None:
+    """Stress RMSE and MAE in GPa over the Voigt components of the periodic frames labelled with
+    stress; None when none is (or the calculator gives no stress)."""
+    from ase.calculators.calculator import PropertyNotImplementedError
+    from ase.units import GPa
+
+    reference, predicted = [], []
+    for frame in frames:
+        if frame.stress is None or not frame.atoms.pbc.all():
+            continue
+        atoms = frame.atoms.copy()
+        atoms.calc = calculator
+        try:
+            predicted.append(np.asarray(atoms.get_stress(voigt=True), dtype=float))
+        except (PropertyNotImplementedError, NotImplementedError):
+            return None
+        labelled = np.asarray(frame.stress, dtype=float)
+        if labelled.shape == (3, 3):
+            labelled = labelled[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        reference.append(labelled.reshape(6))
+    if not reference:
+        return None
+    error = (np.array(predicted) - np.array(reference)).reshape(-1) / GPa
+    return {"stress_rmse_gpa": float(np.sqrt(np.mean(error ** 2))), "stress_mae_gpa": float(np.mean(np.abs(error))),
+            "frames": float(len(reference))}
 
 
 def _json_default(value):
@@ -216,6 +245,10 @@ def report_markdown(metrics: dict) -> str:
         f"| energy (meV/atom) | {test['energy_rmse_mev_per_atom']:.3f} | {test['energy_mae_mev_per_atom']:.3f} |",
         f"| forces (meV/Å) | {test['forces_rmse_mev_per_angstrom']:.2f} | {test['forces_mae_mev_per_angstrom']:.2f} |",
     ]
+    stress = metrics.get("stress")
+    if stress:
+        lines.append(f"| stress (GPa, {int(stress['frames'])} frames) | {stress['stress_rmse_gpa']:.4f} | "
+                     f"{stress['stress_mae_gpa']:.4f} |")
     if "max_gamma" in test:
         lines += ["", f"Largest extrapolation grade γ on these structures: **{test['max_gamma']:.3g}**."]
     lines += ["", "## Forces per element", "", "| element | atoms | RMSE (meV/Å) | MAE (meV/Å) |", "|---|---|---|---|"]
