@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.concurrency.sync import concurrency
 
 from mlip_autopipec.backends import PotentialArtifact, TrainingError, TrainingTimeout, get_trainer
 from mlip_autopipec.config.training import parse_training_config
@@ -18,6 +19,8 @@ from mlip_autopipec.validation.errors import predict
 from mlip_autopipec.validation.plots import error_histogram, parity_plot
 from tasks.caching import DIGEST_CACHE
 from tasks.progress import PrefectProgress
+
+TRAINING_SLOT = "gpu"
 
 
 def _retry_crashes_only(task, task_run, state) -> bool:
@@ -57,7 +60,10 @@ def train_task(manifest_path: str, manifest_digest: str, training_config: dict, 
     target = prepare_next(generations_root, generation)
     logger.info(f"training {config.backend} on {manifest.counts['train']} structures into {target}")
     progress = PrefectProgress(key="training-progress", description=f"{config.backend} training of {target.name}")
-    artifact = get_trainer(config.backend).train(manifest, config, target, initial, progress=progress)
+    # The server's `gpu` limit (deployments/setup_server.py) lets one training at a time hold the
+    # accelerator; with no such limit (a laptop's temporary server) this does not wait.
+    with concurrency(TRAINING_SLOT, occupy=1):
+        artifact = get_trainer(config.backend).train(manifest, config, target, initial, progress=progress)
     return artifact_summary(artifact)
 
 
