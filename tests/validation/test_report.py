@@ -137,3 +137,9 @@ def test_load_potential_errors_name_the_path(tmp_path):
     (tmp_path / "model.txt").write_text("x")
     with pytest.raises(ValueError, match="model.txt"):
         load_potential(tmp_path / "model.txt")
+
+
+def test_a_yaml_that_is_no_potential_is_named(tmp_path):
+    (tmp_path / "input.yaml").write_text("cutoff: 5\nfit: {maxiter: 3}\n")
+    with pytest.raises(ValueError, match="input.yaml is not a Pacemaker potential"):
+        load_potential(tmp_path / "input.yaml")

@@ -61,7 +61,10 @@ def load_potential(path: str | os.PathLike) -> tuple[Calculator, str]:
     if path.suffix in (".yaml", ".yace"):
         from mlip_autopipec.backends.pacemaker.quiet_import import import_pyace
 
-        calculator = import_pyace().PyACECalculator(str(path))
+        try:
+            calculator = import_pyace().PyACECalculator(str(path))
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"potential {path} is not a Pacemaker potential ({exc})") from exc
         active_set = path.with_suffix(".asi")
         if path.suffix == ".yaml" and active_set.is_file():
             calculator.set_active_set(str(active_set))
