@@ -121,3 +121,13 @@ def test_displacement_above_tolerance_is_submitted(tmp_path):
     candidates = [Candidate(f"m{i}", a) for i, a in enumerate([atoms] + moved)]
     report = process_outbox(candidates, None, None, tmp_path / "out", tolerance=0.05)
     assert len(report.submitted) == 6
+
+
+def test_concurrent_runs_do_not_lose_or_duplicate_submissions(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    out = tmp_path / "out"
+    batches = [[Candidate(f"t{k}-{i}", random_structure(1000 + i)) for i in range(k, k + 6)] for k in (0, 3)]
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda batch: process_outbox(batch, None, None, out), batches))
+    queue = read_submitted(out / SUBMIT_FILE)
+    assert len(queue) == sum(len(r.submitted) for r in reports) == 9  # structures 1000..1008 once each

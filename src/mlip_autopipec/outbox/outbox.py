@@ -12,6 +12,7 @@ Running the same candidates again submits nothing new.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 from dataclasses import dataclass, field
@@ -126,8 +127,18 @@ def process_outbox(candidates: list[Candidate], store=None, submitted_queue_path
     `out_dir/dft_submit.jsonl`, which is also where the queue is written. `processes` > 1
     canonicalizes and describes candidates in that many worker processes (results are identical).
     """
-    start = time.perf_counter()
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # One outbox at a time per directory: reading the queue, deduplicating and appending is one step.
+    with open(out_dir / ".dft_submit.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _process_locked(candidates, store, submitted_queue_path, out_dir, tolerance,
+                               fingerprint_tolerance, source, generation, processes)
+
+
+def _process_locked(candidates, store, submitted_queue_path, out_dir: Path, tolerance, fingerprint_tolerance,
+                    source, generation, processes) -> OutboxReport:
+    start = time.perf_counter()
     submit_path = out_dir / SUBMIT_FILE
     queue_path = Path(submitted_queue_path) if submitted_queue_path else submit_path
     previous = read_submitted(queue_path)
