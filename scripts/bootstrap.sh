@@ -7,13 +7,26 @@ cd "$root"
 venv="$root/.venv"
 python="${PYTHON:-python3}"
 
-stamp_inputs=(requirements/base.txt requirements/nodeps.txt pyproject.toml scripts/bootstrap.sh)
+stamp_inputs=(requirements/base.txt requirements/nodeps.txt requirements/dft.txt pyproject.toml scripts/bootstrap.sh)
 wanted="$(cat "${stamp_inputs[@]}" | sha256sum | cut -d' ' -f1)"
 stamp="$venv/.mlip-autopipec-installed"
 
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$wanted" && -x "$venv/bin/python" ]]; then
   echo "bootstrap: .venv is up to date"
   exit 0
+fi
+
+# C libraries GPAW (real DFT labels) is built against; Debian packages.
+dft_apt=(libxc-dev libopenblas-dev libfftw3-dev libopenmpi-dev)
+with_dft=1
+if ! dpkg -s "${dft_apt[@]}" >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "bootstrap: apt-get install ${dft_apt[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${dft_apt[@]}" >/dev/null
+  else
+    echo "bootstrap: skipping GPAW; to label with real DFT first run: sudo apt-get install ${dft_apt[*]}"
+    with_dft=0
+  fi
 fi
 
 echo "bootstrap: installing into $venv (first run takes several minutes)"
@@ -23,6 +36,9 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -r requirements/base.txt
 # tensorpotential's metadata drags in CUDA wheels; its real needs are in base.txt.
 "${pip[@]}" install --no-deps -r requirements/nodeps.txt
+if [[ "$with_dft" == 1 ]]; then
+  "${pip[@]}" install -r requirements/dft.txt
+fi
 "${pip[@]}" install --no-deps --no-build-isolation -e .
 echo "$wanted" > "$stamp"
 echo "bootstrap: done"
