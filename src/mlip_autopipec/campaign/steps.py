@@ -1,0 +1,103 @@
+"""The campaign's own steps, as plain library calls (tasks/campaign.py wraps each one):
+prepare the starting structures, explore with a generation's potential, select and queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ase.io
+from ase import Atoms
+
+from mlip_autopipec.backends import PotentialArtifact, get_trainer
+from mlip_autopipec.campaign.config import CampaignConfig
+from mlip_autopipec.campaign.records import gamma_statistics
+from mlip_autopipec.campaign.structures import build_seeds, held_out_snapshots, perturbed_copies
+from mlip_autopipec.data.frames import LabelledFrame
+from mlip_autopipec.data.readers import read_labelled_frames
+from mlip_autopipec.exploration.md import WalkerSettings, run_walker
+from mlip_autopipec.selection.gamma import gamma_candidates, select_d_optimal, select_top_gamma
+from mlip_autopipec.store import NewStructure, Status, StructureStore
+
+
+def prepare(config: CampaignConfig) -> dict:
+    """Queue generation 0's perturbed seeds and the held-out set; idempotent (fingerprints)."""
+    seeds = build_seeds(config.seeds, config.seed)
+    store = StructureStore(config.store_url, campaign=config.campaign)
+    bootstrap = store.add([_pending(atoms, "bootstrap", 0)
+                           for atoms in perturbed_copies(seeds, config.bootstrap, config.seed)])
+    held_out = StructureStore(config.store_url, campaign=config.held_out_campaign)
+    if config.validation.data is not None:
+        frames = [item for _, item in read_labelled_frames(config.validation.data)
+                  if isinstance(item, LabelledFrame)]
+        added = held_out.add([NewStructure(frame, "held-out") for frame in frames])
+    elif not held_out.status_counts()["completed"]:
+        snapshots = held_out_snapshots(seeds, config.validation, config.labeling.calculator, config.seed,
+                                       config.workdir / "held-out" / "md")
+        added = held_out.add([_pending(atoms, "held-out", 0) for atoms in snapshots])
+    else:
+        added = []
+    return {"bootstrap_added": sum(o.added for o in bootstrap), "held_out_added": sum(o.added for o in added)}
+
+
+@dataclass
+class Exploration:
+    trajectories: list[str]
+    walkers: int
+    stopped_early: int
+    max_gamma: list[float] = field(default_factory=list)
+
+    def summary(self, gamma_lower: float) -> dict:
+        return {"trajectories": self.trajectories, "walkers": self.walkers, "frames": len(self.max_gamma),
+                "stopped_early": self.stopped_early, **gamma_statistics(self.max_gamma, gamma_lower)}
+
+
+def explore(config: CampaignConfig, artifact: PotentialArtifact, generation: int) -> Exploration:
+    """MD walkers (every seed x temperature x walker) with the generation's potential; the
+    trajectories go beside the potential, in its generation directory."""
+    calculator = get_trainer(artifact.backend).make_calculator(artifact)
+    settings = config.exploration
+    out = Path(artifact.generation_dir) / "explore"
+    result = Exploration(trajectories=[], walkers=0, stopped_early=0)
+    for structure in build_seeds(config.seeds, config.seed):
+        for temperature in settings.temperatures_K:
+            for _ in range(settings.walkers_per_temperature):
+                walker = run_walker(structure, calculator, WalkerSettings(
+                    temperature_K=temperature, steps=settings.steps, timestep_fs=settings.timestep_fs,
+                    friction_per_fs=settings.friction_per_fs, record_every=settings.record_every,
+                    gamma_upper=config.selection.gamma_upper,
+                    seed=1000 * config.seed + 100 * generation + result.walkers),
+                    out / f"walker-{result.walkers:03d}.extxyz")
+                result.trajectories.append(str(walker.trajectory))
+                result.max_gamma.extend(walker.max_gamma)
+                result.stopped_early += walker.stopped_early
+                result.walkers += 1
+    return result
+
+
+def select_and_queue(config: CampaignConfig, artifact: PotentialArtifact, trajectories: list[str],
+                     generation: int) -> dict:
+    """Choose explored frames to label and queue them as pending rows of the next generation;
+    frames already stored or queued are skipped by fingerprint, so nothing is queued twice."""
+    frames = [frame for path in trajectories for frame in ase.io.read(path, ":")]
+    gammas = [frame.info.get("max_gamma", 0.0) for frame in frames]
+    candidates = gamma_candidates(gammas, config.selection.gamma_lower, config.selection.gamma_upper)
+    pool = [frames[i] for i in candidates]
+    count = config.selection.max_per_generation
+    if config.selection.method == "d_optimal" and artifact.backend == "pacemaker":
+        chosen = select_d_optimal(pool, artifact.path("potential_yaml"), artifact.path("active_set"), count)
+    else:
+        chosen = select_top_gamma([gammas[i] for i in candidates], count)
+    store = StructureStore(config.store_url, campaign=config.campaign)
+    outcomes = store.add([_pending(pool[i], "md", generation + 1,
+                                   origin=f"gen-{generation:03d}:md-step-{pool[i].info.get('md_step')}")
+                          for i in chosen])
+    return {"candidates": len(candidates), "selected": len(chosen), "queued": sum(o.added for o in outcomes)}
+
+
+def _pending(atoms: Atoms, source: str, generation: int, origin: str | None = None) -> NewStructure:
+    geometry = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    return NewStructure(LabelledFrame(geometry, None, None), source, status=Status.PENDING,
+                        generation=generation, origin=origin)
+
+
