@@ -63,6 +63,7 @@ def test_calculator_without_stress_falls_back_to_energy(copper):
     assert cubic_elastic_constants(EnergyOnly(), copper).method == "energy"
 
 
+@pytest.mark.filterwarnings("ignore:The minimum volume of your fit")
 def test_eos_without_minimum_in_range_is_a_clear_error():
     squeezed = cubic_crystal("Cu", "fcc", 3.2)  # far below EMT's 3.59 Å
     with pytest.raises(ValueError, match="lattice constant|no minimum"):
