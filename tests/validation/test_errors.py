@@ -42,3 +42,9 @@ def test_plots_are_real_pictures(tmp_path):
         path = draw(predictions, tmp_path / name, title="EMT vs EMT+10 meV")
         pixels = np.asarray(Image.open(path).convert("L"))
         assert pixels.shape[0] > 300 and pixels.std() > 10
+
+
+def test_histogram_of_identical_errors(tmp_path):
+    predictions = predict(EMT(), _emt_frames(offset=0.01))  # every energy error is exactly -10 meV/atom
+    pixels = np.asarray(Image.open(error_histogram(predictions, tmp_path / "e.png")).convert("L"))
+    assert pixels.std() > 10

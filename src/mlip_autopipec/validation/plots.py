@@ -32,9 +32,11 @@ def parity_plot(predictions: Predictions, target: str | Path, title: str = "") -
 
 def error_histogram(predictions: Predictions, target: str | Path, title: str = "") -> Path:
     figure, (energy_axis, force_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    energy_axis.hist(1000.0 * predictions.energy_per_atom_error, bins=40, color="tab:blue")
+    energy_errors = 1000.0 * predictions.energy_per_atom_error
+    force_errors = 1000.0 * predictions.force_error.reshape(-1)
+    energy_axis.hist(energy_errors, bins=_bins(energy_errors, 40), color="tab:blue")
     energy_axis.set_xlabel("energy error (meV/atom)")
-    force_axis.hist(1000.0 * predictions.force_error.reshape(-1), bins=60, color="tab:orange")
+    force_axis.hist(force_errors, bins=_bins(force_errors, 60), color="tab:orange")
     force_axis.set_xlabel("force component error (meV/Å)")
     for axis in (energy_axis, force_axis):
         axis.set_ylabel("count")
@@ -42,6 +44,11 @@ def error_histogram(predictions: Predictions, target: str | Path, title: str = "
         figure.suptitle(title)
     figure.tight_layout()
     return _save(figure, target)
+
+
+def _bins(values: np.ndarray, wanted: int) -> int:
+    """numpy refuses many bins over a (nearly) zero range, e.g. identical errors."""
+    return wanted if np.ptp(values) > 1e-9 * max(1.0, float(np.abs(values).max())) else 1
 
 
 def _parity(axis, reference: np.ndarray, predicted: np.ndarray, label: str, note: str) -> None:
