@@ -185,7 +185,6 @@ def _process_locked(candidates, store, submitted_queue_path, out_dir: Path, tole
         else:
             survivors.append((cand, entry))
 
-    store_ids: list[int | None] = [None] * len(survivors)
     if store is not None and survivors:
         from mlip_autopipec.data.frames import LabelledFrame
         from mlip_autopipec.store.structure_store import NewStructure, Status
