@@ -88,8 +88,12 @@ def _nearest_distances(atoms: Atoms, neighbours: int, cutoff: float) -> np.ndarr
         heights = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
         reach = np.where(pbc, np.floor(cutoff / heights + 0.5), 0).astype(int)
         shifts = np.array(np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij")).reshape(3, -1).T
-        vectors = (diff[:, :, None, :] + shifts[None, None, :, :]) @ cell  # (n, n, images, 3)
-        dist = np.sqrt(np.einsum("ijsk,ijsk->ijs", vectors, vectors))
+        # |d + t|^2 = |d|^2 + 2 d.t + |t|^2 with Cartesian d (pairs) and t (image shifts)
+        d_cart = (diff @ cell).reshape(-1, 3)
+        t_cart = shifts @ cell
+        squared = ((d_cart * d_cart).sum(1)[:, None] + 2.0 * d_cart @ t_cart.T
+                   + (t_cart * t_cart).sum(1)[None, :])
+        dist = np.sqrt(np.maximum(squared, 0.0)).reshape(n, n, len(shifts))
         zero = np.flatnonzero(np.all(shifts == 0, axis=1))[0]
         dist[np.arange(n), np.arange(n), zero] = np.inf
         dist = dist.reshape(n, -1)

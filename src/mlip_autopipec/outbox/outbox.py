@@ -217,13 +217,16 @@ def _process_locked(candidates, store, submitted_queue_path, out_dir: Path, tole
     return report
 
 
-def _featurize_one(args: tuple[str, Atoms, float]) -> _Entry:
-    ident, atoms, tolerance = args
+def _featurize_one(args: tuple) -> _Entry:
+    ident, numbers, positions, cell, pbc, tolerance = args
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
     return _entry(ident, canonicalize(atoms), tolerance, canonical=True)
 
 
 def _featurize(candidates: list[Candidate], tolerance: float, processes: int) -> list[_Entry]:
-    jobs = [(c.id, c.atoms, tolerance) for c in candidates]
+    # plain arrays travel to worker processes far cheaper than Atoms objects
+    jobs = [(c.id, c.atoms.numbers, c.atoms.positions, c.atoms.cell.array, c.atoms.pbc, tolerance)
+            for c in candidates]
     if processes <= 1 or len(jobs) < 200:
         return [_featurize_one(job) for job in jobs]
     from concurrent.futures import ProcessPoolExecutor
