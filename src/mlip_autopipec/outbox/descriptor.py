@@ -68,10 +68,16 @@ def near_pairs(summaries: list[np.ndarray], descriptors: list[np.ndarray], keys:
             continue
         data = np.stack([summaries[m] for m in members])
         tree = cKDTree(data)
-        for a, b in tree.query_pairs(tolerance, p=np.inf, output_type="ndarray"):
-            i, j = members[a], members[b]
-            if np.max(np.abs(descriptors[i] - descriptors[j])) <= tolerance:
-                pairs.append((min(i, j), max(i, j)))
+        found = tree.query_pairs(tolerance, p=np.inf, output_type="ndarray")
+        if not len(found):
+            continue
+        index = np.asarray(members)
+        full = np.stack([descriptors[m] for m in members])
+        for chunk in range(0, len(found), 65536):  # confirm on the full descriptor, vectorised
+            a, b = found[chunk:chunk + 65536].T
+            close = np.max(np.abs(full[a] - full[b]), axis=1) <= tolerance
+            i, j = index[a[close]], index[b[close]]
+            pairs.extend(zip(np.minimum(i, j).tolist(), np.maximum(i, j).tolist()))
     return pairs
 
 
