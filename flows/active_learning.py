@@ -31,6 +31,7 @@ from prefect.artifacts import create_table_artifact
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop_reason
 from mlip_autopipec.config.run_files import ConfigError
+from mlip_autopipec.store import Status, StructureStore
 from tasks.caching import run_with_outputs
 from tasks.campaign import explore_task, prepare_task, record_task, select_and_queue_task
 from tasks.labeling import label_task
@@ -51,16 +52,11 @@ def active_learning(config: str) -> list[dict]:
         return [r.model_dump(mode="json") for r in records]
 
     prepare_task(config)
-    label = settings.labeling
-    label_task(settings.store_url, settings.held_out_campaign, label.calculator.model_dump(mode="json"),
-               max_attempts=label.max_attempts, timeout_s=label.timeout_s, workers=label.workers,
-               recover_running=True)
+    label_structures(settings, settings.held_out_campaign, None, recover_running=True)
     held_out = export_task(settings.store_url, settings.held_out_campaign, str(settings.workdir / "held-out"),
                            0.0, settings.seed, ["extxyz"])
     first = len(records)
-    label_task(settings.store_url, settings.campaign, label.calculator.model_dump(mode="json"),
-               generation=first, max_attempts=label.max_attempts, timeout_s=label.timeout_s,
-               workers=label.workers, recover_running=True)
+    label_structures(settings, settings.campaign, first, recover_running=True)
 
     while reason is None:
         generation = len(records)
@@ -84,7 +80,6 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
     """One generation as its own (sub)flow run, so a long campaign's task states do not pile up."""
     settings = CampaignConfig.load(config)
     config_digest = hashlib.sha256(Path(config).read_bytes()).hexdigest()
-    label = settings.labeling
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -116,9 +111,7 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
     lap("explore")
     queued = select_and_queue_task(config, trained["artifact"], explored["trajectories"], generation)
     lap("select")
-    labels = label_task(settings.store_url, settings.campaign, label.calculator.model_dump(mode="json"),
-                        generation=generation + 1, max_attempts=label.max_attempts,
-                        timeout_s=label.timeout_s, workers=label.workers)
+    labels = label_structures(settings, settings.campaign, generation + 1)
     lap("label")
     return record_task(config, {
         "generation": generation, "potential": trained["artifact"], "potential_digest": trained["digest"],
@@ -133,6 +126,46 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
         "selected": queued["selected"], "step_seconds": seconds,
         "rss_mb_after": psutil.Process().memory_info().rss / 2**20,
     })
+
+
+def label_structures(settings: CampaignConfig, campaign: str, generation: int | None,
+                     recover_running: bool = False) -> dict:
+    """Label a campaign's pending rows (of one generation): in-process by default, or as a run of the
+    `dispatch.labeling_deployment` deployment (flows/label.py on the DFT pool), waited for.
+
+    Returns at least {"completed": n, "failed": n}. A dispatched run's counts come from the store (its
+    return value stays on the worker): rows of the generation completed during the run, and rows of
+    the generation failed after it."""
+    label = settings.labeling
+    deployment = settings.dispatch.labeling_deployment
+    if deployment is None:
+        return label_task(settings.store_url, campaign, label.calculator.model_dump(mode="json"),
+                          generation=generation, max_attempts=label.max_attempts, timeout_s=label.timeout_s,
+                          workers=label.workers, recover_running=recover_running)
+
+    from prefect.deployments import run_deployment
+
+    store = StructureStore(settings.store_url, campaign=campaign)
+    completed_before = {row.id for row in store.select(Status.COMPLETED, generation=generation)}
+    parameters = {"store": settings.store_url, "calculator": label.calculator.model_dump(mode="json"),
+                  "campaign": campaign, "generation": generation, "timeout_s": label.timeout_s,
+                  "max_attempts": label.max_attempts, "workers": label.workers,
+                  "recover_running": recover_running}
+    flow_run = run_deployment(deployment, parameters=parameters, timeout=settings.dispatch.timeout_s,
+                              poll_interval=2)
+    state = flow_run.state
+    if state is None or not state.is_completed():
+        name = state.name if state is not None else "without a state"
+        waited = "" if state is None or state.is_final() else \
+            f" after waiting {settings.dispatch.timeout_s:g} s (dispatch.timeout_s); it was left running"
+        raise RuntimeError(f"labelling run {flow_run.name!r} ({flow_run.id}) of deployment {deployment!r} "
+                           f"for {campaign}, generation {generation}, is {name}{waited}; "
+                           f"nothing was recorded for this generation: {state.message if state else ''}")
+    completed = {row.id for row in store.select(Status.COMPLETED, generation=generation)} - completed_before
+    failed = sum(1 for _ in store.select(Status.FAILED, generation=generation))
+    get_run_logger().info(f"labelling run {flow_run.name!r} of {deployment}: {len(completed)} completed, "
+                          f"{failed} failed")
+    return {"completed": len(completed), "failed": failed, "flow_run_id": str(flow_run.id)}
 
 
 def _progress_line(record: GenerationRecord) -> str:

@@ -85,6 +85,29 @@ class StopSettings(_Strict):
                                                          "max γ below gamma_lower")
 
 
+class DispatchSettings(_Strict):
+    """Hand steps to Prefect deployments (work pools) instead of running them in the campaign's process.
+
+    Unset (the default): everything runs in-process. The campaign must then run against a Prefect
+    server (PREFECT_API_URL) where the named deployments exist and a worker serves their pool, and the
+    store must be reachable from that worker under the same path or URL."""
+
+    labeling_deployment: str | None = Field(None, description="e.g. label/dft (flows/label.py on dft-pool)")
+    training_deployment: str | None = Field(
+        None, description="not supported yet: the train flow exports the whole store and numbers its own "
+                          "generations, so the campaign trains in-process")
+    timeout_s: float | None = Field(None, gt=0, description="wait at most this long per dispatched run; "
+                                                           "None waits until it finishes")
+
+    @field_validator("training_deployment")
+    @classmethod
+    def _no_training_dispatch_yet(cls, value):
+        if value is not None:
+            raise ValueError("training dispatch is not supported yet (the campaign trains in-process); "
+                             "leave training_deployment unset")
+        return value
+
+
 class CampaignConfig(_Strict):
     campaign: str
     workdir: Path
@@ -99,6 +122,7 @@ class CampaignConfig(_Strict):
     training: SerializeAsAny[BaseTrainingConfig] = Field(default_factory=PacemakerConfig)
     export_test_fraction: float = Field(0.1, ge=0, lt=1)
     stop: StopSettings = Field(default_factory=StopSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
 
     @field_validator("training", mode="before")
     @classmethod

@@ -1,0 +1,45 @@
+"""The optional `dispatch:` section of campaign.yaml (the service path itself: tests/deployments)."""
+
+from pathlib import Path
+
+import pytest
+
+from mlip_autopipec.campaign.config import CampaignConfig
+from mlip_autopipec.config.run_files import ConfigError
+from tests.campaign.test_config_and_records import MINIMAL
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path, CampaignConfig.load(path)
+
+
+def test_without_dispatch_everything_runs_in_process(tmp_path):
+    _, config = _load(tmp_path, MINIMAL)
+    assert config.dispatch.labeling_deployment is None and config.dispatch.training_deployment is None
+
+
+def test_labelling_dispatch(tmp_path):
+    _, config = _load(tmp_path, MINIMAL + "dispatch: {labeling_deployment: label/dft, timeout_s: 600}\n")
+    assert config.dispatch.labeling_deployment == "label/dft" and config.dispatch.timeout_s == 600
+
+
+@pytest.mark.parametrize("text, words", [
+    ("dispatch: {labelling_deployment: label/dft}\n", "dispatch.labelling_deployment: unknown key"),
+    ("dispatch: {training_deployment: train/gpu}\n", "training dispatch is not supported yet"),
+    ("dispatch: {timeout_s: 0}\n", "dispatch.timeout_s"),
+])
+def test_dispatch_errors(tmp_path, text, words):
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL + text)
+    with pytest.raises(ConfigError) as caught:
+        CampaignConfig.load(path)
+    assert words in str(caught.value)
+
+
+def test_the_service_example_campaign_loads():
+    config = CampaignConfig.load(PROJECT_ROOT / "campaigns" / "cuni-service.yaml")
+    assert config.dispatch.labeling_deployment == "label/dft"

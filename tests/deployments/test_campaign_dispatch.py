@@ -1,0 +1,97 @@
+"""A campaign that hands its labelling to the DFT pool, for real, on loopback only.
+
+The server, setup and `prefect deploy` of test_service.py (its `service` fixture, a server of this
+module's own), then a dft-pool process worker and `python -m flows.active_learning` in a subprocess
+against that server, with `dispatch: {labeling_deployment: label/dft}` in a one-generation tiny
+campaign. Every label is made by a run of the label/dft deployment on that worker: the held-out
+set, generation 0's bootstrap and the structures generation 0 selected. A few minutes on 2 cores;
+every process it starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from mlip_autopipec.campaign.config import CampaignConfig
+from mlip_autopipec.campaign.records import load_records
+from mlip_autopipec.store import Status, StructureStore
+from tests.conftest import PROJECT_ROOT
+from tests.deployments.test_service import PYTHON, _client, _stop, _tail, service  # noqa: F401 (fixture)
+from tests.flows.test_active_learning import TINY_CAMPAIGN
+
+pytestmark = pytest.mark.slow
+
+CAMPAIGN_TIMEOUT_S = 540
+
+
+def test_a_campaign_hands_labelling_to_the_dft_pool(service):  # noqa: F811 (the imported fixture)
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+
+    assert "label/dft" in service.deployed, service.deployed
+    settings = copy.deepcopy(TINY_CAMPAIGN)
+    settings.update(campaign="cu-dispatch", workdir="run",
+                    stop={"max_generations": 1, "converged_fraction": None},
+                    dispatch={"labeling_deployment": "label/dft", "timeout_s": 300})
+    path = service.workdir / "dispatch" / "campaign.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(settings))
+    config = CampaignConfig.load(path)
+
+    worker_log = service.workdir / "dispatch-worker.log"
+    campaign_log = service.workdir / "dispatch-campaign.log"
+    worker_env = {**service.env, "MLIP_AUTOPIPEC_ROOT": str(PROJECT_ROOT), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    with open(worker_log, "wb") as log:
+        worker = subprocess.Popen([PYTHON, "-m", "prefect", "worker", "start", "--pool", "dft-pool",
+                                   "--name", "test-dispatch-worker"], cwd=service.workdir, env=worker_env,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        started = time.monotonic()
+        with open(campaign_log, "wb") as log:
+            campaign = subprocess.Popen([PYTHON, "-m", "flows.active_learning", "--config", str(path)],
+                                        cwd=PROJECT_ROOT, env=service.env, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            returncode = campaign.wait(timeout=CAMPAIGN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            _stop(campaign)
+        service.seconds["dispatched campaign"] = time.monotonic() - started
+        assert returncode == 0, (f"campaign exited {returncode}:\n{_tail(campaign_log)}\n"
+                                 f"worker log:\n{_tail(worker_log)}")
+
+        with _client(service) as client:
+            deployment = client.read_deployment_by_name("label/dft")
+            label_runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[deployment.id])))
+            campaign_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter())
+    finally:
+        _stop(worker)
+
+    # held-out set, bootstrap (generation 0), the structures generation 0 selected (generation 1)
+    assert len(label_runs) == 3, [(run.name, run.parameters) for run in label_runs]
+    assert all(run.state.is_completed() and run.work_pool_name == "dft-pool" for run in label_runs)
+    assert sorted(run.parameters["generation"] for run in label_runs
+                  if run.parameters["campaign"] == config.campaign) == [0, 1]
+    worker_text = worker_log.read_text()
+    assert all(f"Flow run '{run.name}'" in worker_text for run in label_runs)  # this worker ran them
+    # The campaign ran in the subprocess against the same server and finished.
+    assert any(run.flow_id != label_runs[0].flow_id and run.name == "generation 0" and run.state.is_completed()
+               for run in campaign_runs)
+
+    [record] = load_records(config.workdir / "generations")
+    store = StructureStore(config.store_url, campaign=config.campaign)
+    labelled = store.harvest()
+    assert labelled and all(row.provenance["labeler"] == "EMT" for row in labelled)
+    assert record.generation == 0 and record.labels_total == len(labelled)
+    assert record.labels_added == len(store.harvest(generation=1)) > 0
+    assert record.labels_failed == sum(1 for _ in store.select(Status.FAILED, generation=1))
+    assert record.training_structures + record.labels_added <= len(labelled)
+    held_out = StructureStore(config.store_url, campaign=config.held_out_campaign)
+    assert held_out.status_counts()["completed"] == 6  # 2 seeds x 1 temperature x 3 snapshots
+    assert "labelling run" in campaign_log.read_text()  # the campaign logged each dispatched run
