@@ -22,3 +22,6 @@ test: install  ## run the whole test suite (real pacemaker, Prefect and ASE on t
 bench: install  ## run the benchmarks and print their ratios
 	$(PYTHON) -m benchmarks.ingest_export
 	$(PYTHON) -m benchmarks.pacemaker_fit
+	$(PYTHON) -m benchmarks.campaign_overhead
+	$(PYTHON) -m benchmarks.mace_train
+	$(PYTHON) -m benchmarks.outbox_scaling
