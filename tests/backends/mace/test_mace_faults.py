@@ -20,7 +20,7 @@ from mlip_autopipec.backends import (
     TrainingTimeout,
 )
 from mlip_autopipec.backends.mace import MaceTrainer
-from mlip_autopipec.backends.mace.trainer import resolve_executable
+from mlip_autopipec.backends.runner import resolve_executable
 from mlip_autopipec.config.mace import MaceConfig
 from mlip_autopipec.data.manifest import DatasetManifest
 

@@ -14,7 +14,7 @@ import pytest
 
 from mlip_autopipec.backends import BackendNotFound, DatasetError, PotentialArtifact, TrainingError, TrainingTimeout
 from mlip_autopipec.backends.pacemaker import PacemakerTrainer
-from mlip_autopipec.backends.pacemaker.runner import resolve_executable
+from mlip_autopipec.backends.runner import resolve_executable
 from mlip_autopipec.config.training import PacemakerConfig
 from mlip_autopipec.data.manifest import DatasetManifest
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from mlip_autopipec.backends.pacemaker.input_yaml import build_input, write_input_yaml
-from mlip_autopipec.backends.pacemaker.runner import resolve_executable, subprocess_environment
+from mlip_autopipec.backends.runner import resolve_executable, subprocess_environment
 from mlip_autopipec.config.training import EarlyStoppingConfig, EnergyBasedWeighting, PacemakerConfig
 
 

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,7 +49,7 @@ from mlip_autopipec.backends.mace.calculator import make_calculator
 from mlip_autopipec.backends.mace.command import RunFiles, resolve_device, train_arguments
 from mlip_autopipec.backends.mace.log_watch import MaceLogWatcher
 from mlip_autopipec.backends.mace.metrics import MetricsFormatError, collect_metrics, read_results
-from mlip_autopipec.backends.pacemaker.runner import log_tail, run_logged
+from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged
 from mlip_autopipec.config.mace import MaceConfig
 from mlip_autopipec.config.training import BaseTrainingConfig
 from mlip_autopipec.data.manifest import DatasetManifest
@@ -74,6 +73,10 @@ def member_files(config: MaceConfig, member: int) -> RunFiles:
     """Names of committee member `member`'s files: member 0 is `mace`, the others `mace_memberK`."""
     name = MODEL_NAME if member == 0 else f"{MODEL_NAME}_member{member}"
     return RunFiles(name=name, seed=config.seed + member)
+
+
+INSTALL_HINT = ("Install MACE (pip install mace-torch, with the machine's torch; see requirements/) "
+                "into this environment.")
 
 
 class MaceTrainer:
@@ -111,7 +114,7 @@ class MaceTrainer:
         deadline = started + config.timeout_seconds
 
         # Everything that can be checked before hours of training is checked first.
-        executable = resolve_executable("mace_run_train", self.executables.get("mace_run_train"))
+        executable = resolve_executable("mace_run_train", self.executables.get("mace_run_train"), INSTALL_HINT)
         data_files = _dataset_files(manifest)
         elements = _model_elements(config, manifest, initial_potential)
         starting_model = _starting_model(initial_potential, foundation_model)
@@ -290,23 +293,6 @@ def _member_text(config: MaceConfig, member: int, text: str, prefix: str = "") -
     return f"{label}: {text}"
 
 
-def resolve_executable(name: str, explicit: str | os.PathLike | None = None) -> Path:
-    """`explicit` if given; else `name` next to the running interpreter (its venv); else on PATH."""
-    if explicit is not None:
-        path = Path(explicit)
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-        raise BackendNotFound(f"{name}: configured executable {path} does not exist or is not executable")
-    beside_python = Path(sys.executable).parent / name
-    if beside_python.is_file() and os.access(beside_python, os.X_OK):
-        return beside_python
-    found = shutil.which(name)
-    if found:
-        return Path(found)
-    raise BackendNotFound(f"{name} not found next to {sys.executable} nor on PATH. Install MACE "
-                          "(pip install mace-torch, with the machine's torch; see requirements/) into this environment.")
-
-
 def find_checkpoint(source: Path, tag: str, any_tag: bool) -> Path | None:
     """The latest-epoch MACE checkpoint in `source` (a .pt file, or a directory with checkpoints/).
 
@@ -442,4 +428,4 @@ def _claim_generation_dir(generation_dir: Path) -> Path | None:
     return target
 
 
-__all__ = ["MaceTrainer", "find_checkpoint", "member_files", "resolve_executable", "write_delta_extxyz"]
+__all__ = ["MaceTrainer", "find_checkpoint", "member_files", "write_delta_extxyz"]

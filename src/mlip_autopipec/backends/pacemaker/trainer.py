@@ -38,11 +38,13 @@ from mlip_autopipec.backends.pacemaker.delta import write_delta_dataframe
 from mlip_autopipec.backends.pacemaker.input_yaml import build_input, write_input_yaml
 from mlip_autopipec.backends.pacemaker.log_watch import FIT_SHARE, PacemakerLogWatcher
 from mlip_autopipec.backends.pacemaker.metrics import MetricsFormatError, collect_metrics
-from mlip_autopipec.backends.pacemaker.runner import log_tail, resolve_executable, run_logged
+from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged
 from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file
 
+INSTALL_HINT = ("Install Pacemaker (pip install python-ace==0.4.0rc1 tensorpotential; see requirements/) "
+                "into this environment.")
 TOOLS = ("pacemaker", "pace_yaml2yace", "pace_activeset")
 FAILED_ATTEMPTS = "failed-attempts"
 
@@ -88,7 +90,7 @@ class PacemakerTrainer:
         report = _Reporter(progress, config.maxiter)
 
         # Everything that can be checked before an hour of fitting is checked first.
-        tools = {tool: resolve_executable(tool, self.executables.get(tool)) for tool in TOOLS}
+        tools = {tool: resolve_executable(tool, self.executables.get(tool), INSTALL_HINT) for tool in TOOLS}
         data_files = _dataset_files(manifest)
         elements = _fit_elements(config, manifest, initial_potential)
         if initial_potential is not None:

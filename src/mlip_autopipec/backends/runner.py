@@ -1,4 +1,5 @@
-"""Run Pacemaker's command-line tools in a subprocess: found where the user expects them,
+"""Run a training backend's command-line tools (pacemaker, mace_run_train, ...) in a subprocess:
+found where the user expects them,
 logged to a file as they go, and killed (the whole process group) when they run out of time.
 """
 
@@ -22,8 +23,9 @@ from mlip_autopipec.backends.base import BackendNotFound, TrainingTimeout
 _KILL_GRACE_SECONDS = 5.0
 
 
-def resolve_executable(name: str, explicit: str | os.PathLike | None = None) -> Path:
-    """`explicit` if given; else `name` next to the running interpreter (its venv); else on PATH."""
+def resolve_executable(name: str, explicit: str | os.PathLike | None = None, install_hint: str = "") -> Path:
+    """`explicit` if given; else `name` next to the running interpreter (its venv); else on PATH.
+    `install_hint` tells the user how to get the tool when it is nowhere."""
     if explicit is not None:
         path = Path(explicit)
         if path.is_file() and os.access(path, os.X_OK):
@@ -35,9 +37,7 @@ def resolve_executable(name: str, explicit: str | os.PathLike | None = None) -> 
     found = shutil.which(name)
     if found:
         return Path(found)
-    raise BackendNotFound(
-        f"{name} not found next to {sys.executable} nor on PATH. Install Pacemaker "
-        "(pip install python-ace==0.4.0rc1 tensorpotential; see requirements/) into this environment.")
+    raise BackendNotFound(f"{name} not found next to {sys.executable} nor on PATH. {install_hint}".strip())
 
 
 def subprocess_environment() -> dict[str, str]:
