@@ -15,16 +15,22 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names file and key."""
 
 
-def load_yaml_model(path: str | Path, model: type[Model]) -> Model:
+def read_yaml_mapping(path: str | Path, kind: str = "configuration file") -> dict:
+    """The top-level mapping of a YAML file; a missing file, bad YAML or a non-mapping is a ConfigError."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
+        raise ConfigError(f"{path}: no such {kind}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_yaml_model(path: str | Path, model: type[Model]) -> Model:
+    data = read_yaml_mapping(path)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

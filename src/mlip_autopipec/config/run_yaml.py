@@ -39,7 +39,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlip_autopipec.config.run_files import ConfigError, _describe
+from mlip_autopipec.config.run_files import ConfigError, _describe, read_yaml_mapping
 from mlip_autopipec.config.training import BaseTrainingConfig, parse_training_config
 
 Backend = Literal["pacemaker", "mace", "equiformer_v2", "gemnet_oc"]
@@ -274,14 +274,7 @@ class RunSpec(_Strict):
 def load_run_spec(path: str | Path, check_paths: bool = True) -> RunSpec:
     """Read and validate run.yaml; errors name the file and the key. Input files must exist."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such run file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path, kind="run file")
     try:
         spec = RunSpec.model_validate(data)
     except ValidationError as exc:
