@@ -29,6 +29,18 @@ if ! dpkg -s "${dft_apt[@]}" >/dev/null 2>&1; then
   fi
 fi
 
+# Headless rendering and the UI check: OVITO's wheel renders through Vulkan (mesa's software driver,
+# no GPU or display needed) and Qt; Debian's chromium opens the Prefect UI in tests. Optional.
+view_apt=(libvulkan1 mesa-vulkan-drivers libegl1 libgl1 libfontconfig1 libxkbcommon0 libdbus-1-3 fonts-dejavu-core chromium)
+if ! dpkg -s "${view_apt[@]}" >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "bootstrap: apt-get install ${view_apt[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${view_apt[@]}" >/dev/null
+  else
+    echo "bootstrap: to render trajectories and check the UI first run: sudo apt-get install ${view_apt[*]}"
+  fi
+fi
+
 echo "bootstrap: installing into $venv (first run takes several minutes)"
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
