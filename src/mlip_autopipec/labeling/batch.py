@@ -1,30 +1,40 @@
 """Label a campaign's pending structures: claim, label each in a worker process, store or fail.
 
-Rows are claimed one at a time, so `running` in the store means a worker is computing it and
-several labelling processes can share one store. A failed row (crash, timeout, unusable labels)
-is marked failed with the reason and sent back to pending while it has attempts left; it is
-tried again in the same call. One structure failing never stops the others.
+The work splits in three, so any executor can do the middle part:
+
+* `LabelingRun` (the caller's process) claims pending rows one at a time, so `running` in the
+  store means a worker is computing it and several labelling processes can share one store. It
+  counts rows against `limit`, sends failures with attempts left back to pending (they are tried
+  again in the same call) and builds the `LabelReport`.
+* `label_claimed` (anywhere that reaches the store and the job directory: a thread, a Dask worker
+  on another node) labels one claimed row in its own worker process and stores the outcome:
+  labels (completed) or the reason (failed). A failing structure never raises.
+* `fan_out` keeps `workers` rows in flight on an executor: `label_pending` uses a thread pool;
+  flows/label.py submits Prefect tasks to the flow's task runner (threads or Dask).
 
 Crash recovery: a labelling process that dies (kill -9, lost node) leaves its rows `running`,
-and nothing else will touch them. `label_pending(..., recover_running=True)` first sends every
-`running` row of the campaign with attempts left back to pending. Use it only when no other
-labeller is working on the campaign, or it would label their rows a second time.
+and nothing else will touch them. `recover_running=True` first sends every `running` row of the
+campaign with attempts left back to pending. Use it only when no other labeller is working on the
+campaign, or it would label their rows a second time.
 """
 
 from __future__ import annotations
 
+import queue
 import re
 import shutil
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
-from mlip_autopipec.labeling.job import JobResult, LabelingError, label_structure
-from mlip_autopipec.store import Status, StatusError, StoredStructure, StructureStore
+from mlip_autopipec.labeling.job import Cancellation, LabelingError, label_structure
+from mlip_autopipec.store import Status, StatusError, StructureStore
 
 DEFAULT_TIMEOUT_S = 3600.0
 
@@ -39,6 +49,7 @@ class Attempt:
     seconds: float  # wall time: writing the job, worker start-up, calculation, reading back
     compute_seconds: float | None = None  # inside the calculator; None when it failed
     error: str | None = None
+    stored: bool = True  # False: another labeller finished the row meanwhile, this outcome was dropped
 
     @property
     def ok(self) -> bool:
@@ -101,126 +112,181 @@ def label_pending(
     timeout_s      per structure and attempt, worker start-up included; the worker is then killed
     max_attempts   tries per row over its lifetime (earlier calls count); failed rows with
                    attempts left, from earlier calls too, are tried again
-    workers        worker processes computing at the same time
+    workers        worker processes computing at the same time (one thread waits on each)
     workdir        job directories go to workdir/structure-<id>; default: labeling/<campaign>
                    beside a SQLite store
     recover_running  first send rows left `running` by a crashed labeller back to pending
     keep_files     keep the job directory of completed rows (failed ones are always kept)
     """
+    check_settings(workers=workers, timeout_s=timeout_s)
+    root = job_root(store, workdir)
+    run = LabelingRun(store, spec, limit=limit, generation=generation, max_attempts=max_attempts,
+                      recover_running=recover_running)
+    cancel = threading.Event()
+
+    def label_in_thread(row_id: int) -> Attempt:
+        # A store object holds one connection at a time: each thread opens its own.
+        return label_claimed(StructureStore(store.url, campaign=store.campaign), row_id, spec, root,
+                             timeout_s=timeout_s, min_distance=min_distance, keep_files=keep_files,
+                             cancel=cancel)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labeler") as pool:
+        return fan_out(run, lambda row_id: pool.submit(label_in_thread, row_id), workers,
+                       on_interrupt=cancel.set)
+
+
+def check_settings(*, workers: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S, max_attempts: int = 3,
+                   limit: int | None = None) -> None:
+    """Refuse nonsense before anything is claimed."""
     if workers < 1 or max_attempts < 1 or timeout_s <= 0 or (limit is not None and limit < 0):
         raise ValueError(f"need workers >= 1, max_attempts >= 1, timeout_s > 0 and limit >= 0; got "
                          f"workers={workers}, max_attempts={max_attempts}, timeout_s={timeout_s}, "
                          f"limit={limit}")
-    root = _job_root(store, workdir)
-    report = LabelReport(labeler=spec.name)
-    left_running = {row.id for row in store.select(Status.RUNNING)} if recover_running else set()
-    requeued = store.requeue(max_attempts, include_running=recover_running)
-    report.recovered = sorted(left_running.intersection(requeued))
-
-    queue = _ClaimQueue(store, generation, limit)
-    cancel = threading.Event()
-    in_flight: dict[Future, StoredStructure] = {}
-    # Worker threads only wait on their subprocess; every store call happens in this thread.
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labeler") as pool:
-        try:
-            while True:
-                while len(in_flight) < workers and (row := queue.next()) is not None:
-                    in_flight[pool.submit(_attempt, row, spec, root, timeout_s, min_distance, cancel)] = row
-                if not in_flight:
-                    break
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    row = in_flight.pop(future)
-                    _record(store, spec, root, row, *future.result(), report, queue, max_attempts,
-                            keep_files)
-        except BaseException:
-            # Interrupted (Ctrl-C, task cancellation): stop the workers, store what they finished
-            # and fail the rest, so no row is left `running`.
-            cancel.set()
-            for future, row in in_flight.items():
-                _record(store, spec, root, row, *future.result(), report, queue, max_attempts, keep_files)
-            raise
-    return report
 
 
-class _ClaimQueue:
-    """Claims pending rows one at a time, counting new rows against `limit` and retries apart."""
+class LabelingRun:
+    """One labelling call's bookkeeping in the caller's process: claims, retries, the report.
 
-    def __init__(self, store: StructureStore, generation: int | None, limit: int | None):
-        self._store = store
+    Rows are claimed one at a time (`claim`), so only rows a worker is about to compute are
+    `running`. Each outcome goes to `record`; a unit of work that never came back (its Prefect
+    task crashed, its Dask worker died) goes to `lost`.
+    """
+
+    def __init__(self, store: StructureStore, spec: CalculatorSpec, *, limit: int | None = None,
+                 generation: int | None = None, max_attempts: int = 3, recover_running: bool = False):
+        check_settings(max_attempts=max_attempts, limit=limit)
+        self.store = store
+        self.max_attempts = max_attempts
+        self.report = LabelReport(labeler=spec.name)
+        left_running = {row.id for row in store.select(Status.RUNNING)} if recover_running else set()
+        requeued = store.requeue(max_attempts, include_running=recover_running)
+        self.report.recovered = sorted(left_running.intersection(requeued))
         self._generation = generation
         self._new_left = limit
         self._retries_owed = 0
         self._seen: set[int] = set()
 
-    def next(self) -> StoredStructure | None:
+    def claim(self) -> int | None:
+        """Claim the next row to label (now `running`), or None when this call has nothing left."""
         if self._new_left == 0 and self._retries_owed == 0:
             return None
-        claimed = self._store.claim(1, generation=self._generation)
+        claimed = self.store.claim(1, generation=self._generation)
         if not claimed:
             return None
-        row = claimed[0]
-        if row.id in self._seen or self._new_left == 0:
+        row_id = claimed[0].id
+        if row_id in self._seen or self._new_left == 0:
             # A retry; or, past the limit, a row that took a retry's place in the queue.
             self._retries_owed = max(0, self._retries_owed - 1)
         elif self._new_left is not None:
             self._new_left -= 1
-        self._seen.add(row.id)
-        return row
+        self._seen.add(row_id)
+        return row_id
 
-    def owe_retries(self, requeued: list[int]) -> list[int]:
-        """Of the rows a requeue sent back to pending, the ones this call should try again."""
-        ours = [row_id for row_id in requeued if row_id in self._seen]
-        self._retries_owed += len(ours)
-        return ours
+    def record(self, attempt: Attempt) -> None:
+        """Count an outcome that `label_claimed` stored; send a failure with tries left back to pending."""
+        report = self.report
+        report.attempts.append(attempt)
+        if attempt.ok:
+            report.completed.append(attempt.structure_id)
+        elif attempt.stored:
+            report.failed[attempt.structure_id] = attempt.error
+            for row_id in self.store.requeue(self.max_attempts):
+                if row_id in self._seen:  # ours to try again in this call
+                    self._retries_owed += 1
+                    report.failed.pop(row_id, None)
+                    report.retried += 1
+
+    def lost(self, row_id: int, reason: str) -> None:
+        """The unit labelling `row_id` never reported back: fail the row, unless it got recorded anyway."""
+        row = self.store.get(row_id)
+        number = int(row.provenance.get("attempts", 1))
+        error = f"structure {row_id} (attempt {number}): {reason}"
+        if row.status is not Status.RUNNING:  # its worker stored the outcome before it went away
+            self.report.attempts.append(Attempt(row_id, number, time.time(), 0.0, error=error, stored=False))
+            return
+        self.store.fail(row_id, error)
+        self.record(Attempt(row_id, number, time.time(), 0.0, error=error))
 
 
-def _attempt(row: StoredStructure, spec: CalculatorSpec, root: Path, timeout_s: float,
-             min_distance: float, cancel: threading.Event) -> tuple[Attempt, JobResult | None]:
-    """Runs in a worker thread; never raises, so one structure cannot fail the batch."""
+class _FutureLike(Protocol):
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None: ...
+
+    def result(self) -> Attempt | dict: ...
+
+
+def fan_out(run: LabelingRun, submit: Callable[[int], _FutureLike], workers: int,
+            on_interrupt: Callable[[], None]) -> LabelReport:
+    """Keep `workers` claimed rows in flight through `submit(row_id)` until the run has none left.
+
+    `submit` returns a future (concurrent.futures, or a Prefect future on any task runner) whose
+    result is `label_claimed`'s Attempt or its dict. Interrupted (Ctrl-C, task cancellation), it
+    calls `on_interrupt` (which must make the units stop soon, e.g. set their cancellation), waits
+    for what is in flight, records it and re-raises, so no row is left `running`.
+    """
+    finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+    in_flight: dict[int, _FutureLike] = {}
+    try:
+        while True:
+            while len(in_flight) < workers and (row_id := run.claim()) is not None:
+                future = in_flight[row_id] = submit(row_id)
+                future.add_done_callback(lambda _, row_id=row_id: finished.put(row_id))
+            if not in_flight:
+                return run.report
+            row_id = finished.get()
+            _collect(run, row_id, in_flight.pop(row_id))
+    except BaseException:
+        on_interrupt()
+        for row_id, future in in_flight.items():
+            _collect(run, row_id, future)  # waits for it
+        raise
+
+
+def _collect(run: LabelingRun, row_id: int, future: _FutureLike) -> None:
+    try:
+        outcome = future.result()
+    except BaseException as exc:  # the unit itself died: task crash, lost Dask worker, cancellation
+        run.lost(row_id, f"the labelling task did not finish: {type(exc).__name__}: {exc}")
+        return
+    run.record(outcome if isinstance(outcome, Attempt) else Attempt(**outcome))
+
+
+def label_claimed(store: StructureStore, row_id: int, spec: CalculatorSpec, root: str | Path, *,
+                  timeout_s: float = DEFAULT_TIMEOUT_S, min_distance: float = DEFAULT_MIN_DISTANCE,
+                  keep_files: bool = False, cancel: Cancellation | None = None) -> Attempt:
+    """Label a row the caller claimed (status `running`) in a worker process and store the outcome.
+
+    Completed: the labels are stored and the job directory root/structure-<id> removed (unless
+    `keep_files`). Failed (crash, timeout, cancellation, unusable labels, trouble writing the
+    job): the row is marked failed with the reason, the job directory kept. Never raises for a
+    failing structure, so one structure cannot fail a batch; store errors do raise.
+    """
+    row = store.get(row_id)
     number = int(row.provenance.get("attempts", 1))
+    job_dir = Path(root) / f"structure-{row_id}"
     started, clock = time.time(), time.perf_counter()
     try:
-        result = label_structure(row.frame.atoms, spec, _job_dir(root, row.id), timeout_s,
-                                 min_distance=min_distance, cancel=cancel)
+        result = label_structure(row.frame.atoms, spec, job_dir, timeout_s, min_distance=min_distance,
+                                 cancel=cancel)
     except Exception as exc:  # LabelingError, or trouble writing the job files (disk full, ...)
         reason = str(exc) if isinstance(exc, LabelingError) else f"{type(exc).__name__}: {exc}"
-        return Attempt(row.id, number, started, time.perf_counter() - clock,
-                       error=f"structure {row.id} (attempt {number}): {reason}"), None
-    return Attempt(row.id, number, started, time.perf_counter() - clock, result.compute_seconds), result
-
-
-def _record(store: StructureStore, spec: CalculatorSpec, root: Path, row: StoredStructure,
-            attempt: Attempt, result: JobResult | None, report: LabelReport, queue: _ClaimQueue,
-            max_attempts: int, keep_files: bool) -> None:
-    """Store the outcome of one attempt (in the calling thread) and requeue a failure with tries left."""
-    if result is None:
-        report.attempts.append(attempt)
-        store.fail(row.id, attempt.error)
-        report.failed[row.id] = attempt.error
-        for row_id in queue.owe_retries(store.requeue(max_attempts)):
-            report.failed.pop(row_id, None)
-            report.retried += 1
-        return
+        error = f"structure {row_id} (attempt {number}): {reason}"
+        store.fail(row_id, error)
+        return Attempt(row_id, number, started, time.perf_counter() - clock, error=error)
+    seconds = time.perf_counter() - clock
     try:
-        store.complete(row.id, result.labels, labeler=spec.name, labeler_digest=spec.digest())
+        store.complete(row_id, result.labels, labeler=spec.name, labeler_digest=spec.digest())
     except StatusError as exc:  # another labeller recovered this row and finished it meanwhile
-        report.attempts.append(replace(attempt, compute_seconds=None,
-                                       error=f"structure {row.id}: labels not stored: {exc}"))
-        return
-    report.attempts.append(attempt)
-    report.completed.append(row.id)
+        return Attempt(row_id, number, started, seconds, error=f"structure {row_id}: labels not stored: {exc}",
+                       stored=False)
     if not keep_files:
-        shutil.rmtree(_job_dir(root, row.id), ignore_errors=True)
+        shutil.rmtree(job_dir, ignore_errors=True)
+    return Attempt(row_id, number, started, seconds, result.compute_seconds)
 
 
-def _job_root(store: StructureStore, workdir: str | Path | None) -> Path:
+def job_root(store: StructureStore, workdir: str | Path | None) -> Path:
+    """Where job directories go: `workdir`, or labeling/<campaign> beside a SQLite store."""
     if workdir is not None:
         return Path(workdir)
     if store.is_server:
         raise ValueError("a server store has no directory to put job files beside: pass workdir")
     return Path(store.url).parent / "labeling" / re.sub(r"[^A-Za-z0-9._-]+", "-", store.campaign)
-
-
-def _job_dir(root: Path, row_id: int) -> Path:
-    return root / f"structure-{row_id}"

@@ -12,11 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import ase.io
 import numpy as np
@@ -33,6 +33,27 @@ _LOG_TAIL_LINES = 15
 _LOG_TAIL_CHARS = 1200  # the store keeps 2000 characters of an error; leave room for the headline
 
 
+class Cancellation(Protocol):
+    """Anything that says the job should stop: a threading.Event, or a CancelFile across processes."""
+
+    def is_set(self) -> bool: ...
+
+
+class CancelFile:
+    """A cancellation flag that other processes see (Dask workers too, on a shared filesystem):
+    set once the file exists. Checked every few tenths of a second while a worker computes."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def is_set(self) -> bool:
+        return self.path.exists()
+
+    def set(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+
+
 class LabelingError(RuntimeError):
     """The calculator crashed, timed out, was cancelled or returned unusable labels."""
 
@@ -45,11 +66,11 @@ class JobResult:
 
 def label_structure(atoms: Atoms, spec: CalculatorSpec, job_dir: str | os.PathLike, timeout_s: float,
                     min_distance: float = DEFAULT_MIN_DISTANCE,
-                    cancel: threading.Event | None = None) -> JobResult:
+                    cancel: Cancellation | None = None) -> JobResult:
     """Label `atoms` with `spec` in a worker process; raise LabelingError with the reason if it fails.
 
     `timeout_s` bounds the whole job, interpreter start-up included. Setting `cancel` (from another
-    thread) kills the worker as a timeout would. A `module:callable` calculator must be importable
+    thread, or another process for a CancelFile) kills the worker as a timeout would. A `module:callable` calculator must be importable
     from the caller's working directory or PYTHONPATH.
     """
     # A broken geometry (overlapping atoms, degenerate cell) would only waste a DFT run.
@@ -93,7 +114,7 @@ def _worker_environment() -> dict[str, str]:
     return env
 
 
-def _wait(process: subprocess.Popen, timeout_s: float, cancel: threading.Event | None) -> str | None:
+def _wait(process: subprocess.Popen, timeout_s: float, cancel: Cancellation | None) -> str | None:
     """Wait for the worker; return why it had to be stopped (timeout, cancelled) or None if it exited."""
     deadline = time.monotonic() + timeout_s
     while True:
