@@ -28,11 +28,11 @@ BAD_MIDDLE_FRAMES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_MIDDLE_FRAMES))
-def test_a_bad_frame_is_rejected_by_name_and_its_neighbours_still_go_in(case, tmp_path, shared_data, store_path):
+def test_a_bad_frame_is_rejected_by_name_and_its_neighbours_still_go_in(case, tmp_path, shared_data, store_url):
     corrupt, field, words = BAD_MIDDLE_FRAMES[case]
     path = tmp_path / "bad.extxyz"
     path.write_text(corrupt(_frames(shared_data)))
-    store = StructureStore(store_path)
+    store = StructureStore(store_url)
     report = ingest_file(store, path)
     [problem] = report.problems
     assert (problem.file, problem.frame, problem.field) == (str(path), 1, field)
@@ -41,31 +41,31 @@ def test_a_bad_frame_is_rejected_by_name_and_its_neighbours_still_go_in(case, tm
     assert [row.provenance["origin"] for row in store.harvest()] == ["bad.extxyz:0", "bad.extxyz:2"]
 
 
-def test_wrong_force_shape(tmp_path, shared_data, store_path):
+def test_wrong_force_shape(tmp_path, shared_data, store_url):
     frames = _frames(shared_data)
     frames[1] = frames[1].replace("forces:R:3", "forces:R:2").rsplit(" ", 1)[0] + "\n"
     assert frames[1].count("\n") == 3  # a one-atom frame, now with two force components
     path = tmp_path / "shape.extxyz"
     path.write_text("".join(frames))
-    report = ingest_file(StructureStore(store_path), path)
+    report = ingest_file(StructureStore(store_url), path)
     [problem] = report.problems
     assert problem.frame == 1 and problem.field == "forces" and "(1, 3)" in problem.message
 
 
-def test_overlapping_atoms(tmp_path, store_path):
+def test_overlapping_atoms(tmp_path, store_url):
     path = tmp_path / "overlap.extxyz"
     path.write_text('2\nLattice="5 0 0 0 5 0 0 0 5" Properties=species:S:1:pos:R:3:forces:R:3 energy=-1.0 pbc="T T T"\n'
                     "Cu 0 0 0 0 0 0\nCu 0.1 0 0 0 0 0\n")
-    report = ingest_file(StructureStore(store_path), path)
+    report = ingest_file(StructureStore(store_url), path)
     assert report.problems[0].field == "positions" and "0.100 Å apart" in report.problems[0].message
     assert report.accepted == 0
 
 
-def test_truncated_file_keeps_the_complete_frames(tmp_path, shared_data, store_path):
+def test_truncated_file_keeps_the_complete_frames(tmp_path, shared_data, store_url):
     text = (shared_data / "Cu-I.extxyz").read_text()
     path = tmp_path / "truncated.extxyz"
     path.write_text(text[: len(text) // 2])
-    store = StructureStore(store_path)
+    store = StructureStore(store_url)
     report = ingest_file(store, path)
     [problem] = report.problems
     assert problem.field == "file" and "truncated" in problem.message
@@ -78,18 +78,18 @@ def test_truncated_file_keeps_the_complete_frames(tmp_path, shared_data, store_p
     ("notes.txt", "hello world\n", "cannot read"),
     ("blob.pckl.gzip", "not a pickle", "not a Pacemaker pickled DataFrame"),
 ])
-def test_files_that_hold_no_structures(tmp_path, store_path, name, content, words):
+def test_files_that_hold_no_structures(tmp_path, store_url, name, content, words):
     path = tmp_path / name
     path.write_text(content)
-    store = StructureStore(store_path)
+    store = StructureStore(store_url)
     report = ingest_file(store, path)
     [problem] = report.problems
     assert problem.file == str(path) and words in problem.message
     assert store.status_counts()["completed"] == 0
 
 
-def test_reingesting_adds_nothing(shared_data, store_path):
-    store = StructureStore(store_path)
+def test_reingesting_adds_nothing(shared_data, store_url):
+    store = StructureStore(store_url)
     first = ingest_file(store, shared_data / "Cu-I.extxyz")
     twin = ingest_file(store, shared_data / "Cu_df1_A1_A2_A3_EV_elast_phon.pckl.gzip")
     again = ingest_file(store, shared_data / "Cu-I.extxyz")

@@ -14,8 +14,8 @@ def _cell(shift: float) -> LabelledFrame:
     return LabelledFrame(atoms, energy=-shift, forces=np.full((len(atoms), 3), shift))
 
 
-def test_labelled_frames_round_trip_with_provenance(store_path):
-    store = StructureStore(store_path, campaign="cu")
+def test_labelled_frames_round_trip_with_provenance(store_url):
+    store = StructureStore(store_url, campaign="cu")
     frame = _cell(0.1)
     frame.stress = np.arange(6.0)
     [outcome] = store.add([NewStructure(frame, source="md", generation=2, parent=None, origin="run:3")])
@@ -27,8 +27,8 @@ def test_labelled_frames_round_trip_with_provenance(store_path):
     assert stored.provenance["origin"] == "run:3" and stored.provenance["status_time"] > 0
 
 
-def test_the_same_structure_is_never_stored_twice(store_path):
-    store = StructureStore(store_path)
+def test_the_same_structure_is_never_stored_twice(store_url):
+    store = StructureStore(store_url)
     first = store.add([NewStructure(_cell(0.1), "ingest"), NewStructure(_cell(0.2), "ingest")])
     again = store.add([NewStructure(_cell(0.1), "md")])
     assert all(o.added for o in first)
@@ -36,8 +36,8 @@ def test_the_same_structure_is_never_stored_twice(store_path):
     assert store.status_counts()["completed"] == 2
 
 
-def test_label_lifecycle(store_path):
-    store = StructureStore(store_path)
+def test_label_lifecycle(store_url):
+    store = StructureStore(store_url)
     pending = [NewStructure(LabelledFrame(_cell(s).atoms, None, None), "md", status=Status.PENDING)
                for s in (0.1, 0.2, 0.3)]
     ids = [o.id for o in store.add(pending)]
@@ -58,9 +58,9 @@ def test_label_lifecycle(store_path):
     assert store.requeue(max_attempts=2, include_running=True) == [ids[2]]  # after a crash
 
 
-def test_harvest_filters_by_generation_source_and_campaign(store_path):
-    StructureStore(store_path, campaign="other").add([NewStructure(_cell(0.5), "ingest")])
-    store = StructureStore(store_path, campaign="cu")
+def test_harvest_filters_by_generation_source_and_campaign(store_url):
+    StructureStore(store_url, campaign="other").add([NewStructure(_cell(0.5), "ingest")])
+    store = StructureStore(store_url, campaign="cu")
     store.add([NewStructure(_cell(0.1), "ingest", generation=0),
                NewStructure(_cell(0.2), "md", generation=1),
                NewStructure(_cell(0.3), "md", generation=2)])
@@ -75,17 +75,17 @@ def _write_shifts(path: str, shifts: list[float]) -> None:
         store.add([NewStructure(_cell(shift), "md")])
 
 
-def test_concurrent_writers_lose_nothing_and_duplicate_nothing(store_path):
+def test_concurrent_writers_lose_nothing_and_duplicate_nothing(store_url):
     shifts = [round(0.01 * i, 3) for i in range(40)]
     # Four processes, overlapping halves: every structure is offered twice.
     chunks = [shifts[:20], shifts[10:30], shifts[20:], shifts[:10] + shifts[30:]]
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_write_shifts, args=(str(store_path), chunk)) for chunk in chunks]
+    workers = [context.Process(target=_write_shifts, args=(str(store_url), chunk)) for chunk in chunks]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(timeout=120)
         assert worker.exitcode == 0
-    rows = StructureStore(store_path).harvest()
+    rows = StructureStore(store_url).harvest()
     assert len(rows) == len(shifts)
     assert sorted(row.frame.energy for row in rows) == sorted(-s for s in shifts)

@@ -34,6 +34,8 @@ from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.store.fingerprint import fingerprint
 
 DEFAULT_CAMPAIGN = "default"
+# Every change to a PostgreSQL store holds this transaction-level advisory lock (one per database).
+_PG_LOCK = "SELECT pg_advisory_xact_lock(7340263)"
 
 
 class Status(str, Enum):
@@ -107,6 +109,11 @@ class StructureStore:
             Path(self.url).parent.mkdir(parents=True, exist_ok=True)
         self._db = ase.db.connect(self.url, type="postgresql" if self.is_server else "db",
                                   append=True, use_lock_file=False)
+        if self.is_server:
+            # The tables of a new database are created under the lock, before any read (which
+            # would create them unlocked): processes starting at once on PostgreSQL would race.
+            with self._transaction():
+                pass
 
     @property
     def is_server(self) -> bool:
@@ -215,8 +222,13 @@ class StructureStore:
                 db._initialize(connection)  # may create tables and commit: before the lock
                 connection.execute("BEGIN IMMEDIATE")
             else:
-                db._initialize(connection)
-                connection.cursor().execute("SELECT pg_advisory_xact_lock(7340263)")
+                _allow_rollback(connection)
+                cursor = connection.cursor()
+                cursor.execute(_PG_LOCK)
+                if not db.initialized:
+                    # Creating the tables commits, which releases the lock: take it again.
+                    db._initialize(connection)
+                    cursor.execute(_PG_LOCK)
             yield db
 
     def _fingerprint_index(self, db) -> dict[str, int]:
@@ -260,6 +272,13 @@ class StructureStore:
     def _update_status(db, row, new_status: Status, **keys) -> None:
         _check_transition(row, new_status)
         db.update(row.id, status=new_status.value, status_time=time.time(), **keys)
+
+
+def _allow_rollback(connection) -> None:
+    """ase-db-backends wraps the psycopg2 connection without rollback(), which ase.db calls when a
+    transaction fails (an AttributeError would then hide the real error, e.g. a StatusError)."""
+    if not hasattr(connection, "rollback"):
+        connection.rollback = connection.con.rollback
 
 
 def _check_transition(row, new_status: Status) -> None:
