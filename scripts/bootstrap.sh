@@ -41,6 +41,18 @@ if ! dpkg -s "${view_apt[@]}" >/dev/null 2>&1; then
   fi
 fi
 
+# PostgreSQL server binaries: the tests start a throw-away server (tests/postgres.py) for the store and
+# the Prefect server on PostgreSQL. MLIP_WITH_POSTGRES=0 leaves them out (worker images: the server
+# runs elsewhere); without root the PostgreSQL tests are skipped.
+if [[ "${MLIP_WITH_POSTGRES:-1}" == 1 ]] && ! dpkg -s postgresql >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "bootstrap: apt-get install postgresql"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "bootstrap: PostgreSQL tests will be skipped; to run them first run: sudo apt-get install postgresql"
+  fi
+fi
+
 echo "bootstrap: installing into $venv (first run takes several minutes)"
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
