@@ -1,8 +1,14 @@
 """Label the pending structures of a store with an ASE calculator, one worker process per structure.
 
-    python -m flows.label --store campaign/structures.db --calculator emt
+    python -m flows.label --store campaign/structures.db --calculator emt --workers 4
     python -m flows.label --store DB --calculator gpaw --calculator-kwargs '{"mode": "pw", "xc": "PBE"}' \\
-        --timeout 7200 --workers 4
+        --timeout 7200 --workers 4 --task-runner dask
+    python -m flows.label --store postgresql://... --workdir /shared/jobs --dask-address tcp://scheduler:8786
+
+Each structure is one Prefect task ("label structure <id>") on the flow's task runner: Prefect's
+thread pool (default), a temporary local Dask cluster of --workers processes (--task-runner dask),
+or a running Dask cluster (--dask-address). --workers structures are in flight at once. With a
+remote cluster the store and --workdir must be reachable from its workers under the same URL/path.
 
 A structure whose calculation crashes, hangs past --timeout or returns unusable labels is marked
 failed with the reason and tried again, up to --max-attempts tries in all. Failures are reported
@@ -16,24 +22,45 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from pathlib import Path
 
 from prefect import flow
 from pydantic import ValidationError
 
 from mlip_autopipec.calculators import CalculatorSpec
-from mlip_autopipec.labeling import DEFAULT_TIMEOUT_S
-from tasks.labeling import label_task
+from mlip_autopipec.config.execution import ExecutionSettings
+from mlip_autopipec.labeling import DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, check_settings, fan_out, job_root
+from mlip_autopipec.store import StructureStore
+from tasks.labeling import label_row_task, publish_label_report
+from tasks.runners import build_task_runner
 
 
 @flow(name="label")
 def label(store: str, calculator: dict, campaign: str = "default", generation: int | None = None,
           timeout_s: float = DEFAULT_TIMEOUT_S, max_attempts: int = 3, workers: int = 1,
           workdir: str | None = None, limit: int | None = None, recover_running: bool = False) -> dict:
-    """Label pending rows; `calculator` is a CalculatorSpec as dict. The task logs every failure."""
-    return label_task(store, campaign, calculator, generation=generation, max_attempts=max_attempts,
-                      timeout_s=timeout_s, workers=workers, workdir=workdir, limit=limit,
+    """Label pending rows, `workers` at a time, one task per structure on this flow's task runner
+    (choose it with `label.with_options(task_runner=build_task_runner(settings))`); `calculator` is a
+    CalculatorSpec as dict. Returns LabelReport.to_dict(); the failures are logged."""
+    check_settings(workers=workers, timeout_s=timeout_s, max_attempts=max_attempts, limit=limit)
+    spec = CalculatorSpec.model_validate(calculator)
+    structures = StructureStore(store, campaign=campaign)
+    root = job_root(structures, workdir).absolute()  # the same path on every worker
+    run = LabelingRun(structures, spec, limit=limit, generation=generation, max_attempts=max_attempts,
                       recover_running=recover_running)
+    cancel = CancelFile(root / f".cancel-{uuid.uuid4().hex}")
+
+    def submit(row_id: int):
+        return label_row_task.submit(store, campaign, row_id, spec.model_dump(mode="json"), str(root),
+                                     timeout_s=timeout_s, cancel_file=str(cancel.path))
+
+    try:
+        report = fan_out(run, submit, workers, on_interrupt=cancel.set)
+    finally:
+        cancel.path.unlink(missing_ok=True)
+    publish_label_report(campaign, report)
+    return report.to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="per structure and attempt; the worker is then killed "
                              f"(default: {DEFAULT_TIMEOUT_S:g})")
     parser.add_argument("--max-attempts", type=int, default=3, help="tries per structure (default: 3)")
-    parser.add_argument("--workers", type=int, default=1, help="structures computed at once (default: 1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="structures computed at once; threads or local Dask workers (default: 1)")
+    parser.add_argument("--task-runner", choices=["threads", "dask"],
+                        help="where the per-structure tasks run (default: threads, or dask with --dask-address)")
+    parser.add_argument("--dask-address", metavar="ADDRESS",
+                        help="scheduler of a running Dask cluster, e.g. tcp://host:8786 (default: start a "
+                             "temporary LocalCluster)")
     parser.add_argument("--limit", type=int, help="label at most this many pending structures")
     parser.add_argument("--workdir",
                         help="job directories (default: labeling/<campaign> beside a SQLite store)")
@@ -70,10 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workdir is needed with a server store")
     if min(args.workers, args.max_attempts) < 1 or args.timeout <= 0 or (args.limit or 0) < 0:
         parser.error("--workers and --max-attempts must be >= 1, --timeout > 0, --limit >= 0")
+    try:
+        execution = ExecutionSettings(task_runner=args.task_runner or ("dask" if args.dask_address else "threads"),
+                                      workers=args.workers, dask_address=args.dask_address)
+    except ValidationError as exc:
+        parser.error(f"--task-runner/--dask-address: {exc.errors()[0]['msg']}")
 
-    result = label(args.store, spec.model_dump(), campaign=args.campaign, generation=args.generation,
-                   timeout_s=args.timeout, max_attempts=args.max_attempts, workers=args.workers,
-                   workdir=args.workdir, limit=args.limit, recover_running=args.recover_running)
+    labelled = label.with_options(task_runner=build_task_runner(execution))
+    result = labelled(args.store, spec.model_dump(), campaign=args.campaign, generation=args.generation,
+                      timeout_s=args.timeout, max_attempts=args.max_attempts, workers=args.workers,
+                      workdir=args.workdir, limit=args.limit, recover_running=args.recover_running)
     for error in result["failures"].values():
         print(f"failed: {error}")
     print(result["summary"])

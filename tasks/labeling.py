@@ -1,4 +1,4 @@
-"""The labelling task: label a campaign's pending structures and publish what happened.
+"""Labelling tasks: the whole batch in one task, or one task per structure for a task runner to fan out.
 
 Failed labels are part of the result (counts, messages, a table artifact), not task failures:
 the library already retries each structure in a fresh worker process.
@@ -6,12 +6,15 @@ the library already retries each structure in a fresh worker process.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mlip_autopipec.calculators import CalculatorSpec
-from mlip_autopipec.labeling import DEFAULT_TIMEOUT_S, LabelReport, label_pending
+from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
+from mlip_autopipec.labeling import DEFAULT_TIMEOUT_S, CancelFile, LabelReport, label_claimed, label_pending
 from mlip_autopipec.store import StructureStore
 from tasks.publish import slug
 
@@ -24,18 +27,39 @@ def label_task(store_url: str, campaign: str, calculator: dict, generation: int 
                max_attempts: int = 3, timeout_s: float = DEFAULT_TIMEOUT_S, workers: int = 1,
                workdir: str | None = None, limit: int | None = None,
                recover_running: bool = False) -> dict:
-    """Label pending rows with `calculator` (a CalculatorSpec as dict); returns LabelReport.to_dict()."""
+    """Label pending rows with `calculator` (a CalculatorSpec as dict) on a thread pool inside this
+    task; returns LabelReport.to_dict(). flows/label.py fans out over the flow's task runner instead."""
     spec = CalculatorSpec.model_validate(calculator)
     report = label_pending(StructureStore(store_url, campaign=campaign), spec, limit=limit,
                            generation=generation, timeout_s=timeout_s, max_attempts=max_attempts,
                            workers=workers, workdir=workdir, recover_running=recover_running)
+    publish_label_report(campaign, report)
+    return report.to_dict()
+
+
+# One row claimed by the caller; returns the Attempt as a dict. Not cached (the row changes), not
+# retried by Prefect: the store counts attempts and the caller requeues.
+@task(name="label-structure", task_run_name="label structure {row_id}", cache_policy=NO_CACHE)
+def label_row_task(store_url: str, campaign: str, row_id: int, calculator: dict, job_root: str,
+                   timeout_s: float = DEFAULT_TIMEOUT_S, cancel_file: str | None = None,
+                   keep_files: bool = False, min_distance: float = DEFAULT_MIN_DISTANCE) -> dict:
+    attempt = label_claimed(StructureStore(store_url, campaign=campaign), row_id,
+                            CalculatorSpec.model_validate(calculator), job_root, timeout_s=timeout_s,
+                            min_distance=min_distance, keep_files=keep_files,
+                            cancel=CancelFile(cancel_file) if cancel_file else None)
+    if attempt.error:
+        get_run_logger().warning(attempt.error)
+    return asdict(attempt)
+
+
+def publish_label_report(campaign: str, report: LabelReport) -> None:
+    """Log every failure and the summary; the table artifact "<campaign>-labels". Call inside a run."""
     logger = get_run_logger()
     for error in report.errors:
         logger.warning(error)
     logger.info(report.summary())
     create_table_artifact(key=f"{slug(campaign)}-labels", table=label_table(report),
                           description=f"{campaign}: {report.summary()}")
-    return report.to_dict()
 
 
 def label_table(report: LabelReport) -> list[dict]:
