@@ -85,6 +85,7 @@ def test_validation_writes_metrics_report_and_plots(tmp_path):
 def test_report_without_physical_checks(tmp_path):
     metrics = validate_potential(EMT(), labelled_frames(3), tmp_path, title="EMT")
     assert metrics["physical"] is None and set(metrics["plots"]) == {"parity", "errors"}
+    assert metrics["gamma"] is None  # EMT has no extrapolation grade
     assert metrics["test_set"]["energy_rmse_mev_per_atom"] == 0.0
     assert "Physical checks" not in report_markdown(metrics)
     assert metrics["stress"]["frames"] == 3.0 and metrics["stress"]["stress_rmse_gpa"] < 1e-9
@@ -109,8 +110,14 @@ def test_gamma_histogram_when_the_calculator_reports_gamma(tmp_path):
             super().calculate(atoms, properties, system_changes or [])
             self.results["gamma"] = np.linspace(0.1, 2.0, len(self.atoms)) * (1 + self.atoms.positions[0, 0])
 
-    metrics = validate_potential(WithGamma(), labelled_frames(6), tmp_path, title="gamma")
+    frames = labelled_frames(6)
+    metrics = validate_potential(WithGamma(), frames, tmp_path, title="gamma")
     assert "gamma" in metrics["plots"] and math.isfinite(metrics["test_set"]["max_gamma"])
+    expected = [np.linspace(0.1, 2.0, len(f.atoms)) * (1 + f.atoms.positions[0, 0]) for f in frames]
+    gamma = metrics["gamma"]
+    assert gamma["atoms"] == sum(map(len, expected)) and gamma["structures"] == 6
+    assert gamma["max"] == pytest.approx(max(g.max() for g in expected))
+    assert gamma["atom_fraction_above_1"] == pytest.approx(np.mean(np.concatenate(expected) > 1.0))
     assert_real_png(tmp_path / "gamma.png")
     assert "](gamma.png)" in (tmp_path / "report.md").read_text()
 

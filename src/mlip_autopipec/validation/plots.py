@@ -1,8 +1,11 @@
-"""Plots a person would rather look at than read: parity plots and error histograms (PNG)."""
+"""Plots a person would rather look at than read (PNG): parity plots, error histograms, the γ
+histograms of a test set and a campaign's learning curve."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -12,6 +15,9 @@ import numpy as np  # noqa: E402
 
 from mlip_autopipec.files import atomic_path  # noqa: E402
 from mlip_autopipec.validation.errors import Predictions  # noqa: E402
+
+if TYPE_CHECKING:  # the campaign package sits above validation; only its record's fields are read
+    from mlip_autopipec.campaign.records import GenerationRecord
 
 
 def parity_plot(predictions: Predictions, target: str | Path, title: str = "") -> Path:
@@ -46,6 +52,34 @@ def error_histogram(predictions: Predictions, target: str | Path, title: str = "
     return _save(figure, target)
 
 
+GAMMA_EXTRAPOLATION = 1.0  # γ > 1: the environment lies outside the active set
+GAMMA_UNRELIABLE = 5.0  # γ beyond ~5: predictions are not to be trusted
+
+
+def gamma_histograms(max_gamma: np.ndarray, atom_gamma: np.ndarray, target: str | Path, title: str = "") -> Path:
+    """Extrapolation grade γ: largest per structure (left) and every atom's (right, log counts)."""
+    figure, (structure_axis, atom_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    structures, atoms = np.asarray(max_gamma, dtype=float), np.asarray(atom_gamma, dtype=float)
+    structure_axis.hist(structures, bins=_bins(structures, max(5, min(40, len(structures)))), color="tab:green")
+    structure_axis.set_xlabel("max γ per structure")
+    structure_axis.set_ylabel("structures")
+    atom_axis.hist(atoms, bins=_bins(atoms, 60), color="tab:olive", log=True)
+    atom_axis.set_xlabel("γ per atom")
+    atom_axis.set_ylabel("atoms")
+    structure_axis.yaxis.get_major_locator().set_params(integer=True)
+    levels = [(GAMMA_EXTRAPOLATION, "--")]
+    if structures.max() > 0.5 * GAMMA_UNRELIABLE:  # else the line only squeezes the histogram
+        levels.append((GAMMA_UNRELIABLE, ":"))
+    for axis in (structure_axis, atom_axis):
+        for level, style in levels:
+            axis.axvline(level, color="0.3", linestyle=style, linewidth=1, label=f"γ = {level:g}")
+        axis.legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, target)
+
+
 def _bins(values: np.ndarray, wanted: int) -> int:
     """numpy refuses many bins over a (nearly) zero range, e.g. identical errors."""
     return wanted if np.ptp(values) > 1e-9 * max(1.0, float(np.abs(values).max())) else 1
@@ -66,3 +100,31 @@ def _save(figure, target: str | Path) -> Path:
         figure.savefig(tmp, dpi=110, format="png")
     plt.close(figure)
     return Path(target)
+
+
+def learning_curve(records: Sequence[GenerationRecord], target: str | Path, title: str = "") -> Path:
+    """Held-out RMSE (energy per atom and forces) against the number of labels, one point per
+    generation, labelled with its number. Log-log when every value is positive and the labels span
+    more than a factor of 3 (the power-law regime of a learning curve); linear otherwise."""
+    if not records:
+        raise ValueError("no generation records: nothing to plot")
+    ordered = sorted(records, key=lambda record: record.generation)
+    labels = np.array([record.labels_total for record in ordered], dtype=float)
+    panels = [("held_out_energy_rmse_mev_per_atom", "energy RMSE (meV/atom)", "tab:blue"),
+              ("held_out_forces_rmse_mev_per_angstrom", "force RMSE (meV/Å)", "tab:orange")]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for axis, (field, axis_label, colour) in zip(axes, panels):
+        rmse = np.array([getattr(record, field) for record in ordered], dtype=float)
+        axis.plot(labels, rmse, "o-", color=colour, markersize=6)
+        for record, x, y in zip(ordered, labels, rmse):
+            axis.annotate(f"gen {record.generation}", (x, y), textcoords="offset points", xytext=(4, 4),
+                          fontsize=8)
+        if np.all(labels > 0) and np.all(rmse > 0) and labels.max() > 3 * labels.min():
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+        axis.set_xlabel("labelled structures")
+        axis.set_ylabel(f"held-out {axis_label}")
+        axis.grid(True, which="both", alpha=0.3)
+    figure.suptitle(title or "learning curve")
+    figure.tight_layout()
+    return _save(figure, target)

@@ -25,13 +25,19 @@ from mlip_autopipec.data.frames import LabelledFrame  # noqa: E402
 from mlip_autopipec.data.problems import FrameProblem  # noqa: E402
 from mlip_autopipec.data.readers import read_labelled_frames  # noqa: E402
 from mlip_autopipec.files import atomic_path, atomic_write_text  # noqa: E402
-from mlip_autopipec.validation.errors import Predictions, predict  # noqa: E402
+from mlip_autopipec.validation.errors import predict  # noqa: E402
 from mlip_autopipec.validation.physical import (  # noqa: E402
     PhysicalComparison,
     compare_physical,
     per_element_force_errors,
 )
-from mlip_autopipec.validation.plots import error_histogram, parity_plot  # noqa: E402
+from mlip_autopipec.validation.plots import (  # noqa: E402
+    GAMMA_EXTRAPOLATION,
+    GAMMA_UNRELIABLE,
+    error_histogram,
+    gamma_histograms,
+    parity_plot,
+)
 
 METRICS_NAME = "validation_metrics.json"
 REPORT_NAME = "report.md"
@@ -109,14 +115,25 @@ def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], 
     Returns the metrics dictionary that is also written to `out_dir/validation_metrics.json`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    predictions = predict(calculator, frames, labels)
+    atom_gamma: list[np.ndarray] = []
+
+    def collect_atom_gamma(done: int, total: int) -> None:
+        """predict() reports after each frame, while the calculator still holds that frame's results."""
+        gamma = calculator.results.get("gamma")
+        if gamma is not None:
+            atom_gamma.append(np.asarray(gamma, dtype=float).reshape(-1))
+
+    predictions = predict(calculator, frames, labels, progress=collect_atom_gamma)
+    gamma = None
     symbols = [s for frame in frames for s in frame.atoms.get_chemical_symbols()]
     plots = {
         "parity": parity_plot(predictions, out / "parity.png", f"{title}: {len(frames)} structures").name,
         "errors": error_histogram(predictions, out / "errors.png", title).name,
     }
-    if predictions.max_gamma is not None:
-        plots["gamma"] = gamma_histogram(predictions, out / "gamma.png", title).name
+    if predictions.max_gamma is not None and len(atom_gamma) == len(frames):
+        per_atom = np.concatenate(atom_gamma)
+        gamma = gamma_statistics(predictions.max_gamma, per_atom)
+        plots["gamma"] = gamma_histograms(predictions.max_gamma, per_atom, out / "gamma.png", title).name
     stress = stress_errors(calculator, frames)
     physical = None
     if structure is not None:
@@ -129,6 +146,7 @@ def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], 
         "skipped_frames": list(skipped),
         "test_set": predictions.summary(),
         "stress": stress,
+        "gamma": gamma,
         "per_element": per_element_force_errors(predictions, symbols),
         "worst_frames": predictions.worst_frames(),
         "physical": physical,
@@ -167,6 +185,25 @@ def stress_errors(calculator: Calculator, frames: Sequence[LabelledFrame]) -> di
             "frames": float(len(reference))}
 
 
+def gamma_statistics(max_gamma: np.ndarray, atom_gamma: np.ndarray) -> dict[str, float]:
+    """Extrapolation grades of the test set: per structure (its largest atomic γ) and per atom,
+    with the fractions beyond γ = 1 (extrapolating) and γ = 5 (unreliable)."""
+    structures, atoms = np.asarray(max_gamma, dtype=float), np.asarray(atom_gamma, dtype=float)
+    return {
+        "structures": int(len(structures)),
+        "atoms": int(len(atoms)),
+        "max": float(structures.max()),
+        "structure_median": float(np.median(structures)),
+        "structure_p90": float(np.percentile(structures, 90)),
+        "structure_fraction_above_1": float(np.mean(structures > GAMMA_EXTRAPOLATION)),
+        "structure_fraction_above_5": float(np.mean(structures > GAMMA_UNRELIABLE)),
+        "atom_median": float(np.median(atoms)),
+        "atom_p90": float(np.percentile(atoms, 90)),
+        "atom_fraction_above_1": float(np.mean(atoms > GAMMA_EXTRAPOLATION)),
+        "atom_fraction_above_5": float(np.mean(atoms > GAMMA_UNRELIABLE)),
+    }
+
+
 def _json_default(value):
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
@@ -178,22 +215,6 @@ def _json_default(value):
 
 
 # -- plots ---------------------------------------------------------------------------------------
-
-def gamma_histogram(predictions: Predictions, target: str | Path, title: str = "") -> Path:
-    """Maximum extrapolation grade γ per structure; γ > 1 extrapolates, γ > ~5 is unreliable."""
-    gammas = np.asarray(predictions.max_gamma, dtype=float)
-    figure, axis = plt.subplots(figsize=(6, 4))
-    axis.hist(gammas, bins=max(5, min(40, len(gammas))), color="tab:green")
-    for level, style in ((1.0, "--"), (5.0, ":")):
-        axis.axvline(level, color="0.3", linestyle=style, linewidth=1, label=f"γ = {level:g}")
-    axis.set_xlabel("max γ per structure")
-    axis.set_ylabel("structures")
-    axis.legend()
-    if title:
-        axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    return _save(figure, target)
-
 
 def eos_plot(comparison: PhysicalComparison, target: str | Path, title: str = "") -> Path:
     """E(V) - E0 per atom of the potential and the reference (each from its own minimum, since
@@ -227,7 +248,8 @@ def _save(figure, target: str | Path) -> Path:
 # -- report --------------------------------------------------------------------------------------
 
 _PLOT_CAPTIONS = {"parity": "Parity: predicted vs reference", "errors": "Error histograms",
-                  "gamma": "Extrapolation grade γ of the test structures", "eos": "Equation of state"}
+                  "gamma": "Extrapolation grade γ of the test set, per structure and per atom",
+                  "eos": "Equation of state"}
 _PHYSICAL_ROWS = [("v0_per_atom", "V0 (Å³/atom)"), ("lattice_constant", "a0 (Å)"),
                   ("bulk_modulus_gpa", "B (GPa)"), ("c11_gpa", "C11 (GPa)"), ("c12_gpa", "C12 (GPa)"),
                   ("c44_gpa", "C44 (GPa)")]
@@ -252,8 +274,14 @@ def report_markdown(metrics: dict) -> str:
     if stress:
         lines.append(f"| stress (GPa, {int(stress['frames'])} frames) | {stress['stress_rmse_gpa']:.4f} | "
                      f"{stress['stress_mae_gpa']:.4f} |")
-    if "max_gamma" in test:
-        lines += ["", f"Largest extrapolation grade γ on these structures: **{test['max_gamma']:.3g}**."]
+    gamma = metrics.get("gamma")
+    if gamma:
+        lines += ["", f"Extrapolation grade γ: largest **{gamma['max']:.3g}**; per structure (max over its atoms) "
+                      f"median {gamma['structure_median']:.3g}, 90th percentile {gamma['structure_p90']:.3g}, "
+                      f"{100 * gamma['structure_fraction_above_1']:.0f} % of structures above γ = 1 and "
+                      f"{100 * gamma['structure_fraction_above_5']:.0f} % above γ = 5; per atom median "
+                      f"{gamma['atom_median']:.3g}, {100 * gamma['atom_fraction_above_1']:.1f} % of "
+                      f"{gamma['atoms']} atoms above γ = 1."]
     lines += ["", "## Forces per element", "", "| element | atoms | RMSE (meV/Å) | MAE (meV/Å) |", "|---|---|---|---|"]
     lines += [f"| {el} | {row['atoms']} | {row['forces_rmse_mev_per_angstrom']:.2f} | "
               f"{row['forces_mae_mev_per_angstrom']:.2f} |" for el, row in metrics["per_element"].items()]
