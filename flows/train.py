@@ -1,6 +1,7 @@
 """Train a potential: data -> export -> train -> evaluate on the test split -> publish.
 
     python -m flows.train --data ../shared/data/Cu-I.extxyz --out runs/cu
+    python -m flows.train --config run.yaml   # a unified run.yaml: any task of any backend
     python -m flows.train --config train.yaml --store runs/cu/structures.db --out runs/cu
     python -m flows.train --config train.yaml --store DB --out DIR --initial-potential DIR/generations/gen-000
 
@@ -8,7 +9,10 @@
 trains on what a store already holds. Generations land in OUT/generations/gen-NNN and are never
 overwritten; running the same command twice trains once.
 
-The config file (YAML) has three optional sections:
+A unified run.yaml (top-level `backend:` and `task:` train|finetune|resume|evaluate|infer|export,
+see src/mlip_autopipec/config/run_yaml.py) runs that one task; its run_dir replaces --out/--store/--data.
+
+The campaign-style config file (YAML) has three optional sections:
 
     campaign: cu-demo
     export: {test_fraction: 0.1, seed: 0}
@@ -24,11 +28,13 @@ from pathlib import Path
 from prefect import flow
 
 from mlip_autopipec.backends import BackendError, PotentialArtifact
-from mlip_autopipec.config.run_files import ConfigError
+from mlip_autopipec.config.run_files import ConfigError, read_yaml_mapping
+from mlip_autopipec.config.run_yaml import is_run_spec, load_run_spec
 from mlip_autopipec.config.train_run import TrainRunConfig
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
 from tasks.caching import run_with_outputs
 from tasks.publish import publish_task
+from tasks.run_spec import run_spec_task
 from tasks.store import export_task, ingest_file_task
 from tasks.training import evaluate_task, plot_files, potential_files, train_task
 
@@ -68,11 +74,23 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
     return {**trained, "evaluation": evaluation, "block": block}
 
 
+@flow(name="run-yaml", flow_run_name="{name}", log_prints=True)
+def run_yaml(config: str, name: str = "run.yaml") -> dict:
+    """One unified run.yaml task: what it wrote is in the returned summary and the markdown artifact."""
+    result = run_spec_task(config, task_name=name)
+    for key, value in result.items():
+        if key != "metrics":
+            print(f"{key}: {value}")
+    for key, value in sorted((result.get("metrics") or {}).items()):
+        print(f"  {key}: {value:.6g}" if isinstance(value, float) else f"  {key}: {value}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML with campaign/export/training sections (defaults: small ACE)")
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--store", help="train on the completed rows of this store (SQLite path or postgresql:// URL)")
     source.add_argument("--data", nargs="+", metavar="FILE", help="labelled structure files to ingest and train on")
     parser.add_argument("--out", default="runs/train", help="output directory (default: runs/train)")
@@ -80,9 +98,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="fine-tune from this generation directory (or its artifact.json)")
     args = parser.parse_args(argv)
     try:
+        if args.config and is_run_spec(read_yaml_mapping(Path(args.config), kind="config file")):
+            if args.store or args.data or args.initial_potential:
+                parser.error("a run.yaml says everything itself (data, model_in, run_dir): "
+                             "drop --store/--data/--initial-potential")
+            spec = load_run_spec(args.config)
+            run_yaml(args.config, name=f"{spec.backend} {spec.task}")
+            return 0
+        if not (args.store or args.data):
+            parser.error("one of the arguments --store --data is required (or --config with a run.yaml)")
         result = train(out=args.out, config=args.config, store=args.store, data=args.data,
                        initial_potential=args.initial_potential)
-    except (ConfigError, BackendError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, BackendError, ValueError, FileNotFoundError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"generation: {result['generation_dir']}")

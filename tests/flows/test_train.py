@@ -161,3 +161,37 @@ def _wait_for_health(api: str, seconds: float) -> None:
         except OSError:
             time.sleep(1)
     raise TimeoutError(f"prefect server at {api} did not become healthy in {seconds} s")
+
+
+
+def test_a_run_yaml_runs_its_task_through_the_same_command(first_run, cu_subset, tmp_path):
+    """run.yaml (top-level task:) is routed to the backend's task runner; its artifact is published."""
+    from prefect.client.orchestration import get_client
+
+    from mlip_autopipec.backends.pacemaker import make_calculator
+    from mlip_autopipec.data.frames import LabelledFrame
+    from mlip_autopipec.data.readers import read_labelled_frames
+    from mlip_autopipec.validation.errors import predict
+
+    out, result = first_run
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(yaml.safe_dump({"backend": "pacemaker", "task": "evaluate", "run_dir": str(tmp_path / "ev"),
+                                        "model_in": result["generation_dir"], "device": "cpu",
+                                        "data": {"test": str(cu_subset)}}))
+    assert train_flow.main(["--config", str(run_yaml)]) == 0
+    written = yaml.safe_load((tmp_path / "ev" / "eval_metrics.json").read_text())
+    frames = [f for _, f in read_labelled_frames(cu_subset) if isinstance(f, LabelledFrame)]
+    expected = predict(make_calculator(PotentialArtifact.load(result["generation_dir"])), frames).summary()
+    forces_rmse = written["metrics"]["forces_rmse_mev_per_angstrom"]
+    assert forces_rmse == pytest.approx(expected["forces_rmse_mev_per_angstrom"])
+
+    async def latest_artifacts():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+    published = [a for a in asyncio.run(latest_artifacts()) if a.key == "pacemaker-evaluate"]
+    assert published and f"{forces_rmse:.6g}" in published[0].data
+
+    # A run.yaml says where its data is: mixing in --data is refused before anything runs.
+    with pytest.raises(SystemExit) as refused:
+        train_flow.main(["--config", str(run_yaml), "--data", str(cu_subset)])
+    assert refused.value.code == 2

@@ -75,8 +75,12 @@ def export_dataset(
     seed: int = 0,
     formats: Sequence[ExportFormat] = ALL_FORMATS,
     source: dict | None = None,
+    splits: dict[Split, list[int]] | None = None,
 ) -> DatasetManifest:
-    """Write the split in every requested format plus `manifest.json`; return the manifest."""
+    """Write the split in every requested format plus `manifest.json`; return the manifest.
+
+    `splits` (indices of `items` per split) replaces the seeded split by group when the caller
+    already knows which frames are for testing (run.yaml's data.train / data.test)."""
     if not items:
         raise ValueError("nothing to export: the dataset is empty")
     unknown = sorted(set(formats) - set(ALL_FORMATS))
@@ -85,7 +89,8 @@ def export_dataset(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    splits = split_by_group(items, test_fraction, seed)
+    if splits is None:
+        splits = split_by_group(items, test_fraction, seed)
     entries: list[ManifestFile] = []
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:

@@ -16,17 +16,14 @@ traceable to the exact structures it saw.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
 from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialArtifact, ProgressCallback
+from mlip_autopipec.backends.run_data import backend_environment, progress_bar, read_split, select_frames
 from mlip_autopipec.config.run_yaml import RunSpec
 from mlip_autopipec.data.manifest import DatasetManifest, ManifestFile
 from mlip_autopipec.files import atomic_write_text, sha256_file
@@ -63,7 +60,8 @@ def _train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> d
     if spec.backend_python is not None:
         executables["mace_run_train"] = Path(spec.backend_python).parent / "mace_run_train"
     trainer = MaceTrainer(executables=executables)
-    with _environment(spec.backend_env), _progress_bar(spec, progress, config.epochs) as report:
+    with backend_environment(spec.backend_env), \
+            progress_bar(spec, progress, config.epochs, "epoch", "mace") as report:
         artifact = trainer.train(manifest, config, run_dir / GENERATION_DIR, initial_potential=initial,
                                  progress=report, foundation_model=foundation, resume_from=resume_from,
                                  valid_file=valid_file)
@@ -84,7 +82,7 @@ def _evaluate(spec: RunSpec, run_dir: Path) -> dict:
     from mlip_autopipec.backends.mace.inference import evaluate_frames
 
     split = spec.active_split
-    frames = _select(spec, split, _read_split(spec, split))
+    frames = select_frames(spec, split, read_split(spec, split))
     evaluation = evaluate_frames(_models(spec), frames, energy_only=spec.eval.energy_only,
                                  device=spec.resolved_device(), amp=spec.eval.amp,
                                  source=str(getattr(spec.data, split)))
@@ -98,7 +96,7 @@ def _infer(spec: RunSpec, run_dir: Path) -> dict:
     from mlip_autopipec.backends.mace.inference import infer_frames
 
     split = spec.active_split
-    frames = _select(spec, split, _read_split(spec, split))
+    frames = select_frames(spec, split, read_split(spec, split))
     output = infer_frames(_models(spec), frames, run_dir / "predictions.extxyz", energy_only=spec.eval.energy_only,
                           device=spec.resolved_device(), amp=spec.eval.amp)
     return {"task": "infer", "split": split, "frames": len(frames), "predictions": str(output)}
@@ -185,42 +183,6 @@ def _models(spec: RunSpec):
     return source
 
 
-def _read_split(spec: RunSpec, split: str) -> list[Atoms]:
-    path = Path(getattr(spec.data, split))
-    from mlip_autopipec.data.ase_lmdb import is_lmdb_path, read_ase_lmdb
-
-    if is_lmdb_path(path):
-        frames = list(read_ase_lmdb(path))
-    else:
-        import ase.io
-
-        try:
-            frames = ase.io.read(path, index=":")
-        except Exception as exc:
-            raise DatasetError(f"data.{split}: cannot read {path} ({type(exc).__name__}: {exc})") from exc
-    if not frames:
-        raise DatasetError(f"data.{split}: {path} holds no structures")
-    return frames
-
-
-def _select(spec: RunSpec, split: str, frames: list[Atoms]) -> list[Atoms]:
-    """Explicit indices, else the split's sampling (shuffle with its seed, then max_samples)."""
-    indices = spec.indices_for(split)
-    where = f"data.{split} ({getattr(spec.data, split)})"
-    if indices is not None:
-        bad = [index for index in indices if index >= len(frames)]
-        if bad:
-            raise DatasetError(f"{where} has {len(frames)} structures; indices {bad[:5]} are out of range")
-        return [frames[index] for index in indices]
-    sampling = spec.sampling_for(split)
-    order = list(range(len(frames)))
-    if sampling is not None and sampling.shuffle:
-        random.Random(sampling.seed).shuffle(order)
-    if sampling is not None and sampling.max_samples is not None:
-        order = order[:sampling.max_samples]
-    return [frames[index] for index in order]
-
-
 def _write_dataset(spec: RunSpec, directory: Path) -> tuple[DatasetManifest, Path | None]:
     """RUN_DIR/data/{train,test}_mace.extxyz (+ val_mace.extxyz) and manifest.json."""
     import ase.io
@@ -231,7 +193,7 @@ def _write_dataset(spec: RunSpec, directory: Path) -> tuple[DatasetManifest, Pat
         if getattr(spec.data, split) is None:
             continue
         frames = [_as_mace_frame(atoms, split, index) for index, atoms in
-                  enumerate(_select(spec, split, _read_split(spec, split)))]
+                  enumerate(select_frames(spec, split, read_split(spec, split)))]
         name = f"{split}_mace.extxyz"
         ase.io.write(directory / name, frames, format="extxyz")
         elements.update(symbol for atoms in frames for symbol in atoms.get_chemical_symbols())
@@ -265,47 +227,3 @@ def _as_mace_frame(atoms: Atoms, split: str, index: int) -> Atoms:
     if stress is not None:
         frame.info["REF_stress"] = np.asarray(stress, dtype=float).reshape(-1)
     return frame
-
-
-@contextlib.contextmanager
-def _environment(variables: dict[str, str]) -> Iterator[None]:
-    """backend_env for the training subprocess (set around it, restored after)."""
-    previous = {key: os.environ.get(key) for key in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextlib.contextmanager
-def _progress_bar(spec: RunSpec, progress: ProgressCallback | None, epochs: int):
-    """train.progress_bar (auto: when stderr is a terminal) as a tqdm bar over epochs, plus `progress`."""
-    import sys
-
-    show = spec.train.progress_bar if spec.train.progress_bar != "auto" else sys.stderr.isatty()
-    bar = None
-    if show:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=epochs, unit="epoch", mininterval=spec.train.progress_mininterval, desc="mace")
-        except ImportError:
-            bar = None
-
-    def report(event):
-        if bar is not None:
-            bar.n = min(event.iteration, epochs)
-            bar.set_postfix_str(event.message[:60], refresh=True)
-        if progress is not None:
-            progress(event)
-
-    try:
-        yield report
-    finally:
-        if bar is not None:
-            bar.close()

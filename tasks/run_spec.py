@@ -1,0 +1,42 @@
+"""A unified run.yaml task (train, finetune, resume, evaluate, infer, export) as one Prefect task."""
+
+from __future__ import annotations
+
+import json
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+
+from mlip_autopipec.backends.run_tasks import run_task
+from mlip_autopipec.config.run_yaml import TRAINING_TASKS, load_run_spec
+from tasks.progress import PrefectProgress
+from tasks.publish import slug
+from tasks.training import TRAINING_SLOT
+
+
+# Not cached: a run.yaml names its own run_dir, and the backends refuse to overwrite a finished one.
+@task(name="run.yaml", task_run_name="{task_name}", cache_policy=NO_CACHE)
+def run_spec_task(config_path: str, task_name: str = "run.yaml") -> dict:
+    spec = load_run_spec(config_path)
+    logger = get_run_logger()
+    logger.info(f"{spec.backend} {spec.task} -> {spec.run_dir}")
+    if spec.task in TRAINING_TASKS:
+        progress = PrefectProgress(key=f"{slug(spec.backend)}-{spec.task}-progress",
+                                   description=f"{spec.backend} {spec.task}: {spec.run_dir}")
+        with concurrency(TRAINING_SLOT, occupy=1):
+            result = run_task(spec, progress=progress)
+    else:
+        result = run_task(spec)
+    metrics = result.get("metrics") or {}
+    lines = [f"# {spec.backend} {spec.task}", "", f"run directory: `{spec.run_dir}`", ""]
+    lines += [f"- {key}: `{value}`" for key, value in result.items() if key != "metrics" and value is not None]
+    if metrics:
+        lines += ["", "| metric | value |", "|---|---|"]
+        lines += [f"| {key} | {value:.6g} |" for key, value in sorted(metrics.items())
+                  if isinstance(value, (int, float))]
+    create_markdown_artifact("\n".join(lines), key=f"{slug(spec.backend)}-{spec.task}",
+                             description=f"{spec.backend} {spec.task}")
+    logger.info(json.dumps(result, default=str)[:2000])
+    return result
