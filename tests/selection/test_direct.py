@@ -124,3 +124,14 @@ def test_files_keep_labels_and_name_bad_input(tmp_path):
     assert not output.exists() and not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="n_clusters"):
         direct_sample(frames, n_clusters=0)
+
+
+def test_pools_too_small_or_too_alike_for_the_clusters_asked():
+    base = distinct_structures()[0]
+    single = direct_sample([base], n_clusters=5)
+    assert single.picked == [0] and single.cluster_sizes == [1]
+    copies = direct_sample([base.copy() for _ in range(4)], n_clusters=3, n_select=4)
+    assert copies.cluster_sizes == [4] and sorted(copies.picked) == [0, 1, 2, 3]
+    frames, groups = rattled_pool(sizes=(1, 1, 2, 1, 1))
+    few = direct_sample(frames, n_clusters=10)  # 6 structures, 5 groups: no cluster stays empty
+    assert len(few.picked) == len(few.cluster_sizes) <= 6 and set(groups[few.picked]) == set(range(5))

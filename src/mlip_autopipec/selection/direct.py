@@ -128,6 +128,8 @@ def principal_components(descriptors: np.ndarray, n_components: int | None = Non
     from sklearn.preprocessing import StandardScaler
 
     standardised = StandardScaler().fit_transform(descriptors)
+    if not np.any(standardised):  # one structure, or all alike: nothing to tell apart
+        return np.zeros((len(standardised), 1)), np.zeros(1)
     most = min(standardised.shape)
     pca = PCA(n_components=most, svd_solver="full").fit(standardised)
     if n_components is None:
@@ -140,11 +142,14 @@ def principal_components(descriptors: np.ndarray, n_components: int | None = Non
 def birch_clusters(coordinates: np.ndarray, n_clusters: int, threshold: float = 0.5,
                    min_threshold: float = 1e-6) -> tuple[np.ndarray, float]:
     """BIRCH labels (0 = largest cluster) and the threshold used: halved from `threshold` until BIRCH
-    finds at least `n_clusters` subclusters (or the points are exhausted)."""
+    finds at least `n_clusters` subclusters. With no more distinct points than clusters, each
+    distinct point is its own cluster."""
     from sklearn.cluster import Birch
     from sklearn.exceptions import ConvergenceWarning
 
-    n_clusters = min(n_clusters, len(coordinates))
+    distinct, inverse = np.unique(coordinates, axis=0, return_inverse=True)
+    if len(distinct) <= n_clusters:  # every distinct point is a cluster of its own
+        return _relabel_by_size(inverse.reshape(-1)), threshold
     while True:
         birch = Birch(threshold=threshold, n_clusters=None).fit(coordinates)
         if len(birch.subcluster_centers_) >= n_clusters or threshold / 2 < min_threshold:
