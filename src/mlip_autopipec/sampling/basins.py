@@ -1,0 +1,58 @@
+"""Basin registry: is a quenched structure a basin seen before?
+
+Two quenched structures are the same basin when their canonical fingerprints (grid of `tolerance`
+Å; invariant to translation, permutation, wrapping and choice of cell) agree, or, since a point can
+fall either side of a grid line, when they have the same composition, energies per atom within
+`energy_tolerance` and sorted-neighbour-distance descriptors within `tolerance` Å.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+
+from mlip_autopipec.outbox.canonical import canonical_fingerprint
+from mlip_autopipec.outbox.descriptor import composition_key, descriptor
+
+
+@dataclass
+class Basin:
+    id: int
+    fingerprint: str
+    energy_per_atom: float
+    composition: str
+    descriptor: np.ndarray
+
+
+class BasinRegistry:
+    def __init__(self, tolerance: float = 0.05, energy_tolerance: float = 1e-3):
+        self.tolerance = tolerance
+        self.energy_tolerance = energy_tolerance
+        self.basins: list[Basin] = []
+
+    def __len__(self) -> int:
+        return len(self.basins)
+
+    def describe(self, atoms: Atoms, energy: float) -> Basin:
+        """A not-yet-registered Basin (id -1) for `atoms` with model energy `energy`."""
+        return Basin(-1, canonical_fingerprint(atoms, self.tolerance), energy / max(len(atoms), 1),
+                     composition_key(atoms), descriptor(atoms))
+
+    def find(self, candidate: Basin) -> Basin | None:
+        for basin in self.basins:
+            if basin.fingerprint == candidate.fingerprint:
+                return basin
+        for basin in self.basins:
+            if (basin.composition == candidate.composition
+                    and abs(basin.energy_per_atom - candidate.energy_per_atom) <= self.energy_tolerance
+                    and basin.descriptor.shape == candidate.descriptor.shape
+                    and np.max(np.abs(basin.descriptor - candidate.descriptor), initial=0.0) <= self.tolerance):
+                return basin
+        return None
+
+    def add(self, candidate: Basin) -> Basin:
+        candidate.id = len(self.basins)
+        self.basins.append(candidate)
+        return candidate
