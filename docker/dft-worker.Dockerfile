@@ -1,0 +1,32 @@
+# dft-worker: labelling with ASE calculators, GPAW built against Debian's libxc/OpenBLAS/FFTW/Open MPI
+# with its PAW data (gpaw-data wheel) and mpirun for parallel runs. Serves dft-pool; no GPU.
+# Build from the project root (the install path is the project's own: docker/install-worker.sh runs
+# scripts/bootstrap.sh, then checks the result; CI runs the same script, see tests/docker):
+#   docker build -f docker/dft-worker.Dockerfile -t mlip-autopipec/dft-worker .
+FROM python:3.11-slim-bookworm
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV MLIP_AUTOPIPEC_ROOT=/opt/mlip-autopipec \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1
+WORKDIR /opt/mlip-autopipec
+
+COPY pyproject.toml prefect.yaml prefect.toml ./
+COPY requirements/ requirements/
+COPY scripts/ scripts/
+COPY src/ src/
+COPY flows/ flows/
+COPY tasks/ tasks/
+COPY deployments/ deployments/
+COPY campaigns/ campaigns/
+COPY docker/install-worker.sh docker/check_worker.py docker/
+RUN docker/install-worker.sh dft \
+    && useradd --create-home --uid 1000 mlip \
+    && mkdir -p /data && chown mlip /data
+
+# Flow runs start in the checkout (prefect.yaml's pull step reads MLIP_AUTOPIPEC_ROOT); campaign
+# directories belong on a volume at /data, stores on the PostgreSQL server.
+ENV PATH=/opt/mlip-autopipec/.venv/bin:$PATH
+# mlip, created above; numeric so that the host resolves it too
+USER 1000
+CMD ["prefect", "worker", "start", "--pool", "dft-pool"]
