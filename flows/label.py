@@ -33,7 +33,7 @@ from mlip_autopipec.config.execution import ExecutionSettings
 from mlip_autopipec.labeling import DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, check_settings, fan_out, job_root
 from mlip_autopipec.store import StructureStore
 from tasks.labeling import label_row_task, publish_label_report
-from tasks.runners import build_task_runner
+from tasks.runners import build_task_runner, prefect_api_for_workers
 
 
 @flow(name="label")
@@ -110,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--task-runner/--dask-address: {exc.errors()[0]['msg']}")
 
     labelled = label.with_options(task_runner=build_task_runner(execution))
-    result = labelled(args.store, spec.model_dump(), campaign=args.campaign, generation=args.generation,
-                      timeout_s=args.timeout, max_attempts=args.max_attempts, workers=args.workers,
-                      workdir=args.workdir, limit=args.limit, recover_running=args.recover_running)
+    with prefect_api_for_workers(execution):
+        result = labelled(args.store, spec.model_dump(), campaign=args.campaign, generation=args.generation,
+                          timeout_s=args.timeout, max_attempts=args.max_attempts, workers=args.workers,
+                          workdir=args.workdir, limit=args.limit, recover_running=args.recover_running)
     for error in result["failures"].values():
         print(f"failed: {error}")
     print(result["summary"])
