@@ -40,3 +40,12 @@ def ethanol() -> Atoms:
 def rules(**blocks) -> SamplingRules:
     """Rules with the given action blocks and pipeline overrides (`pipeline={...}`)."""
     return SamplingRules.model_validate(blocks)
+
+
+def adatom_on_cu111() -> Atoms:
+    """Cu(111) 3x3x2 with the bottom layer fixed and one Cu adatom (tag 2) in an fcc hollow: 19 atoms.
+    Under EMT the adatom has two kinds of minima, fcc and hcp hollows, 1.47 Å apart."""
+    slab = fcc111("Cu", size=(3, 3, 2), vacuum=6.0)
+    add_adsorbate(slab, "Cu", 2.0, "fcc")
+    slab.set_tags([1] * (len(slab) - 1) + [2])
+    return with_fixed(slab, slab.positions[:, 2] < slab.positions[:, 2].min() + 0.5)
