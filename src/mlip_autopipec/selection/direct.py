@@ -48,7 +48,7 @@ class DescriptorSettings:
 
 @dataclass
 class DirectSelection:
-    """What `direct_sample` decided, frame indices refer to the input order."""
+    """What `direct_sample` decided; frame indices refer to the input order."""
 
     picked: list[int]  # in pick order: the first len(cluster_sizes) cover every cluster once
     cluster_of_frame: np.ndarray  # (frames,) cluster label, 0..clusters-1, largest cluster first
