@@ -6,7 +6,9 @@ Generation 0 trains on labelled, perturbed copies of the seed structures. Every 
   1. exports the campaign's labels and trains (fine-tuning from the previous generation),
   2. validates on the fixed held-out set and publishes the potential (block + report),
   3. explores with Langevin MD walkers, recording the extrapolation grade γ,
-  4. selects frames with γ in [gamma_lower, gamma_upper) by D-optimality and queues them,
+  4. selects frames with γ in [gamma_lower, gamma_upper) by D-optimality (or, for a MACE
+     committee, by its force deviation between the trust levels) and sends them through the DFT
+     outbox, which skips exact and near duplicates of everything stored or queued,
   5. labels them (one subprocess per structure; failures are recorded and retried, never fatal).
 It stops at max_generations, when the label budget is spent, or when the share of explored
 frames the potential already knows (γ < gamma_lower) reaches converged_fraction.
@@ -120,7 +122,7 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
         "held_out_energy_rmse_mev_per_atom": held["metrics"]["energy_rmse_mev_per_atom"],
         "held_out_forces_rmse_mev_per_angstrom": held["metrics"]["forces_rmse_mev_per_angstrom"],
         "test_forces_rmse_mev_per_angstrom": test["metrics"]["forces_rmse_mev_per_angstrom"],
-        "explored_frames": explored["frames"],
+        "explored_frames": explored["frames"], "uncertainty_measure": settings.selection.uncertainty_key,
         "fraction_below_gamma_lower": explored["fraction_below_gamma_lower"],
         "max_gamma_median": explored["max_gamma_median"], "max_gamma_max": explored["max_gamma_max"],
         "selected": queued["selected"], "step_seconds": seconds,

@@ -22,12 +22,12 @@ def prepare_task(config_path: str) -> dict:
 def explore_task(config_path: str, config_digest: str, artifact_path: str, potential_digest: str,
                  generation: int) -> dict:
     config = CampaignConfig.load(config_path)
-    summary = steps.explore(config, PotentialArtifact.load(artifact_path), generation).summary(
-        config.selection.gamma_lower)
+    selection = config.selection
+    summary = steps.explore(config, PotentialArtifact.load(artifact_path), generation).summary(selection.lower)
     get_run_logger().info(
         f"{summary['walkers']} walkers, {summary['frames']} frames, {summary['stopped_early']} stopped early "
-        f"at gamma > {config.selection.gamma_upper}; {100 * summary['fraction_below_gamma_lower']:.0f}% "
-        f"below gamma_lower")
+        f"at {selection.uncertainty_key} > {selection.upper}; {100 * summary['fraction_below_gamma_lower']:.0f}% "
+        f"below {selection.lower} (already known)")
     return summary
 
 
@@ -36,7 +36,8 @@ def select_and_queue_task(config_path: str, artifact_path: str, trajectories: li
     config = CampaignConfig.load(config_path)
     queued = steps.select_and_queue(config, PotentialArtifact.load(artifact_path), trajectories, generation)
     get_run_logger().info(f"{queued['candidates']} candidates, {queued['selected']} selected "
-                          f"({config.selection.method}), {queued['queued']} queued for labelling")
+                          f"({config.selection.method}), {queued['queued']} queued for labelling; outbox skipped "
+                          f"{queued['skipped_exact']} exact and {queued['skipped_near']} near duplicates")
     return queued
 
 

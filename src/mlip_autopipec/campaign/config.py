@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validat
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.config.run_files import load_yaml_model
 from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig, parse_training_config
+from mlip_autopipec.outbox import DEFAULT_NEAR_TOLERANCE
 
 
 class _Strict(BaseModel):
@@ -54,10 +55,42 @@ class ExplorationSettings(_Strict):
 
 
 class SelectionSettings(_Strict):
+    """Which explored frames to label. γ methods need a Pacemaker potential (its active set);
+    `committee` needs a MACE committee (training.committee_size >= 2) and uses DP-GEN's trust
+    levels on the committee's max force deviation."""
+
+    method: Literal["d_optimal", "top_gamma", "committee"] = "d_optimal"
     gamma_lower: float = Field(1.2, ge=1.0, description="frames below are already known")
     gamma_upper: float = Field(10.0, gt=1.0, description="walkers stop and frames are dropped above this")
+    trust_lower: float = Field(0.05, gt=0, description="committee: max force deviation (eV/Å) below which "
+                                                       "a frame is known")
+    trust_upper: float = Field(0.30, gt=0, description="committee: walkers stop and frames are dropped above "
+                                                       "this max force deviation (eV/Å)")
     max_per_generation: int = Field(20, ge=1)
-    method: Literal["d_optimal", "top_gamma"] = "d_optimal"
+    near_duplicate_tolerance: float = Field(DEFAULT_NEAR_TOLERANCE, ge=0,
+                                            description="outbox: candidates this close (Å, descriptor "
+                                                        "distance) to a stored or queued one are skipped")
+
+    @model_validator(mode="after")
+    def _ordered_levels(self) -> SelectionSettings:
+        if self.gamma_upper <= self.gamma_lower:
+            raise ValueError("gamma_upper must be above gamma_lower")
+        if self.trust_upper <= self.trust_lower:
+            raise ValueError("trust_upper must be above trust_lower")
+        return self
+
+    @property
+    def uncertainty_key(self) -> str:
+        """The frame's info key the method reads (what exploration records per frame)."""
+        return "max_force_std" if self.method == "committee" else "max_gamma"
+
+    @property
+    def lower(self) -> float:
+        return self.trust_lower if self.method == "committee" else self.gamma_lower
+
+    @property
+    def upper(self) -> float:
+        return self.trust_upper if self.method == "committee" else self.gamma_upper
 
 
 class LabelingSettings(_Strict):
@@ -128,6 +161,19 @@ class CampaignConfig(_Strict):
     @classmethod
     def _backend_specific(cls, value):
         return value if isinstance(value, BaseTrainingConfig) else parse_training_config(value or {})
+
+    @model_validator(mode="after")
+    def _selection_fits_the_backend(self) -> CampaignConfig:
+        method, backend = self.selection.method, self.training.backend
+        if method == "committee":
+            if backend != "mace" or getattr(self.training, "committee_size", 1) < 2:
+                raise ValueError("selection.method 'committee' needs a MACE committee: training.backend mace "
+                                 "with training.committee_size >= 2")
+        elif backend != "pacemaker":
+            raise ValueError(f"selection.method {method!r} needs the extrapolation grade γ of a Pacemaker "
+                             f"potential; with training.backend {backend!r} use method 'committee' "
+                             "(and training.committee_size >= 2)")
+        return self
 
     @field_validator("seeds")
     @classmethod

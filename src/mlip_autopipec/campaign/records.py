@@ -27,6 +27,9 @@ class GenerationRecord(BaseModel):
     held_out_forces_rmse_mev_per_angstrom: float
     test_forces_rmse_mev_per_angstrom: float | None = None
     explored_frames: int
+    # The explored frames' uncertainty: max γ for Pacemaker potentials; with committee selection the
+    # committee's max force deviation (eV/Å) against trust_lower, as `uncertainty_measure` says.
+    uncertainty_measure: str = "max_gamma"
     fraction_below_gamma_lower: float
     max_gamma_median: float | None = None
     max_gamma_max: float | None = None

@@ -16,6 +16,8 @@ from mlip_autopipec.campaign.structures import build_seeds, held_out_snapshots, 
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.readers import read_labelled_frames
 from mlip_autopipec.exploration.md import WalkerSettings, run_walker
+from mlip_autopipec.outbox import Candidate, process_outbox
+from mlip_autopipec.selection.committee import TrustLevels, classify, select_candidates
 from mlip_autopipec.selection.gamma import gamma_candidates, select_d_optimal, select_top_gamma
 from mlip_autopipec.store import NewStructure, Status, StructureStore
 
@@ -45,11 +47,11 @@ class Exploration:
     trajectories: list[str]
     walkers: int
     stopped_early: int
-    max_gamma: list[float] = field(default_factory=list)
+    uncertainty: list[float] = field(default_factory=list)  # per frame: max γ, or committee max force std
 
-    def summary(self, gamma_lower: float) -> dict:
-        return {"trajectories": self.trajectories, "walkers": self.walkers, "frames": len(self.max_gamma),
-                "stopped_early": self.stopped_early, **gamma_statistics(self.max_gamma, gamma_lower)}
+    def summary(self, lower: float) -> dict:
+        return {"trajectories": self.trajectories, "walkers": self.walkers, "frames": len(self.uncertainty),
+                "stopped_early": self.stopped_early, **gamma_statistics(self.uncertainty, lower)}
 
 
 def explore(config: CampaignConfig, artifact: PotentialArtifact, generation: int) -> Exploration:
@@ -65,11 +67,11 @@ def explore(config: CampaignConfig, artifact: PotentialArtifact, generation: int
                 walker = run_walker(structure, calculator, WalkerSettings(
                     temperature_K=temperature, steps=settings.steps, timestep_fs=settings.timestep_fs,
                     friction_per_fs=settings.friction_per_fs, record_every=settings.record_every,
-                    gamma_upper=config.selection.gamma_upper,
+                    uncertainty_upper=config.selection.upper, uncertainty_key=config.selection.uncertainty_key,
                     seed=1000 * config.seed + 100 * generation + result.walkers),
                     out / f"walker-{result.walkers:03d}.extxyz")
                 result.trajectories.append(str(walker.trajectory))
-                result.max_gamma.extend(walker.max_gamma)
+                result.uncertainty.extend(walker.uncertainty)
                 result.stopped_early += walker.stopped_early
                 result.walkers += 1
     return result
@@ -77,22 +79,37 @@ def explore(config: CampaignConfig, artifact: PotentialArtifact, generation: int
 
 def select_and_queue(config: CampaignConfig, artifact: PotentialArtifact, trajectories: list[str],
                      generation: int) -> dict:
-    """Choose explored frames to label and queue them as pending rows of the next generation;
-    frames already stored or queued are skipped by fingerprint, so nothing is queued twice."""
-    frames = [frame for path in trajectories for frame in ase.io.read(path, ":")]
-    gammas = [frame.info.get("max_gamma", 0.0) for frame in frames]
-    candidates = gamma_candidates(gammas, config.selection.gamma_lower, config.selection.gamma_upper)
-    pool = [frames[i] for i in candidates]
-    count = config.selection.max_per_generation
-    if config.selection.method == "d_optimal" and artifact.backend == "pacemaker":
-        chosen = select_d_optimal(pool, artifact.path("potential_yaml"), artifact.path("active_set"), count)
+    """Choose explored frames to label and send them through the DFT outbox: exact and near
+    duplicates of each other, of the campaign's stored rows and of the queue already submitted are
+    skipped (workdir/outbox/dft_skip.jsonl says why); the rest become pending rows of the next
+    generation and lines of workdir/outbox/dft_submit.jsonl. Re-running queues nothing twice."""
+    selection = config.selection
+    frames, origins = [], []
+    for path in trajectories:
+        for frame in ase.io.read(path, ":"):
+            frames.append(frame)
+            origins.append(f"gen-{generation:03d}:{Path(path).stem}:md-step-{frame.info.get('md_step')}")
+    values = [frame.info.get(selection.uncertainty_key, 0.0) for frame in frames]
+    count = selection.max_per_generation
+    if selection.method == "committee":
+        levels = TrustLevels(selection.trust_lower, selection.trust_upper)
+        candidates = classify(values, levels)["candidate"]
+        chosen = select_candidates(values, levels, count)
     else:
-        chosen = select_top_gamma([gammas[i] for i in candidates], count)
-    store = StructureStore(config.store_url, campaign=config.campaign)
-    outcomes = store.add([_pending(pool[i], "md", generation + 1,
-                                   origin=f"gen-{generation:03d}:md-step-{pool[i].info.get('md_step')}")
-                          for i in chosen])
-    return {"candidates": len(candidates), "selected": len(chosen), "queued": sum(o.added for o in outcomes)}
+        candidates = gamma_candidates(values, selection.gamma_lower, selection.gamma_upper)
+        pool = [frames[i] for i in candidates]
+        if selection.method == "d_optimal":
+            picked = select_d_optimal(pool, artifact.path("potential_yaml"), artifact.path("active_set"), count)
+        else:
+            picked = select_top_gamma([values[i] for i in candidates], count)
+        chosen = [candidates[i] for i in picked]
+    report = process_outbox([Candidate(origins[i], frames[i], origins[i]) for i in chosen],
+                            StructureStore(config.store_url, campaign=config.campaign),
+                            out_dir=config.workdir / "outbox", tolerance=selection.near_duplicate_tolerance,
+                            source="md", generation=generation + 1)
+    counts = report.counts
+    return {"candidates": len(candidates), "selected": len(chosen), "queued": counts["submitted"],
+            "skipped_exact": counts["skipped_exact"], "skipped_near": counts["skipped_near"]}
 
 
 def _pending(atoms: Atoms, source: str, generation: int, origin: str | None = None) -> NewStructure:

@@ -54,7 +54,7 @@ def held_out_snapshots(seeds: list[Atoms], settings: ValidationSettings, labeler
     for seed_index, structure in enumerate(seeds):
         for t_index, temperature in enumerate(settings.md_temperatures_K):
             walker = WalkerSettings(temperature_K=temperature, steps=settings.md_steps,
-                                    record_every=record_every, gamma_upper=None,
+                                    record_every=record_every, uncertainty_upper=None,
                                     seed=10_000 + 100 * seed + 10 * seed_index + t_index)
             result = run_walker(structure, labeler.build(), walker,
                                 workdir / f"held-out-{seed_index}-{t_index}.extxyz")

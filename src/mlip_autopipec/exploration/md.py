@@ -1,10 +1,11 @@
-"""Langevin MD walkers that record the potential's extrapolation grade γ along the way.
+"""Langevin MD walkers that record the potential's uncertainty along the way.
 
 A walker runs from a seed structure at one temperature, saving a frame every `record_every`
-steps with its per-atom γ (when the calculator reports one, as Pacemaker's PyACECalculator with an
-active set does). It stops early once max γ passes `gamma_upper`: beyond that the potential is
-extrapolating so far that the trajectory is no longer physical, and the frames collected so far
-are the useful candidates.
+steps with the uncertainty the calculator reports: per-atom γ and `max_gamma` (Pacemaker's
+PyACECalculator with an active set), or a committee's `forces_std` and `max_force_std` (eV/Å,
+MACE committees). It stops early once the frame's `uncertainty_key` passes `uncertainty_upper`:
+beyond that the potential is extrapolating so far that the trajectory is no longer physical, and
+the frames collected so far are the useful candidates.
 """
 
 from __future__ import annotations
@@ -31,17 +32,18 @@ class WalkerSettings:
     timestep_fs: float = 2.0
     friction_per_fs: float = 0.01
     record_every: int = 10
-    gamma_upper: float | None = 10.0
+    uncertainty_upper: float | None = 10.0
     seed: int = 0
+    uncertainty_key: str = "max_gamma"  # or "max_force_std" for a committee
 
 
 @dataclass
 class WalkerResult:
-    trajectory: Path  # extxyz; each frame carries arrays["gamma"] when available and info["max_gamma"]
+    trajectory: Path  # extxyz; frames carry arrays["gamma"] + info["max_gamma"] and/or forces_std + max_force_std
     frames: int
     steps_done: int
     stopped_early: bool
-    max_gamma: list[float] = field(default_factory=list)  # one per recorded frame (empty without γ)
+    uncertainty: list[float] = field(default_factory=list)  # uncertainty_key per frame (empty without one)
 
 
 def run_walker(seed_structure: Atoms, calculator: Calculator, settings: WalkerSettings,
@@ -56,7 +58,7 @@ def run_walker(seed_structure: Atoms, calculator: Calculator, settings: WalkerSe
                         friction=settings.friction_per_fs / units.fs, fixcm=False, rng=rng)
 
     frames: list[Atoms] = []
-    max_gammas: list[float] = []
+    uncertainty: list[float] = []
     steps_done = 0
     stopped_early = False
     while steps_done < settings.steps:
@@ -65,9 +67,10 @@ def run_walker(seed_structure: Atoms, calculator: Calculator, settings: WalkerSe
         steps_done += chunk
         frame = _snapshot(atoms, steps_done)
         frames.append(frame)
-        if "max_gamma" in frame.info:
-            max_gammas.append(frame.info["max_gamma"])
-            if settings.gamma_upper is not None and frame.info["max_gamma"] > settings.gamma_upper:
+        value = frame.info.get(settings.uncertainty_key)
+        if value is not None:
+            uncertainty.append(value)
+            if settings.uncertainty_upper is not None and value > settings.uncertainty_upper:
                 stopped_early = True
                 break
         if progress is not None:
@@ -75,11 +78,11 @@ def run_walker(seed_structure: Atoms, calculator: Calculator, settings: WalkerSe
 
     with atomic_path(trajectory) as tmp:
         ase.io.write(tmp, frames, format="extxyz")
-    return WalkerResult(Path(trajectory), len(frames), steps_done, stopped_early, max_gammas)
+    return WalkerResult(Path(trajectory), len(frames), steps_done, stopped_early, uncertainty)
 
 
 def _snapshot(atoms: Atoms, step: int) -> Atoms:
-    """A calculator-free copy holding what selection needs: geometry, γ, the model's energy."""
+    """A calculator-free copy holding what selection needs: geometry, uncertainty, the model's energy."""
     frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     results = atoms.calc.results
     frame.info["md_step"] = step
@@ -90,4 +93,7 @@ def _snapshot(atoms: Atoms, step: int) -> Atoms:
         gamma = np.asarray(gamma, dtype=float)
         frame.arrays["gamma"] = gamma
         frame.info["max_gamma"] = float(gamma.max())
+    if "forces_std" in results:
+        frame.arrays["forces_std"] = np.asarray(results["forces_std"], dtype=float)
+        frame.info["max_force_std"] = float(results["max_force_std"])
     return frame

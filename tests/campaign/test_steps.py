@@ -1,0 +1,121 @@
+"""The campaign's explore and select-and-queue steps: MACE committee selection by trust levels, and
+every selected frame going through the DFT outbox (duplicates skipped, nothing queued twice)."""
+
+from __future__ import annotations
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from mlip_autopipec.campaign import steps
+from mlip_autopipec.campaign.config import CampaignConfig
+from mlip_autopipec.config.run_files import ConfigError
+from mlip_autopipec.store import Status, StructureStore
+from tests.campaign.test_config_and_records import MINIMAL
+
+TINY_MACE = ("training: {backend: mace, committee_size: 2, num_channels: 8, max_L: 0, correlation: 2, "
+             "r_max: 4.0, radial_MLP: [16, 16], epochs: 1, batch_size: 4, valid_fraction: 0.2, device: cpu}\n")
+
+
+def _config(tmp_path, text: str) -> CampaignConfig:
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    return CampaignConfig.load(path)
+
+
+@pytest.mark.parametrize("text, words", [
+    (MINIMAL + "selection: {method: committee}\n", "'committee' needs a MACE committee"),
+    (MINIMAL + TINY_MACE.replace("committee_size: 2", "committee_size: 1") + "selection: {method: committee}\n",
+     "committee_size >= 2"),
+    (MINIMAL + TINY_MACE, "selection.method 'd_optimal' needs the extrapolation grade"),
+    (MINIMAL + "selection: {trust_lower: 0.3, trust_upper: 0.2}\n", "trust_upper must be above trust_lower"),
+])
+def test_selection_must_fit_the_backend(tmp_path, text, words):
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, text)
+    assert words in str(caught.value)
+
+
+def _write_frames(path, frames, key, values):
+    for frame, value in zip(frames, values):
+        frame.info[key] = value
+        frame.info["md_step"] = int(1000 * value)
+    ase.io.write(path, frames)
+    return str(path)
+
+
+def test_selected_frames_go_through_the_outbox(generation_1, tmp_path):
+    config = _config(tmp_path, MINIMAL.replace("substitute: {Ni: 0.25}", "") +
+                     "selection: {method: top_gamma, gamma_lower: 1.5, max_per_generation: 5}\n")
+    base = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    base.rattle(0.05, seed=1)
+    near = base.copy()
+    near.positions[0] += [0.002, 0.0, 0.0]  # far below the outbox tolerance: the same structure for DFT
+    strained = base.copy()
+    strained.set_cell(base.cell * 1.03, scale_atoms=True)
+    known = base.copy()
+    known.set_cell(base.cell * 0.97, scale_atoms=True)
+    trajectory = _write_frames(tmp_path / "walker-000.extxyz", [base, near, strained, known.copy()],
+                               "max_gamma", [2.0, 3.0, 4.0, 1.2])
+
+    first = steps.select_and_queue(config, generation_1.artifact, [trajectory], generation=0)
+    # γ 1.2 is known; of the three candidates, the one near its twin is skipped.
+    assert (first["candidates"], first["selected"], first["queued"]) == (3, 3, 2)
+    assert (first["skipped_exact"], first["skipped_near"]) == (0, 1)
+    pending = list(StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING, generation=1))
+    assert len(pending) == 2
+    submitted = (config.workdir / "outbox" / "dft_submit.jsonl").read_text().splitlines()
+    assert len(submitted) == 2 and all("walker-000:md-step-" in line for line in submitted)
+
+    again = steps.select_and_queue(config, generation_1.artifact, [trajectory], generation=0)
+    assert again["queued"] == 0 and again["skipped_exact"] + again["skipped_near"] == 3
+    assert len(list(StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING))) == 2
+
+
+@pytest.mark.slow
+def test_a_mace_committee_explores_and_selects_between_its_trust_levels(mace_committee, tmp_path):
+    config = _config(tmp_path, MINIMAL.replace("substitute: {Ni: 0.25}", "") + TINY_MACE +
+                     "exploration: {temperatures_K: [1200], walkers_per_temperature: 1, steps: 24, record_every: 3}\n"
+                     "selection: {method: committee, trust_lower: 1.0e-6, trust_upper: 100.0, max_per_generation: 3}\n")
+    explored = steps.explore(config, mace_committee, generation=0)
+    frames = ase.io.read(explored.trajectories[0], ":")
+    deviations = [frame.info["max_force_std"] for frame in frames]
+    assert len(frames) == 8 and explored.uncertainty == pytest.approx(deviations)
+    assert all(frame.arrays["forces_std"].shape == (len(frame),) for frame in frames)
+    assert np.ptp(deviations) > 0  # two differently seeded models disagree, and not uniformly
+
+    # Trust levels taken from the walk: the lowest frame is "known", the highest "failed".
+    ordered = sorted(deviations)
+    config.selection.trust_lower = (ordered[0] + ordered[1]) / 2
+    config.selection.trust_upper = (ordered[-2] + ordered[-1]) / 2
+    queued = steps.select_and_queue(config, mace_committee, explored.trajectories, generation=0)
+    assert queued["candidates"] == 6 and queued["selected"] == 3
+    assert len(list(StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING,
+                                                                                    generation=1))) == 3
+    submitted = [json.loads(line) for line in (config.workdir / "outbox" / "dft_submit.jsonl").read_text().splitlines()]
+    chosen_steps = sorted(int(record["origin"].rsplit("-", 1)[1]) for record in submitted)
+    expected = sorted(frames[i].info["md_step"] for i in np.argsort(deviations)[::-1][1:4])
+    assert chosen_steps == expected  # the three most uncertain frames below trust_upper
+
+
+@pytest.fixture(scope="module")
+def mace_committee(shared_data, tmp_path_factory):
+    """A real committee of two 1-epoch MACE models on small Cu-I structures."""
+    from mlip_autopipec.backends.mace import MaceTrainer
+    from mlip_autopipec.config.mace import MaceConfig
+    from mlip_autopipec.data.export import ExportItem, export_dataset
+    from mlip_autopipec.data.frames import LabelledFrame
+    from mlip_autopipec.data.readers import read_labelled_frames
+
+    frames = [frame for _, frame in read_labelled_frames(shared_data / "Cu-I.extxyz")
+              if isinstance(frame, LabelledFrame) and len(frame.atoms) <= 8][:24]
+    manifest = export_dataset([ExportItem(frame, f"f{i}") for i, frame in enumerate(frames)],
+                              tmp_path_factory.mktemp("committee-data"), test_fraction=0.2, seed=0,
+                              formats=["mace", "extxyz"])
+    config = MaceConfig(num_channels=8, max_L=0, correlation=2, r_max=4.0, radial_MLP=[16, 16], epochs=1,
+                        batch_size=4, valid_fraction=0.2, seed=1, device="cpu", committee_size=2,
+                        timeout_seconds=300)
+    return MaceTrainer().train(manifest, config, tmp_path_factory.mktemp("committee") / "gen-000")
