@@ -76,7 +76,9 @@ def prefect_on_postgres(postgres_server, tmp_path_factory):
 def test_one_generation_with_store_and_prefect_server_on_postgresql(prefect_on_postgres, postgres_url, tmp_path):
     api, env, prefect_database = prefect_on_postgres
     store_url = postgres_url()
-    settings = {**TINY_CAMPAIGN, "store": store_url, "stop": {"max_generations": 1, "converged_fraction": None}}
+    # 5 fit iterations: this test is about where the state lives, not about the fit.
+    settings = {**TINY_CAMPAIGN, "store": store_url, "training": {**TINY_CAMPAIGN["training"], "maxiter": 5},
+                "stop": {"max_generations": 1, "converged_fraction": None}}
     config_path = tmp_path / "campaign.yaml"
     config_path.write_text(yaml.safe_dump(settings))
 

@@ -17,7 +17,7 @@ from mlip_autopipec.store import NewStructure, Status, StructureStore
 from tests.labeling.conftest import fcc_cell
 
 PROCESSES = 8
-PER_PROCESS = 2
+PER_PROCESS = 1
 CAMPAIGN = "pg-concurrent"
 
 
