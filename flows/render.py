@@ -6,8 +6,9 @@
 
 Writes frame-00000.png, ... (one per rendered frame), trajectory.mp4 (or .gif) and render.json to
 --out. Atoms are coloured by element, by the force norm (`forces` in the file), or by any per-atom
-array of the file such as γ (`gamma`, what exploration walkers record), with a colour bar on one
-scale over all frames; `auto` picks γ when every frame has it. OVITO's Tachyon renderer needs no
+array of the file such as γ (`gamma`) or a committee's `forces_std` (what exploration walkers
+record), with a colour bar on one scale over all frames; `auto` picks γ, else forces_std, when every
+frame has it, else element. OVITO's Tachyon renderer needs no
 display or GPU; Blender (Cycles) is used when asked for and an executable is given by --blender or
 $MLIP_BLENDER. Bad input stops with an error naming the file, frame and field, and exit code 1.
 """
@@ -44,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=1, help="render every K-th frame (default 1)")
     parser.add_argument("--size", default="640x480", help="picture size WIDTHxHEIGHT in pixels (default 640x480)")
     parser.add_argument("--color-by", default="auto",
-                        help="element, force, gamma, another per-atom array of the file, or auto "
-                             "(gamma when present, else element; the default)")
+                        help="element, force, gamma, forces_std, another per-atom array of the file, or "
+                             "auto (gamma, else forces_std, when present, else element; the default)")
     parser.add_argument("--renderer", choices=RENDERERS, default="ovito")
     parser.add_argument("--blender", default=None, help="Blender executable for --renderer blender "
                                                         "(default: $MLIP_BLENDER)")

@@ -25,10 +25,11 @@ def render_trajectory_task(trajectory: str, out: str, every: int = 1, size: tupl
 
 @task(name="render-most-uncertain", cache_policy=NO_CACHE)
 def render_most_uncertain_task(trajectories: list[str], report_dir: str, key: str) -> dict | None:
-    """The campaign's step: the walker that reached the highest γ, into report_dir/most-uncertain/."""
+    """The campaign's step: the walker that reached the highest per-atom uncertainty (γ, else a
+    committee's forces_std), into report_dir/most-uncertain/."""
     result = render_most_uncertain(trajectories, report_dir)
     if result is None:
-        get_run_logger().info("no exploration trajectory carries per-atom gamma: nothing rendered")
+        get_run_logger().info("no exploration trajectory carries a per-atom uncertainty: nothing rendered")
         return None
     _publish(result, key)
     return result.to_dict()

@@ -183,10 +183,17 @@ def test_most_uncertain_walker_is_rendered_into_the_report(shared_data, tmp_path
     manifest = json.loads((report / MOST_UNCERTAIN_DIR / MANIFEST_NAME).read_text())
     assert manifest["trajectory"] == str(wild.resolve())
 
-    no_gamma = tmp_path / "md-no-gamma.extxyz"
+    # A MACE committee's walkers record forces_std instead of γ; with neither, nothing is rendered.
+    committee, plain = tmp_path / "committee.extxyz", tmp_path / "plain.extxyz"
     frames = ase.io.read(calm, ":")
     for atoms in frames:
-        del atoms.arrays["gamma"]
-    ase.io.write(no_gamma, frames)
-    assert render_most_uncertain([no_gamma], tmp_path / "other") is None
+        atoms.arrays["forces_std"] = atoms.arrays.pop("gamma") / 10
+    ase.io.write(committee, frames)
+    result = render_most_uncertain([committee], tmp_path / "committee-report", max_frames=3, size=(64, 48),
+                                   movie="gif")
+    assert result.colour_by == "forces_std" and result.source_frames == [0, 1, 2]
+    for atoms in frames:
+        del atoms.arrays["forces_std"]
+    ase.io.write(plain, frames)
+    assert render_most_uncertain([plain], tmp_path / "other") is None
     assert not (tmp_path / "other").exists()

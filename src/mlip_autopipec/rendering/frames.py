@@ -17,6 +17,7 @@ from ase import Atoms
 ELEMENT = "element"
 FORCE = "force"
 GAMMA = "gamma"
+FORCES_STD = "forces_std"  # a MACE committee's per-atom force deviation
 AUTO = "auto"
 
 
@@ -63,9 +64,10 @@ def colouring(frames: list[Atoms], by: str, path: str | os.PathLike = "trajector
     """The colouring `by` asks for, with one colour scale over all frames.
 
     `by` is "element", "force" (the norm of each atom's force), the name of a per-atom array in the
-    file (γ is "gamma"), or "auto": γ when every frame has it, else element."""
+    file (γ is "gamma", a committee's force deviation "forces_std"), or "auto": the first of those two
+    uncertainties that every frame has, else element."""
     if by == AUTO:
-        by = GAMMA if all(GAMMA in atoms.arrays for atoms in frames) else ELEMENT
+        by = next((name for name in (GAMMA, FORCES_STD) if all(name in atoms.arrays for atoms in frames)), ELEMENT)
     if by == ELEMENT:
         return Colouring(by=ELEMENT, label="element", values=None)
     values = [_per_atom_values(atoms, by, path) for atoms in frames]
@@ -73,7 +75,7 @@ def colouring(frames: list[Atoms], by: str, path: str | os.PathLike = "trajector
     low, high = float(joined.min()), float(joined.max())
     if high - low < 1e-12:  # a flat field still needs a non-empty scale
         low, high = low - 0.5, high + 0.5
-    label = {FORCE: "|F| (eV/Å)", GAMMA: "γ"}.get(by, by)
+    label = {FORCE: "|F| (eV/Å)", GAMMA: "γ", FORCES_STD: "σ(F) (eV/Å)"}.get(by, by)
     return Colouring(by=by, label=label, values=values, low=low, high=high)
 
 

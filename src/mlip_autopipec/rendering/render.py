@@ -22,13 +22,14 @@ import numpy as np
 from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.rendering import blender as blender_renderer
 from mlip_autopipec.rendering import ovito_scene
-from mlip_autopipec.rendering.frames import AUTO, GAMMA, TrajectoryError, colouring, read_trajectory
+from mlip_autopipec.rendering.frames import AUTO, FORCES_STD, GAMMA, TrajectoryError, colouring, read_trajectory
 from mlip_autopipec.rendering.movie import MOVIE_FORMATS, write_movie
 
 RENDERERS = ("ovito", "blender")
 MANIFEST_NAME = "render.json"
 MOST_UNCERTAIN_DIR = "most-uncertain"
 MIN_SIDE, MAX_SIDE = 16, 8192
+UNCERTAINTY_ARRAYS = (GAMMA, FORCES_STD)  # per-atom arrays exploration walkers record
 
 
 @dataclass
@@ -109,32 +110,42 @@ def render_trajectory(trajectory: str | os.PathLike, out_dir: str | os.PathLike,
     return result
 
 
-def most_uncertain_trajectory(trajectories: list[str | os.PathLike]) -> tuple[Path, float] | None:
-    """The trajectory with the largest per-atom γ of any frame, and that γ; None when none has γ."""
-    best: tuple[Path, float] | None = None
+def most_uncertain_trajectory(trajectories: list[str | os.PathLike],
+                              arrays: tuple[str, ...] = UNCERTAINTY_ARRAYS) -> tuple[Path, str, float] | None:
+    """The trajectory with the largest per-atom uncertainty of any frame: (path, array name, value).
+
+    `arrays` are tried in order (γ of a Pacemaker walker, then a MACE committee's force deviation);
+    the first one any trajectory carries is used. None when no trajectory carries any of them."""
+    peaks: dict[str, list[tuple[float, Path]]] = {name: [] for name in arrays}
     for path in trajectories:
         try:
             frames = ase.io.read(path, ":")
-        except Exception as exc:  # noqa: BLE001  (reported with the file's name)
+        except Exception as exc:  # ASE raises many types for unreadable files; report them all the same way
             raise TrajectoryError(f"{path}: not a readable trajectory ({type(exc).__name__}: {exc})") from exc
-        peaks = [float(np.max(atoms.arrays[GAMMA])) for atoms in frames if GAMMA in atoms.arrays and len(atoms)]
-        if peaks and (best is None or max(peaks) > best[1]):
-            best = (Path(path), max(peaks))
-    return best
+        for name in arrays:
+            values = [float(np.max(atoms.arrays[name])) for atoms in frames if name in atoms.arrays and len(atoms)]
+            if values:
+                peaks[name].append((max(values), Path(path)))
+    for name in arrays:
+        if peaks[name]:
+            value, path = max(peaks[name], key=lambda peak: peak[0])
+            return path, name, value
+    return None
 
 
 def render_most_uncertain(trajectories: list[str | os.PathLike], report_dir: str | os.PathLike,
                           max_frames: int = 40, size: tuple[int, int] = (480, 360),
                           movie: str = "mp4") -> RenderResult | None:
-    """Render the exploration trajectory that reached the highest γ into `report_dir/most-uncertain/`,
-    atoms coloured by γ, at most `max_frames` frames (evenly spaced, the first one included).
+    """Render the exploration trajectory that reached the highest per-atom uncertainty (γ, else a
+    committee's `forces_std`) into `report_dir/most-uncertain/`, atoms coloured by it, at most
+    `max_frames` frames (evenly spaced, the first one included).
 
-    Returns None (and renders nothing) when no trajectory carries per-atom γ, e.g. with a MACE committee."""
+    Returns None (and renders nothing) when no trajectory carries a per-atom uncertainty."""
     found = most_uncertain_trajectory(trajectories)
     if found is None:
         return None
-    path, _peak = found
+    path, array, _peak = found
     count = len(ase.io.read(path, ":"))
     every = max(1, math.ceil(count / max_frames))
     return render_trajectory(path, Path(report_dir) / MOST_UNCERTAIN_DIR, every=every, size=size,
-                             color_by=GAMMA, movie=movie)
+                             color_by=array, movie=movie)
