@@ -24,6 +24,8 @@ from mlip_autopipec.backends.base import (
 TRAINERS = {
     "pacemaker": "mlip_autopipec.backends.pacemaker:PacemakerTrainer",
     "mace": "mlip_autopipec.backends.mace:MaceTrainer",
+    "equiformer_v2": "mlip_autopipec.backends.fairchem:EquiformerV2Trainer",
+    "gemnet_oc": "mlip_autopipec.backends.fairchem:GemNetOCTrainer",
 }
 
 
