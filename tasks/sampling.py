@@ -40,7 +40,7 @@ def sample_task(structure: str, config: str, run_dir: str, steps: int, seed: int
                            target_basins, resume, quench_settings, progress=report)
     create_table_artifact(
         key=f"{slug(Path(run_dir).resolve().name)}-sampling-candidates",
-        table=summary.candidates or [{"id": None, "max_force": None, "max_gamma": None}],
+        table=summary.candidates or [{"id": "no candidate triggered", "max_force": None, "max_gamma": None}],
         description=summary.line())
     return summary.to_dict()
 
