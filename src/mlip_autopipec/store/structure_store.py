@@ -186,7 +186,8 @@ class StructureStore:
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, row_id: int) -> StoredStructure:
-        return _stored(self._db.get(id=row_id))
+        with self._reading() as db:
+            return _stored(db.get(id=row_id))
 
     def harvest(self, generation: int | None = None, source: str | None = None,
                 max_generation: int | None = None) -> list[StoredStructure]:
@@ -194,22 +195,28 @@ class StructureStore:
         selection = self._selection(status=Status.COMPLETED, generation=generation, source=source)
         if max_generation is not None:
             selection += f",generation<={int(max_generation)}"
-        return [_stored(row) for row in self._db.select(selection, sort="id")]
+        with self._reading() as db:
+            return [_stored(row) for row in db.select(selection, sort="id")]
 
     def select(self, status: Status | None = None, generation: int | None = None) -> Iterator[StoredStructure]:
-        for row in self._db.select(self._selection(status=status, generation=generation), sort="id"):
-            yield _stored(row)
+        # Read completely before yielding: the caller may change the store while it iterates.
+        with self._reading() as db:
+            rows = [_stored(row) for row in
+                    db.select(self._selection(status=status, generation=generation), sort="id")]
+        yield from rows
 
     def status_counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in Status}
-        for row in self._db.select(f"campaign={self.campaign}", columns=["key_value_pairs"],
-                                   include_data=False):
-            counts[row.status] = counts.get(row.status, 0) + 1
+        with self._reading() as db:
+            for row in db.select(f"campaign={self.campaign}", columns=["key_value_pairs"],
+                                 include_data=False):
+                counts[row.status] = counts.get(row.status, 0) + 1
         return counts
 
     def fingerprints(self) -> dict[str, int]:
         """Every stored fingerprint (all campaigns: a structure is never stored twice) -> row id."""
-        return self._fingerprint_index(self._db)
+        with self._reading() as db:
+            return self._fingerprint_index(db)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -229,6 +236,17 @@ class StructureStore:
                     # Creating the tables commits, which releases the lock: take it again.
                     db._initialize(connection)
                     cursor.execute(_PG_LOCK)
+            yield db
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[ase.db.core.Database]:
+        """One connection for a whole read on PostgreSQL, where ase.db otherwise opens a connection
+        for every row it returns (about 20 ms each). SQLite connections are cheap: unchanged."""
+        if not self.is_server or self._db.connection is not None:
+            yield self._db
+            return
+        with self._db as db:
+            _allow_rollback(db.connection)
             yield db
 
     def _fingerprint_index(self, db) -> dict[str, int]:
