@@ -290,9 +290,6 @@ def write_report(runs: dict[str, list[dict]], pool: Sequence[LabelledFrame], tes
                  pool_path: Path, test_path: Path | None, settings: Settings, out: Path, name: str,
                  wall_seconds: float) -> dict:
     """The JSON of the curves, the mean curves and the headline, and the plot."""
-    summary = summarize(runs)
-    result = headline(summary, runs)
-    seeds_done = len(runs[RANDOM])
     report = {
         "benchmark": "al_vs_random",
         "dataset": name,
@@ -305,16 +302,23 @@ def write_report(runs: dict[str, list[dict]], pool: Sequence[LabelledFrame], tes
         "settings": {**vars(settings), "strategies": list(settings.strategies),
                      "basis": "ACE, nradmax [5, 2, 1], lmax [0, 2, 1], cutoff 5 Å",
                      "fine_tune": "continue"},
-        "seeds_done": seeds_done,
-        "headline": result,
-        "summary": summary,
         "runs": runs,
         "wall_seconds": wall_seconds,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / f"al_vs_random_{name}.json", json.dumps(report, indent=1) + "\n")
-    plot(summary, result, f"{name}: active learning vs random ({seeds_done} seeds, "
-         f"{settings.functions} ACE functions per element)", out / f"al_vs_random_{name}.png")
+    return finish_report(report, out / f"al_vs_random_{name}.json")
+
+
+def finish_report(report: dict, json_path: Path) -> dict:
+    """Derive the mean curves and the headline from `report['runs']`; write the JSON and the plot beside it."""
+    runs = report["runs"]
+    report["seeds_done"] = len(runs[RANDOM])
+    report["summary"] = summarize(runs)
+    report["headline"] = headline(report["summary"], runs)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json_path, json.dumps(report, indent=1) + "\n")
+    plot(report["summary"], report["headline"],
+         f"{report['dataset']}: active learning vs random ({report['seeds_done']} seeds, "
+         f"{report['settings']['functions']} ACE functions per element)", json_path.with_suffix(".png"))
     return report
 
 
@@ -342,10 +346,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny basis, 1 seed, 1 round, random and gamma_maxvol, 40 pool frames")
+    parser.add_argument("--report-only", type=Path, metavar="JSON",
+                        help="recompute the headline and the plot from a finished run's JSON, and stop")
     parser.add_argument("--make-emt-pool", type=Path, metavar="DIR",
                         help="write DIR/emt_pool.extxyz and DIR/emt_test.extxyz (EMT copper) and stop")
     args = parser.parse_args(argv)
-    if args.make_emt_pool is None and args.pool is None:
+    if args.make_emt_pool is None and args.report_only is None and args.pool is None:
         parser.error("give --pool FILE (or --make-emt-pool DIR to generate one)")
     return args
 
@@ -368,6 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         pool_path, test_path = write_pool_and_test(args.make_emt_pool)
         print(f"wrote {pool_path} and {test_path}")
+        return 0
+    if args.report_only is not None:
+        report = finish_report(json.loads(args.report_only.read_text()), args.report_only)
+        print(headline_table(report["headline"]))
         return 0
     try:
         run_benchmark(args.pool, args.test, settings_from(args), args.out,

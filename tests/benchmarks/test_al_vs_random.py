@@ -73,10 +73,23 @@ def test_writes_the_headline_json_and_a_real_plot(quick_run):
     assert report["headline"]["target_force_rmse_mev_per_angstrom"] == pytest.approx(random_final)
     assert report["headline"]["random_budget_labels"] == QUICK.initial + QUICK.rounds * QUICK.batch
     assert set(report["headline"]["strategies"]) == set(QUICK.strategies)
+    assert report["headline"]["strategies"]["random"]["label_saving_ratio"] == 1.0
     image = matplotlib.image.imread(out / "al_vs_random_cu.png")
     height, width = image.shape[:2]
     assert height > 200 and width > 400 and image.shape[2] in (3, 4)
     assert float(np.std(image[..., :3])) > 0.05  # lines and text, not a blank canvas
+
+
+@pytest.mark.slow
+def test_report_only_rederives_the_same_headline_from_the_runs(quick_run, tmp_path):
+    out, report = quick_run
+    copy = tmp_path / "al_vs_random_cu.json"
+    stripped = {key: value for key, value in report.items() if key not in ("headline", "summary")}
+    copy.write_text(json.dumps(stripped))
+    assert main(["--report-only", str(copy)]) == 0
+    rederived = json.loads(copy.read_text())
+    assert rederived["headline"] == report["headline"] and rederived["summary"] == report["summary"]
+    assert (tmp_path / "al_vs_random_cu.png").stat().st_size > 10_000
 
 
 def test_labels_to_reach_interpolates_in_log_log():
