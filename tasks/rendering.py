@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlip_autopipec.rendering import RenderResult, render_most_uncertain, render_trajectory
+from mlip_autopipec.rendering import RenderingUnavailable, RenderResult, render_most_uncertain, render_trajectory
 from tasks.publish import slug
 
 
@@ -26,8 +26,13 @@ def render_trajectory_task(trajectory: str, out: str, every: int = 1, size: tupl
 @task(name="render-most-uncertain", cache_policy=NO_CACHE)
 def render_most_uncertain_task(trajectories: list[str], report_dir: str, key: str) -> dict | None:
     """The campaign's step: the walker that reached the highest per-atom uncertainty (γ, else a
-    committee's forces_std), into report_dir/most-uncertain/."""
-    result = render_most_uncertain(trajectories, report_dir)
+    committee's forces_std), into report_dir/most-uncertain/. A machine that cannot render (no
+    Vulkan driver, no OVITO) costs the generation its pictures, never the generation itself."""
+    try:
+        result = render_most_uncertain(trajectories, report_dir)
+    except RenderingUnavailable as exc:
+        get_run_logger().warning(f"most uncertain trajectory not rendered: {exc}")
+        return None
     if result is None:
         get_run_logger().info("no exploration trajectory carries a per-atom uncertainty: nothing rendered")
         return None

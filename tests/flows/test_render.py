@@ -4,15 +4,12 @@ and a missing Blender end with a message and exit code 1."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
 from flows import render as render_flow
 from mlip_autopipec.rendering.render import MANIFEST_NAME
-from tests.conftest import PROJECT_ROOT
 from tests.rendering.pictures import assert_real_picture, cu_md_trajectory
 
 
@@ -55,11 +52,33 @@ def test_bad_input_exits_1_with_the_reason(cu_md, tmp_path, capsys, monkeypatch,
     assert not list(out.glob("frame-*.png"))
 
 
-def test_missing_input_from_the_command_line(tmp_path):
+def test_missing_input_stops_before_any_flow_runs(tmp_path, capsys):
     missing = tmp_path / "nowhere.extxyz"
-    result = subprocess.run([sys.executable, "-m", "flows.render", "--input", str(missing), "--out",
-                             str(tmp_path / "out")], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 1
-    assert f"error: {missing}: no such file" in result.stderr
+    assert render_flow.main(["--input", str(missing), "--out", str(tmp_path / "out")]) == 1
+    assert f"error: {missing}: no such file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_campaign_task_renders_the_most_uncertain_walker_and_publishes_it(shared_data, cu_md, tmp_path):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    from tasks.rendering import render_most_uncertain_task
+
+    wild = cu_md_trajectory(shared_data, tmp_path / "walker-001.extxyz", frames=2, gamma_scale=3.0)
+
+    @flow
+    def generation_report() -> dict | None:
+        return render_most_uncertain_task([str(cu_md), str(wild)], str(tmp_path / "report"), "test gen 1 walker")
+
+    result = generation_report()
+    assert result["trajectory"] == str(wild.resolve()) and result["colour_by"] == "gamma"
+    assert len(result["frames"]) == 2
+    for path in result["frames"]:
+        assert path.startswith(str(tmp_path / "report" / "most-uncertain"))
+        assert_real_picture(path, (480, 360))
+    with get_client(sync_client=True) as client:
+        [published] = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
+            key=ArtifactCollectionFilterKey(any_=["test-gen-1-walker"])))
+    assert "colour bar" in published.data and result["movie"] in published.data

@@ -8,6 +8,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 
 import ase.io
 import imageio_ffmpeg
@@ -197,3 +199,16 @@ def test_most_uncertain_walker_is_rendered_into_the_report(shared_data, tmp_path
     ase.io.write(plain, frames)
     assert render_most_uncertain([plain], tmp_path / "other") is None
     assert not (tmp_path / "other").exists()
+
+
+def test_a_machine_without_a_vulkan_driver_gets_told_what_to_install(cu_md, tmp_path):
+    """OVITO composes its pictures through Vulkan: hide every driver (the loader's own variable) in a
+    fresh process, as on a machine without mesa-vulkan-drivers."""
+    code = ("import sys; from mlip_autopipec.rendering import render_trajectory, RenderingUnavailable\n"
+            f"try: render_trajectory({str(cu_md)!r}, {str(tmp_path / 'out')!r}, size=(64, 48), movie=None)\n"
+            "except RenderingUnavailable as exc: print(exc); sys.exit(3)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "VK_ICD_FILENAMES": str(tmp_path / "no-driver.json")})
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "apt-get install libvulkan1 mesa-vulkan-drivers" in result.stdout
+    assert not list((tmp_path / "out").iterdir())
