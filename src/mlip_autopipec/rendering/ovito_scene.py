@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.data import covalent_radii
+from ase.data import atomic_numbers, covalent_radii
 
 from mlip_autopipec.rendering.frames import FORCE, Colouring
 
@@ -27,8 +27,7 @@ class RenderingUnavailable(RuntimeError):
 
 def render_frames(frames: list[Atoms], colours: Colouring, out_dir: Path, size: tuple[int, int]) -> list[Path]:
     """One PNG per frame (frame-00000.png, ...) in `out_dir`, with a legend or colour bar."""
-    try:
-        from ovito.data import DataCollection  # noqa: F401  (imported here: the module loads Qt)
+    try:  # imported here, not at the top: OVITO loads Qt, which only rendering needs
         from ovito.modifiers import ColorCodingModifier
         from ovito.pipeline import Pipeline, StaticSource
         from ovito.vis import ColorLegendOverlay, TachyonRenderer, Viewport
@@ -45,8 +44,8 @@ def render_frames(frames: list[Atoms], colours: Colouring, out_dir: Path, size: 
         legend = ColorLegendOverlay(property="particles/Particle Type", alignment=corner, title="element",
                                     use_type_shapes=False, aspect_ratio=3.0)
     else:
-        coding = ColorCodingModifier(property=_property_name(colours.by), start_value=colours.low, end_value=colours.high,
-                                     gradient=ColorCodingModifier.Viridis())
+        coding = ColorCodingModifier(property=_property_name(colours.by), start_value=colours.low,
+                                     end_value=colours.high, gradient=ColorCodingModifier.Viridis())
         pipeline.modifiers.append(coding)
         legend = ColorLegendOverlay(modifier=coding, alignment=corner, title=colours.label,
                                     orientation=Qt.Orientation.Vertical, format_string="%.3g", rotate_title=False)
@@ -80,6 +79,7 @@ def render_frames(frames: list[Atoms], colours: Colouring, out_dir: Path, size: 
 
 
 def _data_collection(atoms: Atoms, elements: list[str], colours: Colouring, index: int):
+    """One frame as OVITO data: cell, positions, element types (OVITO's colours), the colouring field."""
     from ovito.data import DataCollection, ParticleType, SimulationCell
 
     data = DataCollection()
@@ -103,7 +103,7 @@ def _data_collection(atoms: Atoms, elements: list[str], colours: Colouring, inde
     for type_id, symbol in enumerate(elements, start=1):
         particle_type = ParticleType(id=type_id, name=symbol)
         particle_type.load_defaults()  # OVITO's element colours
-        particle_type.radius = max(RADIUS_SCALE * float(covalent_radii[_atomic_number(symbol)]), 0.25)
+        particle_type.radius = max(RADIUS_SCALE * float(covalent_radii[atomic_numbers[symbol]]), 0.25)
         types.types.append(particle_type)
     types[...] = [elements.index(symbol) + 1 for symbol in atoms.get_chemical_symbols()]
     if colours.values is not None:
@@ -116,7 +116,3 @@ def _property_name(by: str) -> str:
     return "Force Norm" if by == FORCE else by
 
 
-def _atomic_number(symbol: str) -> int:
-    from ase.data import atomic_numbers
-
-    return atomic_numbers[symbol]
