@@ -30,16 +30,18 @@ import psutil
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop_reason
 from mlip_autopipec.config.run_files import ConfigError
+from mlip_autopipec.generations import find_matching
 from mlip_autopipec.store import Status, StructureStore
 from tasks.caching import run_with_outputs
-from tasks.campaign import explore_task, prepare_task, record_task, select_and_queue_task
+from tasks.campaign import explore_task, learning_curve_task, prepare_task, record_task, select_and_queue_task
 from tasks.labeling import label_task
 from tasks.publish import publish_task, slug
 from tasks.store import export_task
-from tasks.training import evaluate_task, plot_files, potential_files, train_task
+from tasks.training import artifact_summary, evaluate_task, plot_files, potential_files, train_task
 
 
 @flow(name="active-learning", log_prints=True)
@@ -69,6 +71,7 @@ def active_learning(config: str) -> list[dict]:
         records.append(GenerationRecord.model_validate(record))
         reason = stop_reason(records, settings.stop)
         print(_progress_line(records[-1]))
+        learning_curve_task(config)
     logger.info(f"campaign {settings.campaign} stopped: {reason}")
     create_table_artifact(key=f"{slug(settings.campaign)}-campaign-summary",
                           table=[r.table_row() for r in records],
@@ -97,10 +100,7 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
                           sorted({"extxyz", settings.training.backend} & {"extxyz", "pacemaker", "mace"}),
                           max_generation=generation)
     lap("export")
-    trained = run_with_outputs(train_task, potential_files, dataset["manifest"], dataset["digest"],
-                               settings.training.model_dump(mode="json"),
-                               str(settings.workdir / "generations"), initial_artifact, initial_digest,
-                               generation=generation)
+    trained = train_generation(settings, dataset, generation, initial_artifact, initial_digest)
     lap("train")
     test = run_with_outputs(evaluate_task, plot_files, trained["artifact"], trained["digest"],
                             dataset["manifest"], dataset["digest"])
@@ -145,29 +145,65 @@ def label_structures(settings: CampaignConfig, campaign: str, generation: int | 
                           generation=generation, max_attempts=label.max_attempts, timeout_s=label.timeout_s,
                           workers=label.workers, recover_running=recover_running)
 
-    from prefect.deployments import run_deployment
-
     store = StructureStore(settings.store_url, campaign=campaign)
     completed_before = {row.id for row in store.select(Status.COMPLETED, generation=generation)}
     parameters = {"store": settings.store_url, "calculator": label.calculator.model_dump(mode="json"),
                   "campaign": campaign, "generation": generation, "timeout_s": label.timeout_s,
                   "max_attempts": label.max_attempts, "workers": label.workers,
                   "recover_running": recover_running}
-    flow_run = run_deployment(deployment, parameters=parameters, timeout=settings.dispatch.timeout_s,
-                              poll_interval=2)
-    state = flow_run.state
-    if state is None or not state.is_completed():
-        name = state.name if state is not None else "without a state"
-        waited = "" if state is None or state.is_final() else \
-            f" after waiting {settings.dispatch.timeout_s:g} s (dispatch.timeout_s); it was left running"
-        raise RuntimeError(f"labelling run {flow_run.name!r} ({flow_run.id}) of deployment {deployment!r} "
-                           f"for {campaign}, generation {generation}, is {name}{waited}; "
-                           f"nothing was recorded for this generation: {state.message if state else ''}")
+    flow_run = _run_deployment_and_wait(settings, deployment, parameters,
+                                        f"labelling of {campaign}, generation {generation}")
     completed = {row.id for row in store.select(Status.COMPLETED, generation=generation)} - completed_before
     failed = sum(1 for _ in store.select(Status.FAILED, generation=generation))
     get_run_logger().info(f"labelling run {flow_run.name!r} of {deployment}: {len(completed)} completed, "
                           f"{failed} failed")
     return {"completed": len(completed), "failed": failed, "flow_run_id": str(flow_run.id)}
+
+
+def train_generation(settings: CampaignConfig, dataset: dict, generation: int, initial_artifact: str | None,
+                     initial_digest: str | None) -> dict:
+    """Train the generation in-process, or as a run of the `dispatch.training_deployment` deployment
+    (flows/train.py:train_generation on the GPU pool), waited for. Either way a finished generation
+    with the same dataset, config and starting potential is reused, not retrained; the dispatched
+    run's result is read back from the generations directory (the run's return value stays on the
+    worker), so the worker must see the campaign's workdir under the same path."""
+    root = settings.workdir / "generations"
+    arguments = (dataset["manifest"], dataset["digest"], settings.training.model_dump(mode="json"), str(root),
+                 initial_artifact, initial_digest)
+    deployment = settings.dispatch.training_deployment
+    if deployment is None:
+        return run_with_outputs(train_task, potential_files, *arguments, generation=generation)
+
+    def finished() -> PotentialArtifact | None:
+        return find_matching(root, dataset["digest"], settings.training.digest(), initial_digest)
+
+    if finished() is None:
+        parameters = dict(zip(("manifest", "manifest_digest", "training_config", "generations_root",
+                               "initial_artifact", "initial_digest"), arguments), generation=generation)
+        flow_run = _run_deployment_and_wait(settings, deployment, parameters, f"training of generation {generation}")
+        get_run_logger().info(f"training run {flow_run.name!r} of {deployment} finished")
+    artifact = finished()
+    if artifact is None:
+        raise RuntimeError(f"the training run of {deployment} finished, but {root} holds no generation trained "
+                           f"on dataset {dataset['digest'][:12]}: does the worker see the campaign's workdir "
+                           "under the same path?")
+    return artifact_summary(artifact)
+
+
+def _run_deployment_and_wait(settings: CampaignConfig, deployment: str, parameters: dict, what: str):
+    """Run `deployment` and wait for it (dispatch.timeout_s at most); anything but Completed raises."""
+    from prefect.deployments import run_deployment
+
+    timeout = settings.dispatch.timeout_s
+    flow_run = run_deployment(deployment, parameters=parameters, timeout=timeout, poll_interval=2)
+    state = flow_run.state
+    if state is None or not state.is_completed():
+        name = state.name if state is not None else "without a state"
+        waited = "" if state is None or state.is_final() else \
+            f" after waiting {timeout:g} s (dispatch.timeout_s); it was left running"
+        raise RuntimeError(f"{what}: run {flow_run.name!r} ({flow_run.id}) of deployment {deployment!r} is "
+                           f"{name}{waited}; nothing was recorded for this step: {state.message if state else ''}")
+    return flow_run
 
 
 def _progress_line(record: GenerationRecord) -> str:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.campaign import steps
 from mlip_autopipec.campaign.config import CampaignConfig
-from mlip_autopipec.campaign.records import GenerationRecord
+from mlip_autopipec.campaign.records import GenerationRecord, load_records
 from mlip_autopipec.store import StructureStore
+from mlip_autopipec.validation.plots import learning_curve
 from tasks.caching import DIGEST_CACHE
+from tasks.publish import slug
 
 
 @task(name="prepare campaign", cache_policy=NO_CACHE)
@@ -49,3 +52,21 @@ def record_task(config_path: str, fields: dict) -> dict:
     record = GenerationRecord.model_validate({**fields, "labels_total": completed})
     record.save(config.workdir / "generations")
     return record.model_dump(mode="json")
+
+
+@task(name="learning curve", cache_policy=NO_CACHE)
+def learning_curve_task(config_path: str) -> str:
+    """workdir/report/learning-curve.png over every finished generation, and a markdown artifact
+    with the numbers behind it (the UI shows artifacts, not files on the campaign's disk)."""
+    config = CampaignConfig.load(config_path)
+    records = load_records(config.workdir / "generations")
+    target = learning_curve(records, config.workdir / "report" / "learning-curve.png",
+                            title=f"{config.campaign}: held-out error vs labels")
+    rows = "\n".join(f"| {r.generation} | {r.labels_total} | {r.held_out_energy_rmse_mev_per_atom:.2f} | "
+                     f"{r.held_out_forces_rmse_mev_per_angstrom:.1f} |" for r in records)
+    create_markdown_artifact(
+        f"# {config.campaign}: learning curve\n\nPlot: `{target}`\n\n"
+        "| generation | labels | held-out E RMSE (meV/atom) | held-out F RMSE (meV/Å) |\n|---|---|---|---|\n"
+        + rows, key=f"{slug(config.campaign)}-learning-curve",
+        description=f"{config.campaign}: held-out RMSE against the number of labels")
+    return str(target)

@@ -4,6 +4,7 @@ every selected frame going through the DFT outbox (duplicates skipped, nothing q
 from __future__ import annotations
 
 import json
+import shutil
 
 import ase.io
 import numpy as np
@@ -119,3 +120,48 @@ def mace_committee(shared_data, tmp_path_factory):
                         batch_size=4, valid_fraction=0.2, seed=1, device="cpu", committee_size=2,
                         timeout_seconds=300)
     return MaceTrainer().train(manifest, config, tmp_path_factory.mktemp("committee") / "gen-000")
+
+
+JITTER_RULES = """
+jitter: {sigma: 0.05}
+quench: {method: none}
+pipeline:
+  validators: [{name: min_dist, min_factor: 0.5}]
+  trigger: {max_force: 1000.0}
+  recorders: [step_trace]
+"""
+
+
+def test_the_sampling_engine_explores_for_the_campaign(generation_1, tmp_path):
+    (tmp_path / "rules.yaml").write_text(JITTER_RULES)
+    config = _config(tmp_path, MINIMAL.replace(", substitute: {Ni: 0.25}", "") +
+                     "exploration: {engine: sampling, sampling_rules: rules.yaml, sampling_steps: 4}\n"
+                     "selection: {method: top_gamma, gamma_lower: 1.0, gamma_upper: 1.0e9, max_per_generation: 2}\n")
+    artifact = _private_copy(generation_1, tmp_path)  # exploration writes into the generation's directory
+    explored = steps.explore(config, artifact, generation=0)
+    [trajectory] = explored.trajectories
+    frames = ase.io.read(trajectory, ":")
+    records = [json.loads(line) for line in
+               (artifact.generation_dir / "explore" / "sample-000" / "steps.jsonl").read_text().splitlines()]
+    accepted = [record for record in records if record["accepted"]]
+    assert len(frames) == len(accepted) == 4 and explored.walkers == 1
+    assert [frame.info["max_gamma"] for frame in frames] == pytest.approx([r["max_gamma_pre"] for r in accepted])
+    assert explored.uncertainty == pytest.approx([frame.info["max_gamma"] for frame in frames])
+
+    queued = steps.select_and_queue(config, artifact, explored.trajectories, generation=0)
+    assert queued["selected"] == 2
+    rows = list(StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING, generation=1))
+    assert {row.source for row in rows} == {"sampling"} and len(rows) == queued["queued"]
+
+
+def _private_copy(generation, tmp_path):
+    from mlip_autopipec.backends.base import PotentialArtifact
+
+    target = tmp_path / "gen-copy"
+    shutil.copytree(generation.directory, target, ignore=shutil.ignore_patterns("explore"))
+    return PotentialArtifact.load(target)
+
+
+def test_sampling_needs_its_rules(tmp_path):
+    with pytest.raises(ConfigError, match="engine 'sampling' needs sampling_rules"):
+        _config(tmp_path, MINIMAL + "exploration: {engine: sampling}\n")

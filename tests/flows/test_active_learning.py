@@ -3,6 +3,7 @@
 import ase.io
 import pytest
 import yaml
+from PIL import Image
 
 from flows import active_learning as campaign_flow
 from mlip_autopipec.campaign.config import CampaignConfig
@@ -51,6 +52,13 @@ def test_generations_train_explore_select_and_label(finished_campaign):
     assert all("max_gamma" in frame.info for frame in explored)
     # The held-out set is its own campaign: never exported for training.
     assert StructureStore(config.store_url, campaign=config.held_out_campaign).status_counts()["completed"] == 6
+    # Every queued structure went through the outbox: its submit queue holds exactly the md rows.
+    submitted = (config.workdir / "outbox" / "dft_submit.jsonl").read_text().splitlines()
+    md_rows = [row for row in store.select() if row.source == "md"]
+    assert 0 < len(submitted) == len(md_rows) <= sum(r["selected"] for r in records)
+    # The learning curve covers both generations.
+    with Image.open(config.workdir / "report" / "learning-curve.png") as curve:
+        assert curve.size[0] > 300 and len(set(curve.convert("L").getdata())) > 10
 
 
 def test_a_finished_campaign_does_nothing(finished_campaign):

@@ -46,12 +46,26 @@ class BootstrapSettings(_Strict):
 
 
 class ExplorationSettings(_Strict):
+    """Langevin MD walkers (`engine: md`), the sampling-rules engine (`sampling`: actions, validators,
+    quench, basins; see campaigns/sampling-rules.yaml), or both. Either way every explored frame
+    carries the potential's uncertainty and goes to the same selection."""
+
+    engine: Literal["md", "sampling", "both"] = "md"
     temperatures_K: list[float] = Field(default_factory=lambda: [300.0, 900.0])
     walkers_per_temperature: int = Field(2, ge=1)
     steps: int = Field(300, ge=1)
     timestep_fs: float = Field(2.0, gt=0)
     friction_per_fs: float = Field(0.01, gt=0)
     record_every: int = Field(10, ge=1)
+    sampling_rules: Path | None = Field(None, description="sampling rules YAML (engine sampling or both)")
+    sampling_steps: int = Field(50, ge=1, description="sampling steps per seed structure and generation")
+
+    @model_validator(mode="after")
+    def _rules_for_sampling(self) -> ExplorationSettings:
+        if self.engine != "md" and self.sampling_rules is None:
+            raise ValueError(f"engine {self.engine!r} needs sampling_rules (a rules file such as "
+                             "campaigns/sampling-rules.yaml)")
+        return self
 
 
 class SelectionSettings(_Strict):
@@ -127,18 +141,9 @@ class DispatchSettings(_Strict):
 
     labeling_deployment: str | None = Field(None, description="e.g. label/dft (flows/label.py on dft-pool)")
     training_deployment: str | None = Field(
-        None, description="not supported yet: the train flow exports the whole store and numbers its own "
-                          "generations, so the campaign trains in-process")
+        None, description="e.g. train-generation/gpu (flows/train.py:train_generation on gpu-pool)")
     timeout_s: float | None = Field(None, gt=0, description="wait at most this long per dispatched run; "
                                                            "None waits until it finishes")
-
-    @field_validator("training_deployment")
-    @classmethod
-    def _no_training_dispatch_yet(cls, value):
-        if value is not None:
-            raise ValueError("training dispatch is not supported yet (the campaign trains in-process); "
-                             "leave training_deployment unset")
-        return value
 
 
 class CampaignConfig(_Strict):
@@ -203,6 +208,9 @@ class CampaignConfig(_Strict):
         for seed in config.seeds:
             if seed.file is not None and not seed.file.is_absolute():
                 seed.file = base / seed.file
+        rules = config.exploration.sampling_rules
+        if rules is not None and not rules.is_absolute():
+            config.exploration.sampling_rules = base / rules
         if config.validation.data is not None and not config.validation.data.is_absolute():
             config.validation.data = base / config.validation.data
         return config

@@ -16,6 +16,7 @@ from mlip_autopipec.campaign.structures import build_seeds, held_out_snapshots, 
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.readers import read_labelled_frames
 from mlip_autopipec.exploration.md import WalkerSettings, run_walker
+from mlip_autopipec.files import atomic_path
 from mlip_autopipec.outbox import Candidate, process_outbox
 from mlip_autopipec.selection.committee import TrustLevels, classify, select_candidates
 from mlip_autopipec.selection.gamma import gamma_candidates, select_d_optimal, select_top_gamma
@@ -55,13 +56,19 @@ class Exploration:
 
 
 def explore(config: CampaignConfig, artifact: PotentialArtifact, generation: int) -> Exploration:
-    """MD walkers (every seed x temperature x walker) with the generation's potential; the
-    trajectories go beside the potential, in its generation directory."""
+    """Explore with the generation's potential: MD walkers (every seed x temperature x walker)
+    and/or a sampling-rules walk per seed, as `exploration.engine` says. The frames go beside the
+    potential, in its generation directory, one extxyz file per walker or walk."""
     calculator = get_trainer(artifact.backend).make_calculator(artifact)
     settings = config.exploration
     out = Path(artifact.generation_dir) / "explore"
     result = Exploration(trajectories=[], walkers=0, stopped_early=0)
-    for structure in build_seeds(config.seeds, config.seed):
+    seeds = build_seeds(config.seeds, config.seed)
+    if settings.engine in ("sampling", "both"):
+        _explore_by_sampling(config, calculator, seeds, out, generation, result)
+    if settings.engine == "sampling":
+        return result
+    for structure in seeds:
         for temperature in settings.temperatures_K:
             for _ in range(settings.walkers_per_temperature):
                 walker = run_walker(structure, calculator, WalkerSettings(
@@ -77,6 +84,59 @@ def explore(config: CampaignConfig, artifact: PotentialArtifact, generation: int
     return result
 
 
+def _explore_by_sampling(config: CampaignConfig, calculator, seeds: list[Atoms], out: Path, generation: int,
+                         result: Exploration) -> None:
+    """One sampling-rules walk per seed (resumed when a killed run left it unfinished); its
+    accepted structures become frames carrying the model's uncertainty, like an MD trajectory's."""
+    from mlip_autopipec.sampling.config import load_rules
+    from mlip_autopipec.sampling.engine import run_sampling
+
+    rules = load_rules(config.exploration.sampling_rules)
+    for index, structure in enumerate(seeds):
+        run_dir = out / f"sample-{index:03d}"
+        summary = run_sampling(structure, calculator, rules, run_dir, config.exploration.sampling_steps,
+                               seed=1000 * config.seed + 100 * generation + index,
+                               resume=(run_dir / "steps.jsonl").exists(),
+                               candidate_prefix=f"gen{generation:03d}-s{index:03d}-")
+        trajectory, uncertainty = _sampled_frames(run_dir, out / f"sample-{index:03d}.extxyz", calculator,
+                                                  config.selection.uncertainty_key)
+        result.trajectories.append(str(trajectory))
+        result.uncertainty.extend(uncertainty)
+        result.walkers += 1
+        result.stopped_early += summary.stopped_by != "steps"
+
+
+def _sampled_frames(run_dir: Path, target: Path, calculator, uncertainty_key: str) -> tuple[Path, list[float]]:
+    """The walk's accepted (pre-quench) structures as frames with `sampling_step`, `sampling_action`
+    and the uncertainty: γ as the walk recorded it, else the calculator's (e.g. a committee's
+    max_force_std) evaluated here."""
+    from mlip_autopipec.sampling.recorders import STEPS_FILE, read_lines
+    from mlip_autopipec.sampling.structure import load_npz
+
+    frames, uncertainty = [], []
+    for record in read_lines(run_dir / STEPS_FILE):
+        if not record.get("accepted"):
+            continue
+        stored = load_npz(run_dir / record["structure"])
+        frame = Atoms(numbers=stored.numbers, positions=stored.positions, cell=stored.cell, pbc=stored.pbc)
+        frame.info["sampling_step"] = record["id"]
+        frame.info["sampling_action"] = record["action"]
+        if uncertainty_key == "max_gamma" and "max_gamma_pre" in record:
+            frame.info["max_gamma"] = record["max_gamma_pre"]
+        elif uncertainty_key != "max_gamma":
+            probe = frame.copy()
+            probe.calc = calculator
+            probe.get_forces()
+            if uncertainty_key in calculator.results:
+                frame.info[uncertainty_key] = float(calculator.results[uncertainty_key])
+        if uncertainty_key in frame.info:
+            uncertainty.append(frame.info[uncertainty_key])
+        frames.append(frame)
+    with atomic_path(target) as staging:
+        ase.io.write(staging, frames, format="extxyz")
+    return target, uncertainty
+
+
 def select_and_queue(config: CampaignConfig, artifact: PotentialArtifact, trajectories: list[str],
                      generation: int) -> dict:
     """Choose explored frames to label and send them through the DFT outbox: exact and near
@@ -88,7 +148,7 @@ def select_and_queue(config: CampaignConfig, artifact: PotentialArtifact, trajec
     for path in trajectories:
         for frame in ase.io.read(path, ":"):
             frames.append(frame)
-            origins.append(f"gen-{generation:03d}:{Path(path).stem}:md-step-{frame.info.get('md_step')}")
+            origins.append(f"gen-{generation:03d}:{Path(path).stem}:{_step_of(frame)}")
     values = [frame.info.get(selection.uncertainty_key, 0.0) for frame in frames]
     count = selection.max_per_generation
     if selection.method == "committee":
@@ -106,10 +166,19 @@ def select_and_queue(config: CampaignConfig, artifact: PotentialArtifact, trajec
     report = process_outbox([Candidate(origins[i], frames[i], origins[i]) for i in chosen],
                             StructureStore(config.store_url, campaign=config.campaign),
                             out_dir=config.workdir / "outbox", tolerance=selection.near_duplicate_tolerance,
-                            source="md", generation=generation + 1)
+                            source=_SOURCES[config.exploration.engine], generation=generation + 1)
     counts = report.counts
     return {"candidates": len(candidates), "selected": len(chosen), "queued": counts["submitted"],
             "skipped_exact": counts["skipped_exact"], "skipped_near": counts["skipped_near"]}
+
+
+_SOURCES = {"md": "md", "sampling": "sampling", "both": "explore"}  # provenance of queued rows
+
+
+def _step_of(frame: Atoms) -> str:
+    if "sampling_step" in frame.info:
+        return f"sampling-step-{frame.info['sampling_step']}"
+    return f"md-step-{frame.info.get('md_step')}"
 
 
 def _pending(atoms: Atoms, source: str, generation: int, origin: str | None = None) -> NewStructure:
