@@ -31,6 +31,7 @@ from mlip_autopipec.backends import BackendError, PotentialArtifact
 from mlip_autopipec.config.run_files import ConfigError, read_yaml_mapping
 from mlip_autopipec.config.run_yaml import is_run_spec, load_run_spec
 from mlip_autopipec.config.train_run import TrainRunConfig
+from mlip_autopipec.config.training import parse_training_config
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
 from tasks.caching import run_with_outputs
 from tasks.publish import publish_task
@@ -72,6 +73,21 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
           f"{metrics['energy_rmse_mev_per_atom']:.2f} meV/atom, forces RMSE "
           f"{metrics['forces_rmse_mev_per_angstrom']:.1f} meV/Å; published as block {block}")
     return {**trained, "evaluation": evaluation, "block": block}
+
+
+@flow(name="train-generation", flow_run_name="generation {generation}", log_prints=True)
+def train_generation(manifest: str, manifest_digest: str, training_config: dict, generations_root: str,
+                     initial_artifact: str | None = None, initial_digest: str | None = None,
+                     generation: int | None = None) -> dict:
+    """Train one generation from an exported dataset: the step a campaign hands to the GPU pool
+    (`dispatch.training_deployment`). A finished generation with the same inputs is reused."""
+    config = parse_training_config(training_config)
+    trained = run_with_outputs(
+        train_task.with_options(timeout_seconds=config.timeout_seconds + _TIMEOUT_MARGIN_S), potential_files,
+        manifest, manifest_digest, training_config, generations_root, initial_artifact, initial_digest,
+        generation=generation)
+    print(f"{trained['generation_dir']}: {trained['backend']} {trained['version']}")
+    return trained
 
 
 @flow(name="run-yaml", flow_run_name="{name}", log_prints=True)

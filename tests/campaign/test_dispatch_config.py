@@ -22,14 +22,16 @@ def test_without_dispatch_everything_runs_in_process(tmp_path):
     assert config.dispatch.labeling_deployment is None and config.dispatch.training_deployment is None
 
 
-def test_labelling_dispatch(tmp_path):
-    _, config = _load(tmp_path, MINIMAL + "dispatch: {labeling_deployment: label/dft, timeout_s: 600}\n")
+def test_labelling_and_training_dispatch(tmp_path):
+    _, config = _load(tmp_path, MINIMAL + "dispatch: {labeling_deployment: label/dft, "
+                                          "training_deployment: train-generation/gpu, timeout_s: 600}\n")
     assert config.dispatch.labeling_deployment == "label/dft" and config.dispatch.timeout_s == 600
+    assert config.dispatch.training_deployment == "train-generation/gpu"
 
 
 @pytest.mark.parametrize("text, words", [
     ("dispatch: {labelling_deployment: label/dft}\n", "dispatch.labelling_deployment: unknown key"),
-    ("dispatch: {training_deployment: train/gpu}\n", "training dispatch is not supported yet"),
+    ("dispatch: {training_deployment: 3}\n", "dispatch.training_deployment"),
     ("dispatch: {timeout_s: 0}\n", "dispatch.timeout_s"),
 ])
 def test_dispatch_errors(tmp_path, text, words):
@@ -43,3 +45,4 @@ def test_dispatch_errors(tmp_path, text, words):
 def test_the_service_example_campaign_loads():
     config = CampaignConfig.load(PROJECT_ROOT / "campaigns" / "cuni-service.yaml")
     assert config.dispatch.labeling_deployment == "label/dft"
+    assert config.dispatch.training_deployment == "train-generation/gpu"

@@ -1,11 +1,13 @@
-"""A campaign that hands its labelling to the DFT pool, for real, on loopback only.
+"""A campaign that hands its labelling to the DFT pool and its training to the GPU pool, for real,
+on loopback only.
 
 The server, setup and `prefect deploy` of test_service.py (its `service` fixture, a server of this
-module's own), then a dft-pool process worker and `python -m flows.active_learning` in a subprocess
-against that server, with `dispatch: {labeling_deployment: label/dft}` in a one-generation tiny
-campaign. Every label is made by a run of the label/dft deployment on that worker: the held-out
-set, generation 0's bootstrap and the structures generation 0 selected. A few minutes on 2 cores;
-every process it starts is stopped at the end.
+module's own), then a dft-pool and a gpu-pool process worker and `python -m flows.active_learning`
+in a subprocess against that server, with `dispatch: {labeling_deployment: label/dft,
+training_deployment: train-generation/gpu}` in a one-generation tiny campaign. Every label is made by
+a run of label/dft on the dft worker (the held-out set, generation 0's bootstrap and the structures
+generation 0 selected) and the generation is trained by a run of train-generation/gpu on the gpu
+worker. A few minutes on 2 cores; every process it starts is stopped at the end.
 """
 
 from __future__ import annotations
@@ -29,26 +31,31 @@ pytestmark = pytest.mark.slow
 CAMPAIGN_TIMEOUT_S = 540
 
 
-def test_a_campaign_hands_labelling_to_the_dft_pool(service):  # noqa: F811 (the imported fixture)
+def test_a_campaign_hands_labelling_and_training_to_their_pools(service):  # noqa: F811 (the imported fixture)
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
 
-    assert "label/dft" in service.deployed, service.deployed
+    assert {"label/dft", "train-generation/gpu"} <= set(service.deployed), service.deployed
     settings = copy.deepcopy(TINY_CAMPAIGN)
     settings.update(campaign="cu-dispatch", workdir="run",
                     stop={"max_generations": 1, "converged_fraction": None},
-                    dispatch={"labeling_deployment": "label/dft", "timeout_s": 300})
+                    dispatch={"labeling_deployment": "label/dft", "training_deployment": "train-generation/gpu",
+                              "timeout_s": 300})
     path = service.workdir / "dispatch" / "campaign.yaml"
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(settings))
     config = CampaignConfig.load(path)
 
     worker_log = service.workdir / "dispatch-worker.log"
+    gpu_worker_log = service.workdir / "dispatch-gpu-worker.log"
     campaign_log = service.workdir / "dispatch-campaign.log"
     worker_env = {**service.env, "MLIP_AUTOPIPEC_ROOT": str(PROJECT_ROOT), "PREFECT_WORKER_QUERY_SECONDS": "2"}
-    with open(worker_log, "wb") as log:
-        worker = subprocess.Popen([PYTHON, "-m", "prefect", "worker", "start", "--pool", "dft-pool",
-                                   "--name", "test-dispatch-worker"], cwd=service.workdir, env=worker_env,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    workers = []
+    for pool, log_path in (("dft-pool", worker_log), ("gpu-pool", gpu_worker_log)):
+        with open(log_path, "wb") as log:
+            workers.append(subprocess.Popen([PYTHON, "-m", "prefect", "worker", "start", "--pool", pool,
+                                             "--name", f"test-dispatch-{pool}"], cwd=service.workdir,
+                                            env=worker_env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
     try:
         started = time.monotonic()
         with open(campaign_log, "wb") as log:
@@ -69,9 +76,13 @@ def test_a_campaign_hands_labelling_to_the_dft_pool(service):  # noqa: F811 (the
             deployment = client.read_deployment_by_name("label/dft")
             label_runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
                 id=DeploymentFilterId(any_=[deployment.id])))
+            training = client.read_deployment_by_name("train-generation/gpu")
+            training_runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[training.id])))
             campaign_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter())
     finally:
-        _stop(worker)
+        for worker in workers:
+            _stop(worker)
 
     # held-out set, bootstrap (generation 0), the structures generation 0 selected (generation 1)
     assert len(label_runs) == 3, [(run.name, run.parameters) for run in label_runs]
@@ -84,7 +95,13 @@ def test_a_campaign_hands_labelling_to_the_dft_pool(service):  # noqa: F811 (the
     assert any(run.flow_id != label_runs[0].flow_id and run.name == "generation 0" and run.state.is_completed()
                for run in campaign_runs)
 
+    # The generation was trained by one run on the gpu worker, into the campaign's generations.
+    assert [run.parameters["generation"] for run in training_runs] == [0]
+    assert training_runs[0].state.is_completed() and training_runs[0].work_pool_name == "gpu-pool"
+    assert f"Flow run '{training_runs[0].name}'" in gpu_worker_log.read_text()
+
     [record] = load_records(config.workdir / "generations")
+    assert record.potential == str(config.workdir / "generations" / "gen-000" / "artifact.json")
     store = StructureStore(config.store_url, campaign=config.campaign)
     labelled = store.harvest()
     assert labelled and all(row.provenance["labeler"] == "EMT" for row in labelled)

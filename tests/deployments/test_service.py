@@ -40,7 +40,8 @@ pytestmark = pytest.mark.slow
 PYTHON = sys.executable
 CAMPAIGN_FLOW = PROJECT_ROOT / "flows" / "active_learning.py"
 # Every deployment of prefect.yaml but the campaign's (deployed too when its flow file exists).
-DEPLOYMENTS = {"train/gpu": "gpu-pool", "label/dft": "dft-pool", "ingest/cpu": "cpu-pool", "export/cpu": "cpu-pool"}
+DEPLOYMENTS = {"train/gpu": "gpu-pool", "train-generation/gpu": "gpu-pool", "label/dft": "dft-pool",
+               "validate/cpu": "cpu-pool", "ingest/cpu": "cpu-pool", "export/cpu": "cpu-pool"}
 PULL_STEPS = [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $MLIP_AUTOPIPEC_ROOT }}"}}]
 SERVER_START_S = 150
 RUN_TIMEOUT_S = 180
