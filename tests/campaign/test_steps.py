@@ -165,3 +165,26 @@ def _private_copy(generation, tmp_path):
 def test_sampling_needs_its_rules(tmp_path):
     with pytest.raises(ConfigError, match="engine 'sampling' needs sampling_rules"):
         _config(tmp_path, MINIMAL + "exploration: {engine: sampling}\n")
+
+
+def test_generation_0_can_be_direct_sampled_from_a_raw_pool(tmp_path, shared_data):
+    pool = ase.io.read(shared_data / "Cu-I.extxyz", ":40")
+    unlabelled = [bulk("Cu", "fcc", a=3.61) * (2, 1, 1), bulk("Cu", "bcc", a=2.87) * (2, 1, 1)]
+    ase.io.write(tmp_path / "pool.extxyz", pool)
+    ase.io.write(tmp_path / "geometry-only.extxyz", unlabelled)
+    config = _config(tmp_path, MINIMAL + "bootstrap: {per_seed: 2, pool: [pool.extxyz, geometry-only.extxyz], "
+                                         "pool_pick: 5}\n")
+    added = steps.prepare(config)
+    store = StructureStore(config.store_url, campaign=config.campaign)
+    direct = [row for row in store.select(Status.PENDING, generation=0) if row.source == "direct"]
+    assert added["bootstrap_added"] == 2 + 5 and len(direct) == 5
+    # Pool labels are not carried over: the campaign's labeler labels every row.
+    assert all(row.frame.energy is None for row in direct)
+    pool_sizes = {len(atoms) for atoms in pool + unlabelled}
+    assert {len(row.frame.atoms) for row in direct} <= pool_sizes
+    assert steps.prepare(config)["bootstrap_added"] == 0  # idempotent
+
+
+def test_a_pool_needs_no_seeds_copies_but_something_must_train(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to train on"):
+        _config(tmp_path, MINIMAL + "bootstrap: {per_seed: 0}\n")

@@ -38,11 +38,22 @@ class SeedSpec(_Strict):
 
 
 class BootstrapSettings(_Strict):
-    """Generation 0's training set: perturbed copies of every seed, labelled before any training."""
+    """Generation 0's training set, labelled before any training: perturbed copies of every seed,
+    plus `pool_pick` diverse structures DIRECT-sampled (ACE descriptors, BIRCH clusters) from the
+    structure files in `pool`. Pool structures are labelled by the campaign's labeler like every
+    other row: one campaign, one level of theory."""
 
-    per_seed: int = Field(12, ge=1)
+    per_seed: int = Field(12, ge=0)
     rattle_stdev: float = Field(0.08, ge=0, description="Å")
     max_strain: float = Field(0.04, ge=0, description="isotropic strain range ±")
+    pool: list[Path] = Field(default_factory=list, description="structure files (any ase.io format)")
+    pool_pick: int = Field(10, ge=1, description="structures DIRECT-sampled from the pool")
+
+    @model_validator(mode="after")
+    def _something_to_train_on(self) -> BootstrapSettings:
+        if self.per_seed == 0 and not self.pool:
+            raise ValueError("per_seed is 0 and there is no pool: generation 0 would have nothing to train on")
+        return self
 
 
 class ExplorationSettings(_Strict):
@@ -208,6 +219,7 @@ class CampaignConfig(_Strict):
         for seed in config.seeds:
             if seed.file is not None and not seed.file.is_absolute():
                 seed.file = base / seed.file
+        config.bootstrap.pool = [path if path.is_absolute() else base / path for path in config.bootstrap.pool]
         rules = config.exploration.sampling_rules
         if rules is not None and not rules.is_absolute():
             config.exploration.sampling_rules = base / rules

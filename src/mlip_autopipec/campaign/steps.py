@@ -29,6 +29,12 @@ def prepare(config: CampaignConfig) -> dict:
     store = StructureStore(config.store_url, campaign=config.campaign)
     bootstrap = store.add([_pending(atoms, "bootstrap", 0)
                            for atoms in perturbed_copies(seeds, config.bootstrap, config.seed)])
+    if config.bootstrap.pool:
+        from mlip_autopipec.selection.direct import select_initial_training_set
+
+        picked = select_initial_training_set(config.bootstrap.pool, config.bootstrap.pool_pick, seed=config.seed)
+        bootstrap += store.add([_pending(atoms, "direct", 0, origin=atoms.info.get("direct_source"))
+                                for atoms in picked])
     held_out = StructureStore(config.store_url, campaign=config.held_out_campaign)
     if config.validation.data is not None:
         frames = [item for _, item in read_labelled_frames(config.validation.data)
