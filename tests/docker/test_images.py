@@ -26,6 +26,7 @@ from tests.conftest import PROJECT_ROOT
 
 DOCKER = PROJECT_ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+# The image of each worker kind of issue #10 (more images may build on these kinds, e.g. FairChem's).
 KINDS = {"pace-worker": "pace", "torch-worker": "torch", "dft-worker": "dft", "render-worker": "render"}
 VENV_BIN = Path(sys.executable).parent
 
@@ -38,7 +39,7 @@ def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
 
 
 def test_one_image_per_worker_kind():
-    assert {path.name.removesuffix(".Dockerfile") for path in DOCKERFILES} == set(KINDS)
+    assert set(KINDS) <= {path.name.removesuffix(".Dockerfile") for path in DOCKERFILES}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
@@ -50,7 +51,7 @@ def test_dockerfile_passes_hadolint(dockerfile):
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_dockerfile_copies_existing_paths_and_installs_through_the_script(dockerfile):
-    kind = KINDS[dockerfile.name.removesuffix(".Dockerfile")]
+    kind = KINDS.get(dockerfile.name.removesuffix(".Dockerfile"), "(pace|torch|dft|render)")
     instructions = _instructions(dockerfile)
     for name, arguments in instructions:
         if name == "COPY":
@@ -103,7 +104,9 @@ def compose() -> dict:
 def test_compose_builds_every_image_from_existing_dockerfiles(compose):
     builds = {service["image"]: Path(service["build"]["context"]) / service["build"]["dockerfile"]
               for service in compose["services"].values() if "build" in service}
-    assert {Path(path).resolve() for path in builds.values()} == {path.resolve() for path in DOCKERFILES}
+    built = {path.resolve() for path in builds.values()}
+    assert built <= {path.resolve() for path in DOCKERFILES}, "compose builds a Dockerfile that does not exist"
+    assert {(DOCKER / f"{image}.Dockerfile").resolve() for image in KINDS} <= built
     assert all(Path(service["build"]["context"]).resolve() == PROJECT_ROOT
                for service in compose["services"].values() if "build" in service)
     for name, service in compose["services"].items():
