@@ -40,6 +40,7 @@ from tasks.caching import run_with_outputs
 from tasks.campaign import explore_task, learning_curve_task, prepare_task, record_task, select_and_queue_task
 from tasks.labeling import label_task
 from tasks.publish import publish_task, slug
+from tasks.rendering import render_most_uncertain_task
 from tasks.store import export_task
 from tasks.training import artifact_summary, evaluate_task, plot_files, potential_files, train_task
 
@@ -110,6 +111,9 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
     lap("validate")
     explored = run_with_outputs(explore_task, lambda result: result["trajectories"], config, config_digest,
                                 trained["artifact"], trained["digest"], generation)
+    if settings.exploration.render_most_uncertain:
+        render_most_uncertain_task(explored["trajectories"], str(Path(trained["generation_dir"]) / "report"),
+                                   key=f"{settings.campaign}-gen-{generation:03d}-most-uncertain")
     lap("explore")
     queued = select_and_queue_task(config, trained["artifact"], explored["trajectories"], generation)
     lap("select")

@@ -56,6 +56,11 @@ def test_generations_train_explore_select_and_label(finished_campaign):
     submitted = (config.workdir / "outbox" / "dft_submit.jsonl").read_text().splitlines()
     md_rows = [row for row in store.select() if row.source == "md"]
     assert 0 < len(submitted) == len(md_rows) <= sum(r["selected"] for r in records)
+    # Each generation's most uncertain walker is rendered into its report.
+    for generation in ("gen-000", "gen-001"):
+        rendered = config.workdir / "generations" / generation / "report" / "most-uncertain"
+        with Image.open(sorted(rendered.glob("frame-*.png"))[0]) as picture:
+            assert len(set(picture.convert("RGB").getdata())) > 50
     # The learning curve covers both generations.
     with Image.open(config.workdir / "report" / "learning-curve.png") as curve:
         assert curve.size[0] > 300 and len(set(curve.convert("L").getdata())) > 10

@@ -70,6 +70,8 @@ class ExplorationSettings(_Strict):
     record_every: int = Field(10, ge=1)
     sampling_rules: Path | None = Field(None, description="sampling rules YAML (engine sampling or both)")
     sampling_steps: int = Field(50, ge=1, description="sampling steps per seed structure and generation")
+    render_most_uncertain: bool = Field(True, description="render the walker that reached the highest "
+                                                          "uncertainty into the generation's report (OVITO)")
 
     @model_validator(mode="after")
     def _rules_for_sampling(self) -> ExplorationSettings:
