@@ -2,7 +2,7 @@
 flow on Prefect's thread pool, on a temporary Dask LocalCluster and on a Dask cluster already running;
 and the orchestration overhead per labelled structure, all measured in the same run.
 
-    python -m benchmarks.labeling_throughput [--structures 16] [--cost 1.0] [--workers 1 2 4]
+    python -m benchmarks.labeling_throughput [--structures 16] [--cost 1.0] [--workers 1 2 4] [--repeats 2]
 
 The structures are the first N frames of shared/data/Cu-II.extxyz (real DFT Cu cells, relabelled).
 The labeller is EMT plus a fixed sleep of --cost seconds per structure (`SlowEMT` below). Why not a
@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("--structures", type=int, default=16, help="N (default: 16)")
     parser.add_argument("--cost", type=float, default=1.0, help="seconds slept per structure (default: 1.0)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of every configuration, each on a fresh cluster; the table shows medians")
     args = parser.parse_args()
     os.chdir(ROOT)  # the labelling workers import benchmarks.labeling_throughput:SlowEMT from here
 
@@ -106,20 +109,29 @@ def main() -> None:
     spec = CalculatorSpec(factory="benchmarks.labeling_throughput:SlowEMT", kwargs={"cost_s": args.cost})
     flow(name="warm-up")(lambda: None)()  # start the (ephemeral) Prefect API before timing anything
     work = Path(tempfile.mkdtemp(prefix="labeling-bench-"))
-    rows = []
+    runs = []
     for workers in args.workers:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster:
-            for runner in RUNNERS:  # one worker count at a time, so load changes hit all runners alike
-                store_url = pending_store(work / f"{re.sub(r'[^a-z]+', '-', runner)}{workers}.db", frames)
-                seconds = run_once(runner, workers, store_url, spec, cluster.scheduler_address)
-                counts = StructureStore(store_url, campaign="bench").status_counts()
-                rows.append({"runner": runner, "workers": workers, "seconds": seconds,
-                             "completed": counts["completed"], "failed": counts["failed"]})
-                print(f"  {runner:<17} {workers} workers: {seconds:6.1f} s, {counts}", flush=True)
+        for repeat in range(args.repeats):
+            with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster:
+                for runner in RUNNERS:  # one worker count at a time, so load changes hit all runners alike
+                    name = f"{re.sub(r'[^a-z]+', '-', runner)}{workers}-{repeat}.db"
+                    store_url = pending_store(work / name, frames)
+                    seconds = run_once(runner, workers, store_url, spec, cluster.scheduler_address)
+                    counts = StructureStore(store_url, campaign="bench").status_counts()
+                    runs.append({"runner": runner, "workers": workers, "seconds": seconds,
+                                 "completed": counts["completed"], "failed": counts["failed"]})
+                    print(f"  {runner:<17} {workers} workers: {seconds:6.1f} s, {counts}", flush=True)
 
     n = len(frames)
+    rows = []
+    for workers in args.workers:
+        for runner in RUNNERS:
+            mine = [run for run in runs if run["runner"] == runner and run["workers"] == workers]
+            rows.append({"runner": runner, "workers": workers,
+                         "seconds": statistics.median(run["seconds"] for run in mine),
+                         "completed": min(run["completed"] for run in mine)})
     library = {row["workers"]: row["seconds"] for row in rows if row["runner"] == "library"}
-    print(f"\n{n} Cu-II structures, EMT + {args.cost:g} s sleep each; load average "
+    print(f"\n{n} Cu-II structures, EMT + {args.cost:g} s sleep each, median of {args.repeats}; load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"{'runner':<17} {'workers':>7} {'wall s':>7} {'structures/min':>14} {'vs ideal':>8} "
           f"{'vs library':>10} {'overhead s/structure':>20}")
@@ -135,7 +147,8 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"structures": n, "cost_s": args.cost, "host": platform.node(),
                                    "cpu_count": os.cpu_count(), "loadavg_after": os.getloadavg(),
-                                   "work": str(work), "rows": rows}, indent=1))
+                                   "repeats": args.repeats, "work": str(work), "rows": rows, "runs": runs},
+                                  indent=1))
     print(f"wrote {RESULTS}")
 
 
