@@ -3,7 +3,6 @@ changes exactly when the dataset, the config or the starting potential does."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -12,11 +11,8 @@ from prefect.concurrency.sync import concurrency
 from mlip_autopipec.backends import PotentialArtifact, TrainingError, TrainingTimeout, get_trainer
 from mlip_autopipec.config.training import parse_training_config
 from mlip_autopipec.data.manifest import DatasetManifest
-from mlip_autopipec.data.readers import read_labelled_frames
-from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.generations import find_matching, prepare_next
-from mlip_autopipec.validation.errors import predict
-from mlip_autopipec.validation.plots import error_histogram, parity_plot
+from mlip_autopipec.validation.evaluation import evaluate_on_split
 from tasks.caching import DIGEST_CACHE
 from tasks.progress import PrefectProgress
 
@@ -72,25 +68,7 @@ def evaluate_task(artifact_path: str, potential_digest: str, manifest_path: str,
                   split: str | None = None, name: str = "test") -> dict:
     """Errors of the potential on one split of a dataset (default: its test split, else its train
     split), with plots; `name` labels the evaluation (e.g. "held-out") in the report."""
-    artifact = PotentialArtifact.load(artifact_path)
-    manifest = DatasetManifest.load(manifest_path)
-    split = split or ("test" if manifest.counts.get("test") else "train")
-    frames = [item for _, item in read_labelled_frames(manifest.path_of("extxyz", split))]
-    calculator = get_trainer(artifact.backend).make_calculator(artifact)
-    predictions = predict(calculator, frames)
-    report_dir = artifact.generation_dir / "report"
-    title = f"{artifact.generation_dir.name}: {name} set ({len(frames)} structures)"
-    evaluation = {
-        "split": name,
-        "metrics": predictions.summary(),
-        "worst_frames": predictions.worst_frames(),
-        "plots": {
-            "parity": str(parity_plot(predictions, report_dir / f"parity-{name}.png", title)),
-            "errors": str(error_histogram(predictions, report_dir / f"errors-{name}.png", title)),
-        },
-    }
-    atomic_write_text(report_dir / f"evaluation-{name}.json", json.dumps(evaluation, indent=2) + "\n")
-    return evaluation
+    return evaluate_on_split(PotentialArtifact.load(artifact_path), DatasetManifest.load(manifest_path), split, name)
 
 
 def artifact_summary(artifact: PotentialArtifact) -> dict:

@@ -22,6 +22,7 @@ class Predictions:
     forces_predicted: np.ndarray
     frame_of_atom: np.ndarray  # (total atoms,) frame index of each force row
     max_gamma: np.ndarray | None = None  # (frames,) when the calculator reports extrapolation grades
+    atom_gamma: np.ndarray | None = None  # (total atoms,) the same, per atom
     labels: list[str] = field(default_factory=list)
 
     @property
@@ -75,7 +76,7 @@ def predict(calculator: Calculator, frames: Sequence[LabelledFrame], labels: Seq
         forces.append(atoms.get_forces())
         gamma = calculator.results.get("gamma")
         if gamma is not None:
-            gammas.append(float(np.max(gamma)))
+            gammas.append(np.asarray(gamma, dtype=float).reshape(-1))
         if progress is not None:
             progress(index + 1, len(frames))
     return Predictions(
@@ -85,7 +86,8 @@ def predict(calculator: Calculator, frames: Sequence[LabelledFrame], labels: Seq
         forces_reference=np.concatenate([f.forces for f in frames]),
         forces_predicted=np.concatenate(forces),
         frame_of_atom=np.concatenate([np.full(len(f.atoms), i) for i, f in enumerate(frames)]),
-        max_gamma=np.array(gammas) if len(gammas) == len(frames) else None,
+        max_gamma=np.array([g.max() for g in gammas]) if len(gammas) == len(frames) else None,
+        atom_gamma=np.concatenate(gammas) if len(gammas) == len(frames) else None,
         labels=list(labels),
     )
 

@@ -115,25 +115,17 @@ def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], 
     Returns the metrics dictionary that is also written to `out_dir/validation_metrics.json`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atom_gamma: list[np.ndarray] = []
-
-    def collect_atom_gamma(done: int, total: int) -> None:
-        """predict() reports after each frame, while the calculator still holds that frame's results."""
-        gamma = calculator.results.get("gamma")
-        if gamma is not None:
-            atom_gamma.append(np.asarray(gamma, dtype=float).reshape(-1))
-
-    predictions = predict(calculator, frames, labels, progress=collect_atom_gamma)
+    predictions = predict(calculator, frames, labels)
     gamma = None
     symbols = [s for frame in frames for s in frame.atoms.get_chemical_symbols()]
     plots = {
         "parity": parity_plot(predictions, out / "parity.png", f"{title}: {len(frames)} structures").name,
         "errors": error_histogram(predictions, out / "errors.png", title).name,
     }
-    if predictions.max_gamma is not None and len(atom_gamma) == len(frames):
-        per_atom = np.concatenate(atom_gamma)
-        gamma = gamma_statistics(predictions.max_gamma, per_atom)
-        plots["gamma"] = gamma_histograms(predictions.max_gamma, per_atom, out / "gamma.png", title).name
+    if predictions.atom_gamma is not None:
+        gamma = gamma_statistics(predictions.max_gamma, predictions.atom_gamma)
+        plots["gamma"] = gamma_histograms(predictions.max_gamma, predictions.atom_gamma, out / "gamma.png",
+                                          title).name
     stress = stress_errors(calculator, frames)
     physical = None
     if structure is not None:
