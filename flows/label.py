@@ -47,12 +47,13 @@ def label(store: str, calculator: dict, campaign: str = "default", generation: i
     spec = CalculatorSpec.model_validate(calculator)
     structures = StructureStore(store, campaign=campaign)
     root = job_root(structures, workdir).absolute()  # the same path on every worker
+    store_url = store if structures.is_server else str(Path(store).absolute())
     run = LabelingRun(structures, spec, limit=limit, generation=generation, max_attempts=max_attempts,
                       recover_running=recover_running)
     cancel = CancelFile(root / f".cancel-{uuid.uuid4().hex}")
 
     def submit(row_id: int):
-        return label_row_task.submit(store, campaign, row_id, spec.model_dump(mode="json"), str(root),
+        return label_row_task.submit(store_url, campaign, row_id, spec.model_dump(mode="json"), str(root),
                                      timeout_s=timeout_s, cancel_file=str(cancel.path))
 
     try:

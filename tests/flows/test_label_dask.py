@@ -38,7 +38,8 @@ def test_every_row_is_labelled_once_on_both_workers_and_a_crash_is_recorded(tmp_
     assert all(store.get(row).provenance["attempts"] == 1 for row in good)  # claimed and labelled once
     failed = store.get(bad)
     assert failed.provenance["attempts"] == 2
-    assert failed.provenance["error"].startswith(f"structure {bad} (attempt 2): Crashing worker failed with exit code 1")
+    assert failed.provenance["error"].startswith(
+        f"structure {bad} (attempt 2): Crashing worker failed with exit code 1")
     executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
     assert sum(executed.values()) == len(good) + 2  # one task per attempt, all on the cluster
     assert all(count > 0 for count in executed.values()), executed  # both workers took structures

@@ -66,4 +66,5 @@ def test_ctrl_c_cancels_the_workers_and_leaves_no_row_running(pending, tmp_path)
                 workers=1, on_interrupt=cancel.set)
 
     assert store.get(row).status is Status.FAILED
-    assert run.report.failed[row].startswith(f"structure {row} (attempt 1): Hanging was cancelled; the worker was killed")
+    assert run.report.failed[row].startswith(
+        f"structure {row} (attempt 1): Hanging was cancelled; the worker was killed")
