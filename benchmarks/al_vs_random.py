@@ -59,8 +59,8 @@ class Settings:
     seeds: int = 2
     strategies: tuple[str, ...] = ("random", "gamma_maxvol", "top_gamma")
     functions: int = 15  # ACE functions per element: a small basis
-    maxiter_initial: int = 60  # BFGS iterations of the first fit
-    maxiter_round: int = 30  # BFGS iterations of every fine-tune
+    maxiter_initial: int = 50  # BFGS iterations of the first fit
+    maxiter_round: int = 25  # BFGS iterations of every fine-tune
     # No ZBL core by default: Pacemaker's 'auto' core starts at the shortest distance in the training
     # set, and a test frame only 0.1 Å shorter then gets force errors of tens of eV/Å, so the RMSE
     # would measure which strategy happened to label the shortest bond, not how well it learns.
