@@ -144,17 +144,19 @@ def label_structures(settings: CampaignConfig, campaign: str, generation: int | 
     the generation failed after it."""
     label = settings.labeling
     deployment = settings.dispatch.labeling_deployment
+    # Job directories in the campaign directory: a PostgreSQL store has no directory to put them beside.
+    workdir = str(settings.workdir / "labeling" / slug(campaign))
     if deployment is None:
         return label_task(settings.store_url, campaign, label.calculator.model_dump(mode="json"),
                           generation=generation, max_attempts=label.max_attempts, timeout_s=label.timeout_s,
-                          workers=label.workers, recover_running=recover_running)
+                          workers=label.workers, workdir=workdir, recover_running=recover_running)
 
     store = StructureStore(settings.store_url, campaign=campaign)
     completed_before = {row.id for row in store.select(Status.COMPLETED, generation=generation)}
     parameters = {"store": settings.store_url, "calculator": label.calculator.model_dump(mode="json"),
                   "campaign": campaign, "generation": generation, "timeout_s": label.timeout_s,
                   "max_attempts": label.max_attempts, "workers": label.workers,
-                  "recover_running": recover_running}
+                  "recover_running": recover_running, "workdir": workdir}
     flow_run = _run_deployment_and_wait(settings, deployment, parameters,
                                         f"labelling of {campaign}, generation {generation}")
     completed = {row.id for row in store.select(Status.COMPLETED, generation=generation)} - completed_before

@@ -69,10 +69,6 @@ def prefect_on_postgres(postgres_server, tmp_path_factory):
     assert not (workdir / "prefect-home" / "prefect.db").exists(), _tail(log)
 
 
-# Remove this marker with the patch: flows/active_learning.label_structures must pass label_task (and the
-# dispatched label run) a workdir, e.g. settings.workdir / "labeling" / slug(campaign); until then
-# labelling fails with "a server store has no directory to put job files beside: pass workdir".
-@pytest.mark.xfail(strict=True, reason="the campaign gives labelling no job directory for a server store")
 def test_one_generation_with_store_and_prefect_server_on_postgresql(prefect_on_postgres, postgres_url, tmp_path):
     api, env, prefect_database = prefect_on_postgres
     store_url = postgres_url()
