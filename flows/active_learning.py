@@ -136,8 +136,9 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
 
 def label_structures(settings: CampaignConfig, campaign: str, generation: int | None,
                      recover_running: bool = False) -> dict:
-    """Label a campaign's pending rows (of one generation): in-process by default, or as a run of the
-    `dispatch.labeling_deployment` deployment (flows/label.py on the DFT pool), waited for.
+    """Label a campaign's pending rows (of one generation): in-process by default (a thread pool in one
+    task, or one task per structure on a Dask cluster with `execution.task_runner: dask`), or as a run
+    of the `dispatch.labeling_deployment` deployment (flows/label.py on the DFT pool), waited for.
 
     Returns at least {"completed": n, "failed": n}. A dispatched run's counts come from the store (its
     return value stays on the worker): rows of the generation completed during the run, and rows of
@@ -146,6 +147,16 @@ def label_structures(settings: CampaignConfig, campaign: str, generation: int | 
     deployment = settings.dispatch.labeling_deployment
     # Job directories in the campaign directory: a PostgreSQL store has no directory to put them beside.
     workdir = str(settings.workdir / "labeling" / slug(campaign))
+    if deployment is None and settings.execution.task_runner == "dask":
+        # One task per structure on the Dask cluster (flows/label.py), as its own subflow run.
+        from flows.label import label as label_flow
+        from tasks.runners import build_task_runner, prefect_api_for_workers
+
+        with prefect_api_for_workers(settings.execution):
+            return label_flow.with_options(task_runner=build_task_runner(settings.execution))(
+                settings.store_url, label.calculator.model_dump(mode="json"), campaign=campaign,
+                generation=generation, timeout_s=label.timeout_s, max_attempts=label.max_attempts,
+                workers=label.workers, workdir=workdir, recover_running=recover_running)
     if deployment is None:
         return label_task(settings.store_url, campaign, label.calculator.model_dump(mode="json"),
                           generation=generation, max_attempts=label.max_attempts, timeout_s=label.timeout_s,

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from mlip_autopipec.calculators import CalculatorSpec
+from mlip_autopipec.config.execution import ExecutionSettings
 from mlip_autopipec.config.run_files import load_yaml_model
 from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig, parse_training_config
 from mlip_autopipec.outbox import DEFAULT_NEAR_TOLERANCE
@@ -174,6 +175,9 @@ class CampaignConfig(_Strict):
     export_test_fraction: float = Field(0.1, ge=0, lt=1)
     stop: StopSettings = Field(default_factory=StopSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings,
+                                         description="where in-process labelling fans out: threads (default) "
+                                                     "or a Dask cluster")
 
     @field_validator("training", mode="before")
     @classmethod
