@@ -25,3 +25,4 @@ bench: install  ## run the benchmarks and print their ratios
 	$(PYTHON) -m benchmarks.campaign_overhead
 	$(PYTHON) -m benchmarks.mace_train
 	$(PYTHON) -m benchmarks.outbox_scaling
+	$(PYTHON) -m benchmarks.labeling_throughput
