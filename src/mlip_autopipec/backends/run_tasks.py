@@ -11,6 +11,8 @@ from mlip_autopipec.config.run_yaml import RunSpec
 RUNNERS = {
     "pacemaker": "mlip_autopipec.backends.pacemaker.tasks:run_task",
     "mace": "mlip_autopipec.backends.mace.tasks:run_task",
+    "equiformer_v2": "mlip_autopipec.backends.fairchem.tasks:run_task",
+    "gemnet_oc": "mlip_autopipec.backends.fairchem.tasks:run_task",
 }
 
 

@@ -11,6 +11,8 @@ Production campaigns raise `number_of_functions_per_element`, the orders and `ma
 
 from __future__ import annotations
 
+import importlib
+
 import json
 from typing import Any, ClassVar, Literal
 
@@ -209,11 +211,16 @@ class PacemakerConfig(BaseTrainingConfig):
 
 
 TRAINING_CONFIGS: dict[str, type[BaseTrainingConfig]] = {"pacemaker": PacemakerConfig}
+# Config classes that live with their backend (which imports this module), loaded when first named.
+_CONFIG_MODULES = {"equiformer_v2": "mlip_autopipec.backends.fairchem.config",
+                   "gemnet_oc": "mlip_autopipec.backends.fairchem.config"}
 
 
 def parse_training_config(data: dict[str, Any]) -> BaseTrainingConfig:
     """The config class named by `data['backend']`, validated; unknown keys raise."""
     backend = data.get("backend", "pacemaker")
+    if backend in _CONFIG_MODULES and backend not in TRAINING_CONFIGS:
+        importlib.import_module(_CONFIG_MODULES[backend])
     try:
         config_class = TRAINING_CONFIGS[backend]
     except KeyError:
