@@ -89,3 +89,27 @@ def test_concurrent_writers_lose_nothing_and_duplicate_nothing(store_url):
     rows = StructureStore(store_url).harvest()
     assert len(rows) == len(shifts)
     assert sorted(row.frame.energy for row in rows) == sorted(-s for s in shifts)
+
+
+def _open_new_stores(paths: list[str], barrier) -> None:
+    try:
+        for path in paths:
+            barrier.wait(timeout=60)  # every process opens the same new file at the same moment
+            StructureStore(path).add([NewStructure(_cell(0.1), "md")])
+    except BaseException:
+        barrier.abort()  # the others stop waiting for this process
+        raise
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
+    paths = [str(tmp_path / f"new-{attempt}.db") for attempt in range(8)]
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(6)
+    workers = [context.Process(target=_open_new_stores, args=(paths, barrier)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    for path in paths:
+        assert StructureStore(path).status_counts()["completed"] == 1

@@ -109,11 +109,10 @@ class StructureStore:
             Path(self.url).parent.mkdir(parents=True, exist_ok=True)
         self._db = ase.db.connect(self.url, type="postgresql" if self.is_server else "db",
                                   append=True, use_lock_file=False)
-        if self.is_server:
-            # The tables of a new database are created under the lock, before any read (which
-            # would create them unlocked): processes starting at once on PostgreSQL would race.
-            with self._transaction():
-                pass
+        # The tables of a new database are created under the lock, before any read (which would
+        # create them unlocked): processes opening a new store at once would otherwise race.
+        with self._transaction():
+            pass
 
     @property
     def is_server(self) -> bool:
@@ -226,8 +225,13 @@ class StructureStore:
         with self._db as db:
             connection = db.connection
             if isinstance(connection, sqlite3.Connection):
-                db._initialize(connection)  # may create tables and commit: before the lock
+                # ase.db creates the tables one autocommitted statement at a time, so another
+                # process could find "systems" before its version row: create them in our lock.
                 connection.execute("BEGIN IMMEDIATE")
+                if not db.initialized:
+                    db._initialize(connection)  # commits when it creates the tables
+                    if not connection.in_transaction:
+                        connection.execute("BEGIN IMMEDIATE")
             else:
                 _allow_rollback(connection)
                 cursor = connection.cursor()
