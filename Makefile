@@ -26,3 +26,4 @@ bench: install  ## run the benchmarks and print their ratios
 	$(PYTHON) -m benchmarks.mace_train
 	$(PYTHON) -m benchmarks.outbox_scaling
 	$(PYTHON) -m benchmarks.labeling_throughput
+	$(PYTHON) -m benchmarks.al_vs_random --pool $(DATA)/Cu-II.extxyz --test-fraction 0.1 --seeds 3 --out benchmarks/results
