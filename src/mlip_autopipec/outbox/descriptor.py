@@ -99,18 +99,19 @@ def _nearest_distances(atoms: Atoms, neighbours: int, cutoff: float) -> np.ndarr
         t_cart = shifts @ cell
         squared = ((d_cart * d_cart).sum(1)[:, None] + 2.0 * d_cart @ t_cart.T
                    + (t_cart * t_cart).sum(1)[None, :])
-        dist = np.sqrt(np.maximum(squared, 0.0)).reshape(n, n, len(shifts))
+        squared = squared.reshape(n, n, len(shifts))
         zero = np.flatnonzero(np.all(shifts == 0, axis=1))[0]
-        dist[np.arange(n), np.arange(n), zero] = np.inf
-        dist = dist.reshape(n, -1)
+        squared[np.arange(n), np.arange(n), zero] = np.inf
+        squared = squared.reshape(n, -1)
     else:
         vectors = positions[None, :, :] - positions[:, None, :]
-        dist = np.sqrt(np.einsum("ijk,ijk->ij", vectors, vectors))
-        dist[np.arange(n), np.arange(n)] = np.inf
-    dist = np.minimum(dist, cutoff)
+        squared = np.einsum("ijk,ijk->ij", vectors, vectors)
+        squared[np.arange(n), np.arange(n)] = np.inf
+    # select on squared distances; the root and the cap only for the k kept per atom
     table = np.full((n, neighbours), cutoff)
-    k = min(neighbours, dist.shape[1])
+    k = min(neighbours, squared.shape[1])
     if k:
-        part = np.partition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else dist
-        table[:, :k] = np.sort(part, axis=1)[:, :k]
+        part = np.partition(squared, k - 1, axis=1)[:, :k] if k < squared.shape[1] else squared
+        nearest = np.sqrt(np.maximum(np.sort(part, axis=1)[:, :k], 0.0))
+        table[:, :k] = np.minimum(nearest, cutoff)
     return table

@@ -72,8 +72,12 @@ def atoms_from_json(record: dict) -> Atoms:
 
 
 def atoms_to_json(atoms: Atoms) -> dict:
-    return {"numbers": atoms.numbers.tolist(), "positions": atoms.positions.tolist(),
-            "cell": atoms.cell.array.tolist(), "pbc": [bool(p) for p in atoms.pbc]}
+    return _arrays_to_json(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+
+
+def _arrays_to_json(numbers, positions, cell, pbc) -> dict:
+    return {"numbers": numbers.tolist(), "positions": positions.tolist(), "cell": cell.tolist(),
+            "pbc": [bool(p) for p in pbc]}
 
 
 def read_candidates(paths: list[str | Path]) -> list[Candidate]:
@@ -103,17 +107,30 @@ def read_submitted(path: Path) -> list[dict]:
 
 @dataclass
 class _Entry:
+    """A featurized structure. Plain arrays, not Atoms: entries come back from worker processes,
+    and unpickling 100k Atoms objects in the parent cost more than a tenth of the run."""
+
     label: str            # how a skip refers to it
-    atoms: Atoms
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
     fingerprint: str
     desc: np.ndarray
     summ: np.ndarray
     key: str
 
+    def atoms(self) -> Atoms:
+        return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
+
+    def to_json(self) -> dict:
+        return _arrays_to_json(self.numbers, self.positions, self.cell, self.pbc)
+
 
 def _entry(label: str, atoms: Atoms, tolerance: float, fp: str | None = None, canonical: bool = False) -> _Entry:
     desc = descriptor(atoms)
-    return _Entry(label, atoms, fp or canonical_fingerprint(atoms, tolerance, canonical=canonical), desc,
+    return _Entry(label, atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
+                  fp or canonical_fingerprint(atoms, tolerance, canonical=canonical), desc,
                   summary(desc, atoms), composition_key(atoms))
 
 
@@ -188,7 +205,7 @@ def _process_locked(candidates, store, submitted_queue_path, out_dir: Path, tole
     if store is not None and survivors:
         from mlip_autopipec.data.frames import LabelledFrame
         from mlip_autopipec.store.structure_store import NewStructure, Status
-        outcomes = store.add([NewStructure(LabelledFrame(entry.atoms, None, None), source, status=Status.PENDING,
+        outcomes = store.add([NewStructure(LabelledFrame(entry.atoms(), None, None), source, status=Status.PENDING,
                                            generation=generation, origin=cand.origin)
                               for cand, entry in survivors])
         final = []
@@ -203,7 +220,7 @@ def _process_locked(candidates, store, submitted_queue_path, out_dir: Path, tole
     for cand, entry, store_id in final:
         record = {"id": cand.id, "fingerprint": entry.fingerprint, "fingerprint_tolerance": fingerprint_tolerance,
                   "store_id": store_id, "origin": cand.origin, "generation": generation,
-                  **atoms_to_json(entry.atoms)}
+                  **entry.to_json()}
         report.submitted.append(record)
 
     out_dir.mkdir(parents=True, exist_ok=True)
