@@ -1,7 +1,9 @@
 """The claim / label-one / record pieces that task runners fan out, driven by a plain thread pool."""
 
-import os
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,6 +13,7 @@ import pytest
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.labeling import CancelFile, LabelingError, LabelingRun, fan_out, label_claimed, label_structure
 from mlip_autopipec.store import Status, StructureStore
+from tests.conftest import PROJECT_ROOT
 from tests.labeling.conftest import fcc_cell
 
 EMT_SPEC = CalculatorSpec(factory="emt")
@@ -54,17 +57,23 @@ def test_setting_a_cancel_file_kills_the_worker(tmp_path):
 
 
 def test_ctrl_c_cancels_the_workers_and_leaves_no_row_running(pending, tmp_path):
+    # Ctrl-C goes to a process of its own: a SIGINT to the whole test session once crashed it inside
+    # the interpreter (with OVITO's Qt, torch and TensorFlow loaded by earlier tests).
     store, [row] = pending(fcc_cell("Ni"))
-    hanging = CalculatorSpec(factory="tests.labeling.faulty_calculators:Hanging")
-    run = LabelingRun(store, hanging, max_attempts=1)
-    cancel = threading.Event()
-    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # while fan_out waits
+    labelling = subprocess.Popen([sys.executable, "-m", "tests.labeling.ctrl_c_fan_out", store.url, str(tmp_path)],
+                                 cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while store.get(row).status is not Status.RUNNING:  # fan_out has claimed it and waits
+            assert labelling.poll() is None and time.monotonic() < deadline, labelling.communicate()
+            time.sleep(0.2)
+        time.sleep(1.0)  # the worker process is hanging in the calculator
+        labelling.send_signal(signal.SIGINT)
+        out, err = labelling.communicate(timeout=60)
+    finally:
+        labelling.kill()
 
-    with ThreadPoolExecutor(max_workers=1) as pool, pytest.raises(KeyboardInterrupt):
-        fan_out(run, lambda row_id: pool.submit(label_claimed, StructureStore(store.url, campaign="test"), row_id,
-                                                hanging, tmp_path, timeout_s=120, cancel=cancel),
-                workers=1, on_interrupt=cancel.set)
-
+    assert labelling.returncode == 130, err
     assert store.get(row).status is Status.FAILED
-    assert run.report.failed[row].startswith(
+    assert json.loads(out)[str(row)].startswith(
         f"structure {row} (attempt 1): Hanging was cancelled; the worker was killed")
