@@ -5,7 +5,8 @@
 Generation 0 trains on labelled, perturbed copies of the seed structures. Every generation then
   1. exports the campaign's labels and trains (fine-tuning from the previous generation),
   2. validates on the fixed held-out set and publishes the potential (block + report),
-  3. explores with Langevin MD walkers, recording the extrapolation grade γ,
+  3. explores with Langevin MD walkers, recording the extrapolation grade γ (one task per walker
+     on a Dask cluster with `execution: {task_runner: dask}`, else one by one in one task),
   4. selects frames with γ in [gamma_lower, gamma_upper) by D-optimality (or, for a MACE
      committee, by its force deviation between the trust levels) and sends them through the DFT
      outbox, which skips exact and near duplicates of everything stored or queued,
@@ -33,11 +34,13 @@ from prefect.artifacts import create_table_artifact
 from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop_reason
+from mlip_autopipec.campaign.steps import md_walker_indices
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.generations import find_matching
 from mlip_autopipec.store import Status, StructureStore
 from tasks.caching import run_with_outputs
-from tasks.campaign import explore_task, learning_curve_task, prepare_task, record_task, select_and_queue_task
+from tasks.campaign import (explore_task, explore_walker_task, learning_curve_task, prepare_task, record_task,
+                            select_and_queue_task)
 from tasks.labeling import label_task
 from tasks.publish import publish_task, slug
 from tasks.rendering import render_most_uncertain_task
@@ -109,8 +112,15 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
                             held_out_digest, split="train", name="held-out")
     publish_task(settings.campaign, trained["artifact"], held)
     lap("validate")
+    md_walkers = None
+    if settings.execution.task_runner == "dask" and md_walker_indices(settings):
+        from tasks.runners import build_task_runner, prefect_api_for_workers
+
+        with prefect_api_for_workers(settings.execution):
+            md_walkers = explore_walkers_flow.with_options(task_runner=build_task_runner(settings.execution))(
+                config, config_digest, trained["artifact"], trained["digest"], generation)
     explored = run_with_outputs(explore_task, lambda result: result["trajectories"], config, config_digest,
-                                trained["artifact"], trained["digest"], generation)
+                                trained["artifact"], trained["digest"], generation, md_walkers=md_walkers)
     if settings.exploration.render_most_uncertain:
         render_most_uncertain_task(explored["trajectories"], str(Path(trained["generation_dir"]) / "report"),
                                    key=f"{settings.campaign}-gen-{generation:03d}-most-uncertain")
@@ -132,6 +142,22 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
         "selected": queued["selected"], "step_seconds": seconds,
         "rss_mb_after": psutil.Process().memory_info().rss / 2**20,
     })
+
+
+@flow(name="explore walkers", flow_run_name="explore walkers, generation {generation}")
+def explore_walkers_flow(config: str, config_digest: str, artifact: str, potential_digest: str,
+                         generation: int) -> list[dict]:
+    """The generation's MD walkers, one task each on this flow's task runner (a Dask cluster with
+    `execution.task_runner: dask`); a cached walker whose trajectory is gone runs again."""
+    indices = md_walker_indices(CampaignConfig.load(config))
+    arguments = (config, config_digest, artifact, potential_digest, generation)
+    walkers = [future.result() for future in [explore_walker_task.submit(*arguments, index) for index in indices]]
+    gone = [position for position, walker in enumerate(walkers) if not Path(walker["trajectory"]).exists()]
+    again = [explore_walker_task.with_options(refresh_cache=True).submit(*arguments, indices[position])
+             for position in gone]
+    for position, future in zip(gone, again):
+        walkers[position] = future.result()
+    return walkers
 
 
 def label_structures(settings: CampaignConfig, campaign: str, generation: int | None,

@@ -10,6 +10,7 @@ from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.campaign import steps
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import GenerationRecord, load_records
+from mlip_autopipec.exploration.md import WalkerResult
 from mlip_autopipec.store import StructureStore
 from mlip_autopipec.validation.plots import learning_curve
 from tasks.caching import DIGEST_CACHE
@@ -23,15 +24,29 @@ def prepare_task(config_path: str) -> dict:
 
 @task(name="explore", cache_policy=DIGEST_CACHE, persist_result=True)
 def explore_task(config_path: str, config_digest: str, artifact_path: str, potential_digest: str,
-                 generation: int) -> dict:
+                 generation: int, md_walkers: list[dict] | None = None) -> dict:
+    """The generation's exploration; `md_walkers` (explore_walker_task results) when the MD walkers
+    already ran elsewhere, else they run in this task."""
     config = CampaignConfig.load(config_path)
     selection = config.selection
-    summary = steps.explore(config, PotentialArtifact.load(artifact_path), generation).summary(selection.lower)
+    walkers = None if md_walkers is None else [WalkerResult.from_json(walker) for walker in md_walkers]
+    summary = steps.explore(config, PotentialArtifact.load(artifact_path), generation,
+                            md_walkers=walkers).summary(selection.lower)
     get_run_logger().info(
         f"{summary['walkers']} walkers, {summary['frames']} frames, {summary['stopped_early']} stopped early "
         f"at {selection.uncertainty_key} > {selection.upper}; {100 * summary['fraction_below_gamma_lower']:.0f}% "
         f"below {selection.lower} (already known)")
     return summary
+
+
+@task(name="explore walker", task_run_name="explore walker {index}", cache_policy=DIGEST_CACHE,
+      persist_result=True)
+def explore_walker_task(config_path: str, config_digest: str, artifact_path: str, potential_digest: str,
+                        generation: int, index: int) -> dict:
+    """One MD walker of the generation's exploration (the unit fanned out on a Dask cluster)."""
+    walker = steps.explore_md_walker(CampaignConfig.load(config_path), PotentialArtifact.load(artifact_path),
+                                     generation, index)
+    return walker.to_json()
 
 
 @task(name="select and queue", cache_policy=NO_CACHE)

@@ -188,3 +188,32 @@ def test_generation_0_can_be_direct_sampled_from_a_raw_pool(tmp_path, shared_dat
 def test_a_pool_needs_no_seeds_copies_but_something_must_train(tmp_path):
     with pytest.raises(ConfigError, match="nothing to train on"):
         _config(tmp_path, MINIMAL + "bootstrap: {per_seed: 0}\n")
+
+
+EXPLORE_FEW = "exploration: {temperatures_K: [300, 1200], walkers_per_temperature: 2, steps: 30, record_every: 5}\n"
+
+
+def _walker_frames(trajectory) -> list[tuple]:
+    return [(frame.positions.copy(), frame.info["max_gamma"]) for frame in ase.io.read(trajectory, ":")]
+
+
+def test_md_walkers_run_one_by_one_give_the_exploration_of_the_whole(generation_1, tmp_path):
+    config = _config(tmp_path, MINIMAL.replace("substitute: {Ni: 0.25}", "") + EXPLORE_FEW)
+    whole = steps.explore(config, generation_1.artifact, generation=3)
+    frames = {path: _walker_frames(path) for path in whole.trajectories}
+    indices = steps.md_walker_indices(config)
+    assert indices == [0, 1, 2, 3] and whole.walkers == 4
+
+    # The fan-out's unit: each walker on its own, in an order of its own, then put together.
+    alone = {index: steps.explore_md_walker(config, generation_1.artifact, 3, index) for index in reversed(indices)}
+    rebuilt = steps.explore(config, generation_1.artifact, 3, md_walkers=[alone[index] for index in indices])
+
+    assert rebuilt.summary(1.5) == whole.summary(1.5)
+    for path in whole.trajectories:
+        for (positions, gamma), (again, gamma_again) in zip(frames[path], _walker_frames(path), strict=True):
+            np.testing.assert_array_equal(positions, again)
+            assert gamma == gamma_again
+    # different temperatures and seeds: the walkers are not copies of each other
+    assert not np.array_equal(frames[whole.trajectories[0]][-1][0], frames[whole.trajectories[2]][-1][0])
+    with pytest.raises(ValueError, match="no MD walker 4 .* walkers 0..3"):
+        steps.explore_md_walker(config, generation_1.artifact, 3, 4)

@@ -1,4 +1,5 @@
-"""One campaign generation with all state on PostgreSQL: the structure store and the Prefect server.
+"""One campaign generation with all state on PostgreSQL (the structure store and the Prefect server)
+and its labelling and MD walkers fanned out on a temporary Dask cluster.
 
 A real PostgreSQL server (tests/postgres.py) holds two databases: the campaign's structure store and
 the database of a real `prefect server start` (PREFECT_SERVER_DATABASE_CONNECTION_URL with asyncpg)
@@ -23,6 +24,7 @@ from ase.calculators.emt import EMT
 
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import load_records
+from mlip_autopipec.campaign.steps import md_walker_indices
 from mlip_autopipec.store import StructureStore
 from tests.conftest import PROJECT_ROOT
 from tests.deployments.test_service import _stop, _tail, _wait_for_health
@@ -72,9 +74,11 @@ def prefect_on_postgres(postgres_server, tmp_path_factory):
 def test_one_generation_with_store_and_prefect_server_on_postgresql(prefect_on_postgres, postgres_url, tmp_path):
     api, env, prefect_database = prefect_on_postgres
     store_url = postgres_url()
-    # 5 fit iterations: this test is about where the state lives, not about the fit.
+    # 5 fit iterations: this test is about where the state lives and where work runs, not about the fit.
+    # Labelling and the MD walkers fan out on a temporary Dask cluster, whose workers report to the server.
     settings = {**TINY_CAMPAIGN, "store": store_url, "training": {**TINY_CAMPAIGN["training"], "maxiter": 5},
-                "stop": {"max_generations": 1, "converged_fraction": None}}
+                "stop": {"max_generations": 1, "converged_fraction": None},
+                "execution": {"task_runner": "dask", "workers": 2}}
     config_path = tmp_path / "campaign.yaml"
     config_path.write_text(yaml.safe_dump(settings))
 
@@ -111,7 +115,12 @@ def test_one_generation_with_store_and_prefect_server_on_postgresql(prefect_on_p
         runs = cursor.fetchall()
         cursor.execute("SELECT count(*) FROM task_run WHERE name LIKE 'label%' AND state_type = 'COMPLETED'")
         [[label_runs]] = cursor.fetchall()
+        cursor.execute("SELECT count(*) FROM task_run WHERE name ~ '^explore walker [0-9]+$' "
+                       "AND state_type = 'COMPLETED'")  # not the subflow's own task run, "explore walkers-…"
+        [[walker_runs]] = cursor.fetchall()
     states = {(flow, state) for flow, _, state in runs}
     assert ("active-learning", "COMPLETED") in states and ("generation", "COMPLETED") in states, runs
+    assert ("explore walkers", "COMPLETED") in states and ("label", "COMPLETED") in states, runs
     assert [name for flow, name, _ in runs if flow == "generation"] == ["generation 0"]
-    assert label_runs >= 3  # held-out set, bootstrap set, generation 0's selection
+    assert label_runs >= 3  # one per structure: held-out set, bootstrap set, generation 0's selection
+    assert walker_runs == len(md_walker_indices(config)) > 0  # one task per MD walker

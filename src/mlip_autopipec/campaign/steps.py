@@ -15,7 +15,7 @@ from mlip_autopipec.campaign.records import gamma_statistics
 from mlip_autopipec.campaign.structures import build_seeds, held_out_snapshots, perturbed_copies
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.readers import read_labelled_frames
-from mlip_autopipec.exploration.md import WalkerSettings, run_walker
+from mlip_autopipec.exploration.md import WalkerResult, WalkerSettings, run_walker
 from mlip_autopipec.files import atomic_path
 from mlip_autopipec.outbox import Candidate, process_outbox
 from mlip_autopipec.selection.committee import TrustLevels, classify, select_candidates
@@ -60,34 +60,71 @@ class Exploration:
         return {"trajectories": self.trajectories, "walkers": self.walkers, "frames": len(self.uncertainty),
                 "stopped_early": self.stopped_early, **gamma_statistics(self.uncertainty, lower)}
 
+    def add_walker(self, walker: WalkerResult) -> None:
+        self.trajectories.append(str(walker.trajectory))
+        self.uncertainty.extend(walker.uncertainty)
+        self.stopped_early += walker.stopped_early
+        self.walkers += 1
 
-def explore(config: CampaignConfig, artifact: PotentialArtifact, generation: int) -> Exploration:
+
+def explore(config: CampaignConfig, artifact: PotentialArtifact, generation: int,
+            md_walkers: list[WalkerResult] | None = None) -> Exploration:
     """Explore with the generation's potential: MD walkers (every seed x temperature x walker)
     and/or a sampling-rules walk per seed, as `exploration.engine` says. The frames go beside the
-    potential, in its generation directory, one extxyz file per walker or walk."""
+    potential, in its generation directory, one extxyz file per walker or walk.
+
+    `md_walkers`: the MD walkers' results when they ran elsewhere (`explore_md_walker` for each of
+    `md_walker_indices`, e.g. fanned out on a Dask cluster); by default they run here, one by one."""
     calculator = get_trainer(artifact.backend).make_calculator(artifact)
-    settings = config.exploration
     out = Path(artifact.generation_dir) / "explore"
     result = Exploration(trajectories=[], walkers=0, stopped_early=0)
     seeds = build_seeds(config.seeds, config.seed)
-    if settings.engine in ("sampling", "both"):
+    if config.exploration.engine in ("sampling", "both"):
         _explore_by_sampling(config, calculator, seeds, out, generation, result)
-    if settings.engine == "sampling":
-        return result
-    for structure in seeds:
-        for temperature in settings.temperatures_K:
-            for _ in range(settings.walkers_per_temperature):
-                walker = run_walker(structure, calculator, WalkerSettings(
-                    temperature_K=temperature, steps=settings.steps, timestep_fs=settings.timestep_fs,
-                    friction_per_fs=settings.friction_per_fs, record_every=settings.record_every,
-                    uncertainty_upper=config.selection.upper, uncertainty_key=config.selection.uncertainty_key,
-                    seed=1000 * config.seed + 100 * generation + result.walkers),
-                    out / f"walker-{result.walkers:03d}.extxyz")
-                result.trajectories.append(str(walker.trajectory))
-                result.uncertainty.extend(walker.uncertainty)
-                result.stopped_early += walker.stopped_early
-                result.walkers += 1
+    if md_walkers is None:
+        md_walkers = [_run_md_walker(config, calculator, seeds, generation, index, out)
+                      for index in md_walker_indices(config)]
+    for walker in md_walkers:
+        result.add_walker(walker)
     return result
+
+
+def md_walker_indices(config: CampaignConfig) -> list[int]:
+    """The MD walkers' numbers (walker-NNN.extxyz; they follow the sampling walks, one per seed)."""
+    settings = config.exploration
+    if settings.engine == "sampling":
+        return []
+    seeds = len(build_seeds(config.seeds, config.seed))
+    first = seeds if settings.engine == "both" else 0
+    return list(range(first, first + seeds * len(settings.temperatures_K) * settings.walkers_per_temperature))
+
+
+def explore_md_walker(config: CampaignConfig, artifact: PotentialArtifact, generation: int,
+                      index: int) -> WalkerResult:
+    """One MD walker of `explore`, on its own: the same seed structure, temperature, random seed
+    and trajectory file as when `explore` runs it."""
+    calculator = get_trainer(artifact.backend).make_calculator(artifact)
+    return _run_md_walker(config, calculator, build_seeds(config.seeds, config.seed), generation, index,
+                          Path(artifact.generation_dir) / "explore")
+
+
+def _run_md_walker(config: CampaignConfig, calculator, seeds: list[Atoms], generation: int, index: int,
+                   out: Path) -> WalkerResult:
+    settings = config.exploration
+    indices = md_walker_indices(config)
+    if index not in indices:
+        known = f"walkers {indices[0]}..{indices[-1]}" if indices else "none (engine: sampling)"
+        raise ValueError(f"no MD walker {index} in this exploration; its MD walkers: {known}")
+    # walkers run seed by seed, then temperature by temperature, then repeat
+    position = index - indices[0]
+    per_seed = len(settings.temperatures_K) * settings.walkers_per_temperature
+    structure = seeds[position // per_seed]
+    temperature = settings.temperatures_K[(position % per_seed) // settings.walkers_per_temperature]
+    return run_walker(structure, calculator, WalkerSettings(
+        temperature_K=temperature, steps=settings.steps, timestep_fs=settings.timestep_fs,
+        friction_per_fs=settings.friction_per_fs, record_every=settings.record_every,
+        uncertainty_upper=config.selection.upper, uncertainty_key=config.selection.uncertainty_key,
+        seed=1000 * config.seed + 100 * generation + index), out / f"walker-{index:03d}.extxyz")
 
 
 def _explore_by_sampling(config: CampaignConfig, calculator, seeds: list[Atoms], out: Path, generation: int,

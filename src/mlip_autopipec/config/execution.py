@@ -1,4 +1,5 @@
-"""Where fanned-out work (one labelling job per structure) runs: Prefect's thread pool, or Dask.
+"""Where fanned-out work (one labelling job per structure, one MD walker per exploration task)
+runs: Prefect's thread pool, or Dask.
 
     execution:
       task_runner: dask            # threads (default) or dask
