@@ -2,20 +2,30 @@
 called directly, in the same run; and a re-run of the finished campaign.
 
     python -m benchmarks.campaign_overhead [--config campaigns/cuni-demo.yaml] [--generations 2]
+        [--running-server]
 
 Both runs start from an empty work directory and do the same work: prepare, label the held-out set
 and generation 0, then per generation export, train, evaluate (test and held-out, with plots),
-explore, select and label. Convergence stopping is switched off so both run the same generations.
+explore (and render the most uncertain walker when the config says so), select and label; the
+flow also writes its generation records and the learning-curve plot. Convergence stopping is
+switched off so both run the same generations. --running-server measures what a deployed campaign
+pays: the flows talk to a server that was up before the clock started.
 Goals: flow / direct <= 1.05; re-running the finished campaign <= 5% of the first run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -29,13 +39,12 @@ def direct(config_path: str) -> None:
     from mlip_autopipec.campaign import steps
     from mlip_autopipec.campaign.config import CampaignConfig
     from mlip_autopipec.data.export import export_dataset
-    from mlip_autopipec.data.readers import read_labelled_frames
     from mlip_autopipec.generations import generation_dir
     from mlip_autopipec.labeling import label_pending
     from mlip_autopipec.store import StructureStore
+    from mlip_autopipec.rendering import RenderingUnavailable, render_most_uncertain
     from mlip_autopipec.store.harvest import harvest_for_export
-    from mlip_autopipec.validation.errors import predict
-    from mlip_autopipec.validation.plots import error_histogram, parity_plot
+    from mlip_autopipec.validation.evaluation import evaluate_on_split
 
     config = CampaignConfig.load(config_path)
     label = config.labeling
@@ -59,21 +68,52 @@ def direct(config_path: str) -> None:
         trainer = get_trainer(config.training.backend)
         artifact = trainer.train(manifest, config.training, generation_dir(config.workdir / "generations", generation),
                                  previous)
-        calculator = trainer.make_calculator(artifact)
-        for name, dataset, split in (("test", manifest, "test"), ("held-out", held_out, "train")):
-            frames = [f for _, f in read_labelled_frames(dataset.path_of("extxyz", split))]
-            predictions = predict(calculator, frames)
-            parity_plot(predictions, artifact.generation_dir / "report" / f"parity-{name}.png")
-            error_histogram(predictions, artifact.generation_dir / "report" / f"errors-{name}.png")
+        evaluate_on_split(artifact, manifest, None, "test")
+        evaluate_on_split(artifact, held_out, "train", "held-out")
         exploration = steps.explore(config, artifact, generation)
+        if config.exploration.render_most_uncertain:
+            with contextlib.suppress(RenderingUnavailable):  # as the flow: no pictures, no failure
+                render_most_uncertain(exploration.trajectories, artifact.generation_dir / "report")
         steps.select_and_queue(config, artifact, exploration.trajectories, generation)
         label_rows(store, generation + 1)
         previous = artifact
 
 
-def timed(command: list[str]) -> float:
+@contextlib.contextmanager
+def running_prefect_server(seconds: float = 180.0) -> Iterator[str]:
+    """`prefect server start` on a free loopback port, started before the timed runs (a deployed
+    campaign talks to a server that is already up); yields its API URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = Path(tempfile.mkdtemp(prefix="campaign-bench-prefect-"))
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    api = f"http://127.0.0.1:{port}/api"
+    with open(home / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"prefect server exited with {server.returncode}; see {home / 'server.log'}")
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"prefect server not healthy after {seconds} s; see {home / 'server.log'}")
+                time.sleep(0.5)
+        yield api
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+
+
+def timed(command: list[str], env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - start
@@ -83,6 +123,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "campaigns" / "cuni-demo.yaml")
     parser.add_argument("--generations", type=int, default=2)
+    parser.add_argument("--running-server", action="store_true",
+                        help="run the flows against a Prefect server started before the timing, as a "
+                             "deployed campaign does (default: each flow run starts a temporary server)")
     parser.add_argument("--direct", help=argparse.SUPPRESS)  # internal: run the library loop on this config
     args = parser.parse_args()
     if args.direct:
@@ -98,10 +141,16 @@ def main() -> None:
         configs[name] = work / f"{name}.yaml"
         configs[name].write_text(yaml.safe_dump(settings))
 
-    flow_s = timed([sys.executable, "-m", "flows.active_learning", "--config", str(configs["flow"])])
-    direct_s = timed([sys.executable, "-m", "benchmarks.campaign_overhead", "--direct", str(configs["direct"])])
-    rerun_s = timed([sys.executable, "-m", "flows.active_learning", "--config", str(configs["flow"])])
-    print(f"{args.config.name}, {args.generations} generations (work in {work})")
+    with contextlib.ExitStack() as stack:
+        flow_env = None
+        if args.running_server:
+            flow_env = {**os.environ, "PREFECT_API_URL": stack.enter_context(running_prefect_server())}
+        campaign = [sys.executable, "-m", "flows.active_learning", "--config", str(configs["flow"])]
+        flow_s = timed(campaign, flow_env)
+        direct_s = timed([sys.executable, "-m", "benchmarks.campaign_overhead", "--direct", str(configs["direct"])])
+        rerun_s = timed(campaign, flow_env)
+    server = "a running Prefect server" if args.running_server else "a temporary Prefect server per run"
+    print(f"{args.config.name}, {args.generations} generations, flows on {server} (work in {work})")
     print(f"{'run':<40} {'wall s':>8}")
     print(f"{'flow (python -m flows.active_learning)':<40} {flow_s:>8.1f}")
     print(f"{'library steps called directly':<40} {direct_s:>8.1f}")
