@@ -7,13 +7,12 @@ import json
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 
 from mlip_autopipec.backends.run_tasks import run_task
 from mlip_autopipec.config.run_yaml import TRAINING_TASKS, load_run_spec
 from tasks.progress import PrefectProgress
 from tasks.publish import slug
-from tasks.training import TRAINING_SLOT
+from tasks.training import training_slot
 
 
 # Not cached: a run.yaml names its own run_dir, and the backends refuse to overwrite a finished one.
@@ -25,7 +24,7 @@ def run_spec_task(config_path: str, task_name: str = "run.yaml") -> dict:
     if spec.task in TRAINING_TASKS:
         progress = PrefectProgress(key=f"{slug(spec.backend)}-{spec.task}-progress",
                                    description=f"{spec.backend} {spec.task}: {spec.run_dir}")
-        with concurrency(TRAINING_SLOT, occupy=1):
+        with training_slot():
             result = run_task(spec, progress=progress)
     else:
         result = run_task(spec)

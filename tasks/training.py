@@ -3,10 +3,14 @@ changes exactly when the dataset, the config or the starting potential does."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import get_client, get_run_logger, task
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+from prefect.runtime import deployment
 
 from mlip_autopipec.backends import PotentialArtifact, TrainingError, TrainingTimeout, get_trainer
 from mlip_autopipec.config.training import parse_training_config
@@ -17,6 +21,24 @@ from tasks.caching import DIGEST_CACHE
 from tasks.progress import PrefectProgress
 
 TRAINING_SLOT = "gpu"
+
+
+@contextlib.contextmanager
+def training_slot() -> Iterator[None]:
+    """Hold one slot of the server's `gpu` limit (deployments/setup_server.py) while training, so
+    trainings on one accelerator take turns. Strict in a deployment's run (the train/gpu pool):
+    a server that was never set up fails the run instead of letting trainings share the GPU
+    unguarded. A laptop's temporary server has no such limit: there it does not wait."""
+    strict = deployment.id is not None
+    if strict:
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_global_concurrency_limit_by_name(TRAINING_SLOT)
+            except ObjectNotFound:
+                raise RuntimeError(f"training in a deployment needs the server's {TRAINING_SLOT!r} concurrency "
+                                   "limit: run `python -m deployments.setup_server` against this server") from None
+    with concurrency(TRAINING_SLOT, occupy=1, strict=strict):
+        yield
 
 
 def _retry_crashes_only(task, task_run, state) -> bool:
@@ -56,9 +78,7 @@ def train_task(manifest_path: str, manifest_digest: str, training_config: dict, 
     target = prepare_next(generations_root, generation)
     logger.info(f"training {config.backend} on {manifest.counts['train']} structures into {target}")
     progress = PrefectProgress(key="training-progress", description=f"{config.backend} training of {target.name}")
-    # The server's `gpu` limit (deployments/setup_server.py) lets one training at a time hold the
-    # accelerator; with no such limit (a laptop's temporary server) this does not wait.
-    with concurrency(TRAINING_SLOT, occupy=1):
+    with training_slot():
         artifact = get_trainer(config.backend).train(manifest, config, target, initial, progress=progress)
     return artifact_summary(artifact)
 

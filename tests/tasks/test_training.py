@@ -1,0 +1,44 @@
+"""The training slot: one slot of the server's `gpu` limit per training, strict in deployments."""
+
+import uuid
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+from tasks.training import TRAINING_SLOT, training_slot
+
+
+def _active_slots() -> int:
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(TRAINING_SLOT).active_slots
+
+
+def _delete_limit() -> None:
+    with get_client(sync_client=True) as client:
+        client.delete_global_concurrency_limit_by_name(TRAINING_SLOT)
+
+
+def test_outside_a_deployment_training_runs_without_the_limit():
+    with training_slot():  # the session's server was never set up: no `gpu` limit, no waiting
+        pass
+
+
+def test_a_deployment_run_on_a_server_without_the_limit_fails_clearly(monkeypatch):
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", str(uuid.uuid4()))
+    with pytest.raises(RuntimeError, match="needs the server's 'gpu' concurrency limit: run "
+                                           "`python -m deployments.setup_server`"):
+        with training_slot():
+            pytest.fail("trained without the limit")
+
+
+def test_a_deployment_run_holds_one_slot_while_it_trains(monkeypatch):
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", str(uuid.uuid4()))
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINING_SLOT, limit=1))
+    try:
+        with training_slot():
+            assert _active_slots() == 1
+        assert _active_slots() == 0
+    finally:
+        _delete_limit()
