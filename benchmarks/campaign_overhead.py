@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -97,18 +98,27 @@ def running_prefect_server(seconds: float = 180.0) -> Iterator[str]:
         deadline = time.monotonic() + seconds
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"prefect server exited with {server.returncode}; see {home / 'server.log'}")
+                raise RuntimeError(f"prefect server exited with {server.returncode}:\n{_tail(home / 'server.log')}")
             try:
                 with urllib.request.urlopen(f"{api}/health", timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"prefect server not healthy after {seconds} s; see {home / 'server.log'}")
+                    raise TimeoutError(f"prefect server not healthy after {seconds} s:\n{_tail(home / 'server.log')}")
                 time.sleep(0.5)
         yield api
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> float:
@@ -141,13 +151,14 @@ def main() -> None:
         configs[name] = work / f"{name}.yaml"
         configs[name].write_text(yaml.safe_dump(settings))
 
+    # The library loop first, with no Prefect server running beside it on the shared cores.
+    direct_s = timed([sys.executable, "-m", "benchmarks.campaign_overhead", "--direct", str(configs["direct"])])
     with contextlib.ExitStack() as stack:
         flow_env = None
         if args.running_server:
             flow_env = {**os.environ, "PREFECT_API_URL": stack.enter_context(running_prefect_server())}
         campaign = [sys.executable, "-m", "flows.active_learning", "--config", str(configs["flow"])]
         flow_s = timed(campaign, flow_env)
-        direct_s = timed([sys.executable, "-m", "benchmarks.campaign_overhead", "--direct", str(configs["direct"])])
         rerun_s = timed(campaign, flow_env)
     server = "a running Prefect server" if args.running_server else "a temporary Prefect server per run"
     print(f"{args.config.name}, {args.generations} generations, flows on {server} (work in {work})")

@@ -26,9 +26,10 @@ TRAINING_SLOT = "gpu"
 @contextlib.contextmanager
 def training_slot() -> Iterator[None]:
     """Hold one slot of the server's `gpu` limit (deployments/setup_server.py) while training, so
-    trainings on one accelerator take turns. Strict in a deployment's run (the train/gpu pool):
-    a server that was never set up fails the run instead of letting trainings share the GPU
-    unguarded. A laptop's temporary server has no such limit: there it does not wait."""
+    trainings on one accelerator take turns. Strict in any deployment's run (train/gpu, and a
+    deployed campaign that trains in-process, whose subflows inherit the deployment): a server that
+    was never set up fails the run instead of letting trainings share the GPU unguarded. Outside
+    deployments (a laptop's temporary server has no such limit) it does not wait."""
     strict = deployment.id is not None
     if strict:
         with get_client(sync_client=True) as client:

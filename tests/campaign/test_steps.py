@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -14,6 +15,7 @@ from ase.build import bulk
 from mlip_autopipec.campaign import steps
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.config.run_files import ConfigError
+from mlip_autopipec.exploration.md import WalkerResult
 from mlip_autopipec.store import Status, StructureStore
 from tests.campaign.test_config_and_records import MINIMAL
 
@@ -190,30 +192,43 @@ def test_a_pool_needs_no_seeds_copies_but_something_must_train(tmp_path):
         _config(tmp_path, MINIMAL + "bootstrap: {per_seed: 0}\n")
 
 
+
 EXPLORE_FEW = "exploration: {temperatures_K: [300, 1200], walkers_per_temperature: 2, steps: 30, record_every: 5}\n"
+TWO_SEEDS = "campaign: c\nworkdir: run\nseeds:\n  - {bulk: Cu, repeat: [2, 2, 2]}\n  - {bulk: Cu, repeat: [3, 1, 1]}\n"
 
 
-def _walker_frames(trajectory) -> list[tuple]:
-    return [(frame.positions.copy(), frame.info["max_gamma"]) for frame in ase.io.read(trajectory, ":")]
+@pytest.mark.parametrize("engine", ["md", "both"])
+def test_each_md_walker_gets_the_seed_temperature_random_seed_and_file_of_the_serial_loop(
+        engine, generation_1, tmp_path, monkeypatch):
+    (tmp_path / "rules.yaml").write_text(JITTER_RULES)
+    config = _config(tmp_path, TWO_SEEDS + EXPLORE_FEW.replace(
+        "exploration: {", f"exploration: {{engine: {engine}, sampling_rules: rules.yaml, sampling_steps: 2, "))
+    calls = []
 
+    def recording_walker(structure, calculator, settings, trajectory):
+        calls.append((len(structure), settings.temperature_K, settings.seed, Path(trajectory).name))
+        return WalkerResult(Path(trajectory), frames=1, steps_done=1, stopped_early=False, uncertainty=[1.0])
 
-def test_md_walkers_run_one_by_one_give_the_exploration_of_the_whole(generation_1, tmp_path):
-    config = _config(tmp_path, MINIMAL.replace("substitute: {Ni: 0.25}", "") + EXPLORE_FEW)
-    whole = steps.explore(config, generation_1.artifact, generation=3)
-    frames = {path: _walker_frames(path) for path in whole.trajectories}
-    indices = steps.md_walker_indices(config)
-    assert indices == [0, 1, 2, 3] and whole.walkers == 4
+    monkeypatch.setattr(steps, "run_walker", recording_walker)
+    artifact = _private_copy(generation_1, tmp_path)
+    whole = steps.explore(config, artifact, generation=3)
 
-    # The fan-out's unit: each walker on its own, in an order of its own, then put together.
-    alone = {index: steps.explore_md_walker(config, generation_1.artifact, 3, index) for index in reversed(indices)}
-    rebuilt = steps.explore(config, generation_1.artifact, 3, md_walkers=[alone[index] for index in indices])
+    # The loop the walkers' numbering must reproduce: seed by seed, temperature by temperature,
+    # numbered after the sampling walks (one per seed); random seed 1000 * seed + 100 * generation + number.
+    expected, number = [], (2 if engine == "both" else 0)
+    for atoms_per_seed in (32, 12):
+        for temperature in (300.0, 1200.0):
+            for _ in range(2):
+                expected.append((atoms_per_seed, temperature, 300 + number, f"walker-{number:03d}.extxyz"))
+                number += 1
+    assert calls == expected
+    assert steps.md_walker_indices(config) == [int(name[7:10]) for *_, name in expected]
+    assert whole.walkers == 8 + (2 if engine == "both" else 0)
 
-    assert rebuilt.summary(1.5) == whole.summary(1.5)
-    for path in whole.trajectories:
-        for (positions, gamma), (again, gamma_again) in zip(frames[path], _walker_frames(path), strict=True):
-            np.testing.assert_array_equal(positions, again)
-            assert gamma == gamma_again
-    # different temperatures and seeds: the walkers are not copies of each other
-    assert not np.array_equal(frames[whole.trajectories[0]][-1][0], frames[whole.trajectories[2]][-1][0])
-    with pytest.raises(ValueError, match="no MD walker 4 .* walkers 0..3"):
-        steps.explore_md_walker(config, generation_1.artifact, 3, 4)
+    calls.clear()
+    alone = [steps.explore_md_walker(config, artifact, 3, index) for index in reversed(steps.md_walker_indices(config))]
+    assert calls == expected[::-1]
+    with pytest.raises(ValueError, match="the MD walkers given are not this exploration's"):
+        steps.explore(config, artifact, 3, md_walkers=alone)  # out of order
+    with pytest.raises(ValueError, match=r"no MD walker 99 .* walkers \d+\.\.\d+"):
+        steps.explore_md_walker(config, artifact, 3, 99)

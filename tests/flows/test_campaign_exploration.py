@@ -13,6 +13,7 @@ from mlip_autopipec.campaign.config import CampaignConfig
 from tasks.campaign import explore_task
 from tasks.runners import build_task_runner
 from tests.campaign.test_config_and_records import MINIMAL
+from tests.campaign.test_steps import _private_copy
 
 
 def test_walkers_on_a_temporary_dask_cluster_explore_as_one_task_does(generation_1, tmp_path):
@@ -22,7 +23,7 @@ def test_walkers_on_a_temporary_dask_cluster_explore_as_one_task_does(generation
         "exploration": {"temperatures_K": [300, 1200], "walkers_per_temperature": 1, "steps": 30,
                         "record_every": 5}}))
     settings = CampaignConfig.load(path)
-    artifact = generation_1.artifact
+    artifact = _private_copy(generation_1, tmp_path)  # exploration writes into the generation's directory
     arguments = (str(path), hashlib.sha256(path.read_bytes()).hexdigest(),
                  str(Path(artifact.generation_dir) / "artifact.json"), artifact.digest, 5)
 

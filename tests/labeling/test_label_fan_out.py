@@ -65,7 +65,9 @@ def test_ctrl_c_cancels_the_workers_and_leaves_no_row_running(pending, tmp_path)
     try:
         deadline = time.monotonic() + 60
         while store.get(row).status is not Status.RUNNING:  # fan_out has claimed it and waits
-            assert labelling.poll() is None and time.monotonic() < deadline, labelling.communicate()
+            if labelling.poll() is not None or time.monotonic() > deadline:
+                labelling.kill()
+                pytest.fail(f"the row was never claimed: {labelling.communicate()}")
             time.sleep(0.2)
         time.sleep(1.0)  # the worker process is hanging in the calculator
         labelling.send_signal(signal.SIGINT)

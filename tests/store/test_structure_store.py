@@ -106,10 +106,15 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(6)
     workers = [context.Process(target=_open_new_stores, args=(paths, barrier)) for _ in range(6)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+            assert worker.exitcode == 0
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
     for path in paths:
         assert StructureStore(path).status_counts()["completed"] == 1

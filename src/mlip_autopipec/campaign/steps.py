@@ -75,18 +75,29 @@ def explore(config: CampaignConfig, artifact: PotentialArtifact, generation: int
 
     `md_walkers`: the MD walkers' results when they ran elsewhere (`explore_md_walker` for each of
     `md_walker_indices`, e.g. fanned out on a Dask cluster); by default they run here, one by one."""
-    calculator = get_trainer(artifact.backend).make_calculator(artifact)
     out = Path(artifact.generation_dir) / "explore"
     result = Exploration(trajectories=[], walkers=0, stopped_early=0)
     seeds = build_seeds(config.seeds, config.seed)
-    if config.exploration.engine in ("sampling", "both"):
+    indices = md_walker_indices(config)
+    sampling = config.exploration.engine in ("sampling", "both")
+    calculator = None
+    if sampling or (md_walkers is None and indices):
+        calculator = get_trainer(artifact.backend).make_calculator(artifact)
+    if sampling:
         _explore_by_sampling(config, calculator, seeds, out, generation, result)
     if md_walkers is None:
-        md_walkers = [_run_md_walker(config, calculator, seeds, generation, index, out)
-                      for index in md_walker_indices(config)]
+        md_walkers = [_run_md_walker(config, calculator, seeds, generation, index, out) for index in indices]
+    expected = [_walker_file(index) for index in indices]
+    if [Path(walker.trajectory).name for walker in md_walkers] != expected:
+        raise ValueError(f"the MD walkers given are not this exploration's: expected {', '.join(expected) or 'none'}, "
+                         f"in that order; got {', '.join(Path(w.trajectory).name for w in md_walkers) or 'none'}")
     for walker in md_walkers:
         result.add_walker(walker)
     return result
+
+
+def _walker_file(index: int) -> str:
+    return f"walker-{index:03d}.extxyz"
 
 
 def md_walker_indices(config: CampaignConfig) -> list[int]:
@@ -124,7 +135,7 @@ def _run_md_walker(config: CampaignConfig, calculator, seeds: list[Atoms], gener
         temperature_K=temperature, steps=settings.steps, timestep_fs=settings.timestep_fs,
         friction_per_fs=settings.friction_per_fs, record_every=settings.record_every,
         uncertainty_upper=config.selection.upper, uncertainty_key=config.selection.uncertainty_key,
-        seed=1000 * config.seed + 100 * generation + index), out / f"walker-{index:03d}.extxyz")
+        seed=1000 * config.seed + 100 * generation + index), out / _walker_file(index))
 
 
 def _explore_by_sampling(config: CampaignConfig, calculator, seeds: list[Atoms], out: Path, generation: int,

@@ -110,9 +110,11 @@ class StructureStore:
         self._db = ase.db.connect(self.url, type="postgresql" if self.is_server else "db",
                                   append=True, use_lock_file=False)
         # The tables of a new database are created under the lock, before any read (which would
-        # create them unlocked): processes opening a new store at once would otherwise race.
-        with self._transaction():
-            pass
+        # create them unlocked): processes opening a new store at once would otherwise race. An
+        # existing SQLite store is opened without the lock, so readers never queue behind a writer.
+        if self.is_server or not _sqlite_tables_ready(self.url):
+            with self._transaction():
+                pass
 
     @property
     def is_server(self) -> bool:
@@ -294,6 +296,17 @@ class StructureStore:
     def _update_status(db, row, new_status: Status, **keys) -> None:
         _check_transition(row, new_status)
         db.update(row.id, status=new_status.value, status_time=time.time(), **keys)
+
+
+def _sqlite_tables_ready(path: str) -> bool:
+    """Whether ase.db finished creating the tables of this SQLite file (its version row is written last)."""
+    if not Path(path).exists():
+        return False
+    with contextlib.closing(sqlite3.connect(path, timeout=20)) as connection:
+        try:
+            return connection.execute("SELECT value FROM information WHERE name = 'version'").fetchone() is not None
+        except sqlite3.OperationalError:  # no information table yet
+            return False
 
 
 def _allow_rollback(connection) -> None:
