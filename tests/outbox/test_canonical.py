@@ -142,3 +142,16 @@ def test_supercell_of_one_species_cubic(size):
     other.translate([0.7, 1.3, -2.2])
     other.wrap()
     assert same(atoms, other[::-1])
+
+
+def test_the_niggli_basis_change_is_the_one_of_ases_public_reduction():
+    from ase.build.niggli import niggli_reduce_cell
+
+    from mlip_autopipec.outbox.canonical import _niggli_basis_change
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        cell = np.diag(rng.uniform(2.0, 9.0, 3)) + rng.uniform(-4.0, 4.0, (3, 3))
+        if abs(np.linalg.det(cell)) < 1.0:
+            continue
+        np.testing.assert_array_equal(_niggli_basis_change(cell), niggli_reduce_cell(cell)[1])

@@ -20,7 +20,12 @@ from functools import lru_cache
 
 import numpy as np
 from ase import Atoms
-from ase.build.niggli import _niggli_reduce
+from ase.build.niggli import niggli_reduce_cell
+
+try:  # ASE's private reduction step: half the cost of the public function, which also rotates the cell
+    from ase.build.niggli import _niggli_reduce
+except ImportError:  # an ASE that renamed it (requirements say ase>=3.23): the public function
+    _niggli_reduce = None
 
 DEFAULT_TOLERANCE = 1e-3  # Å: grid of the exact fingerprint
 
@@ -46,6 +51,8 @@ def _niggli_basis_change(cell: np.ndarray) -> np.ndarray:
     """The integer basis change of ASE's Niggli reduction of a full-rank cell (same tolerance as
     `ase.build.niggli.niggli_reduce_cell`, which also builds a rotated cell from cell parameters:
     half of its time, and a cell this module does not use)."""
+    if _niggli_reduce is None:
+        return niggli_reduce_cell(cell)[1]
     g0 = np.array([cell[0] @ cell[0], cell[1] @ cell[1], cell[2] @ cell[2],
                    2 * (cell[1] @ cell[2]), 2 * (cell[2] @ cell[0]), 2 * (cell[0] @ cell[1])])
     _, change = _niggli_reduce(g0, 1e-5 * abs(np.linalg.det(cell)) ** (1 / 3))
