@@ -5,7 +5,7 @@ import pytest
 from ase.build import bulk
 
 from mlip_autopipec.data.frames import LabelledFrame
-from mlip_autopipec.store import NewStructure, Status, StatusError, StructureStore
+from mlip_autopipec.store import NewStructure, Status, StatusError, StoreError, StructureStore
 
 
 def _cell(shift: float) -> LabelledFrame:
@@ -118,3 +118,11 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
                 worker.kill()
     for path in paths:
         assert StructureStore(path).status_counts()["completed"] == 1
+
+
+def test_a_file_that_is_not_a_database_is_refused_by_name_and_left_alone(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("not a database\n" * 100)
+    with pytest.raises(StoreError, match=f"{path}: not a structure store .*file is not a database"):
+        StructureStore(path)
+    assert path.read_text() == "not a database\n" * 100

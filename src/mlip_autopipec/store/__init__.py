@@ -7,8 +7,9 @@ from mlip_autopipec.store.structure_store import (
     Status,
     StatusError,
     StoredStructure,
+    StoreError,
     StructureStore,
 )
 
-__all__ = ["AddOutcome", "NewStructure", "Status", "StatusError", "StoredStructure",
+__all__ = ["AddOutcome", "NewStructure", "Status", "StatusError", "StoredStructure", "StoreError",
            "StructureStore", "fingerprint"]

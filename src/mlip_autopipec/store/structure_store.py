@@ -53,6 +53,10 @@ _ALLOWED_TRANSITIONS = {
 }
 
 
+class StoreError(ValueError):
+    """A store that cannot be opened (e.g. a path that is not a SQLite database)."""
+
+
 class StatusError(RuntimeError):
     """A status change the lifecycle does not allow (e.g. relabelling a completed row)."""
 
@@ -307,6 +311,8 @@ def _sqlite_tables_ready(path: str) -> bool:
             return connection.execute("SELECT value FROM information WHERE name = 'version'").fetchone() is not None
         except sqlite3.OperationalError:  # no information table yet
             return False
+        except sqlite3.DatabaseError as exc:  # e.g. "file is not a database"
+            raise StoreError(f"{path}: not a structure store (SQLite says: {exc})") from exc
 
 
 def _allow_rollback(connection) -> None:
