@@ -15,7 +15,6 @@ from ase.build import bulk
 from mlip_autopipec.campaign import steps
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.config.run_files import ConfigError
-from mlip_autopipec.exploration.md import WalkerResult
 from mlip_autopipec.store import Status, StructureStore
 from tests.campaign.test_config_and_records import MINIMAL
 
@@ -192,7 +191,6 @@ def test_a_pool_needs_no_seeds_copies_but_something_must_train(tmp_path):
         _config(tmp_path, MINIMAL + "bootstrap: {per_seed: 0}\n")
 
 
-
 EXPLORE_FEW = "exploration: {temperatures_K: [300, 1200], walkers_per_temperature: 2, steps: 30, record_every: 5}\n"
 TWO_SEEDS = "campaign: c\nworkdir: run\nseeds:\n  - {bulk: Cu, repeat: [2, 2, 2]}\n  - {bulk: Cu, repeat: [3, 1, 1]}\n"
 
@@ -201,13 +199,14 @@ TWO_SEEDS = "campaign: c\nworkdir: run\nseeds:\n  - {bulk: Cu, repeat: [2, 2, 2]
 def test_each_md_walker_gets_the_seed_temperature_random_seed_and_file_of_the_serial_loop(
         engine, generation_1, tmp_path, monkeypatch):
     (tmp_path / "rules.yaml").write_text(JITTER_RULES)
-    config = _config(tmp_path, TWO_SEEDS + EXPLORE_FEW.replace(
+    config = _config(tmp_path, TWO_SEEDS + EXPLORE_FEW.replace("steps: 30", "steps: 5").replace(
         "exploration: {", f"exploration: {{engine: {engine}, sampling_rules: rules.yaml, sampling_steps: 2, "))
     calls = []
+    real_walker = steps.run_walker
 
-    def recording_walker(structure, calculator, settings, trajectory):
+    def recording_walker(structure, calculator, settings, trajectory):  # the real MD, its arguments noted
         calls.append((len(structure), settings.temperature_K, settings.seed, Path(trajectory).name))
-        return WalkerResult(Path(trajectory), frames=1, steps_done=1, stopped_early=False, uncertainty=[1.0])
+        return real_walker(structure, calculator, settings, trajectory)
 
     monkeypatch.setattr(steps, "run_walker", recording_walker)
     artifact = _private_copy(generation_1, tmp_path)
@@ -224,6 +223,7 @@ def test_each_md_walker_gets_the_seed_temperature_random_seed_and_file_of_the_se
     assert calls == expected
     assert steps.md_walker_indices(config) == [int(name[7:10]) for *_, name in expected]
     assert whole.walkers == 8 + (2 if engine == "both" else 0)
+    assert [len(ase.io.read(path, ":")[0]) for path in whole.trajectories[-8:]] == [32] * 4 + [12] * 4
 
     calls.clear()
     alone = [steps.explore_md_walker(config, artifact, 3, index) for index in reversed(steps.md_walker_indices(config))]

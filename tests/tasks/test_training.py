@@ -5,6 +5,7 @@ import uuid
 import pytest
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.exceptions import ObjectNotFound
 
 from tasks.training import TRAINING_SLOT, training_slot
 
@@ -20,7 +21,9 @@ def _delete_limit() -> None:
 
 
 def test_outside_a_deployment_training_runs_without_the_limit():
-    with training_slot():  # the session's server was never set up: no `gpu` limit, no waiting
+    with pytest.raises(ObjectNotFound):  # the session's server was never set up
+        _active_slots()
+    with training_slot():  # no `gpu` limit: neither a failure (strict) nor a wait
         pass
 
 
