@@ -87,6 +87,9 @@ class PotentialArtifact(BaseModel):
     config_digest: str
     initial_potential: str | None = None  # `digest` of the artifact training started from
     baseline: CalculatorSpec | None = None  # delta learning: predictions are baseline + this potential
+    # Element -> why its atoms have no real uncertainty yet (Pacemaker: fewer training environments
+    # than B-functions, so no MaxVol active set); selection treats those atoms as uncertain.
+    species_without_gamma: dict[str, str] = Field(default_factory=dict)
 
     generation_dir: Path | None = None  # where artifact.json lives; not serialised
 

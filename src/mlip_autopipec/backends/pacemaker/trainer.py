@@ -5,7 +5,11 @@ Steps, all in the generation directory (pacemaker's working directory, so a user
   1. check the dataset and elements; with a baseline, write the delta datasets
   2. write input.yaml; run `pacemaker input.yaml`, log to pacemaker.log, report progress
   3. potential.yaml (copy of output_potential.yaml) -> `pace_yaml2yace` -> potential.yace
-  4. `pace_activeset` on pacemaker's fitting_data_info.pckl.gzip -> potential.asi
+  4. `pace_activeset` on pacemaker's fitting_data_info.pckl.gzip -> potential.asi; when it stops
+     because a species has fewer training environments than B-functions, the active set is built
+     species by species instead (backends/pacemaker/active_set.py: MaxVol where there are enough
+     environments, pseudo-inverse where not); the potential is kept and the artifact's
+     `species_without_gamma` says which species have no γ yet and why
   5. metrics.json from metrics.txt / test_metrics.txt; artifact.json last
 
 Generations are never overwritten: a directory holding artifact.json is refused
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +58,7 @@ INPUT_YAML = "input.yaml"
 POTENTIAL_YAML = "potential.yaml"
 POTENTIAL_YACE = "potential.yace"
 ACTIVE_SET = "potential.asi"  # pace_activeset names it after the .yaml it was given
+ACTIVE_SET_SUMMARY = "active_set.json"  # per species, when the active set was built species by species
 LOG = "pacemaker.log"
 METRICS_JSON = "metrics.json"
 INITIAL_POTENTIAL = "initial_potential.yaml"
@@ -131,8 +137,7 @@ class PacemakerTrainer:
         self._run_tool(tools["pace_yaml2yace"], [POTENTIAL_YAML, "-o", POTENTIAL_YACE], POTENTIAL_YACE,
                        generation_dir, log_path, deadline, "could not convert the fitted potential to .yace")
         report.stage(FIT_SHARE + 0.02, "computing the active set", fitted)
-        self._run_tool(tools["pace_activeset"], active_set_arguments(config), ACTIVE_SET, generation_dir,
-                       log_path, deadline, "could not compute the active set")
+        gaps = self._active_set(tools["pace_activeset"], config, generation_dir, log_path, deadline)
 
         try:
             final_metrics, history = collect_metrics(generation_dir)
@@ -146,6 +151,8 @@ class PacemakerTrainer:
             "input_yaml": INPUT_YAML, "potential_yaml": POTENTIAL_YAML, "potential_yace": POTENTIAL_YACE,
             "active_set": ACTIVE_SET, "log": LOG, "metrics_json": METRICS_JSON,
         }
+        if (generation_dir / ACTIVE_SET_SUMMARY).is_file():
+            files["active_set_summary"] = ACTIVE_SET_SUMMARY
         if starting_potential is not None:
             files["initial_potential"] = INITIAL_POTENTIAL
         if config.baseline is not None:
@@ -162,10 +169,51 @@ class PacemakerTrainer:
             config_digest=config.digest(),
             initial_potential=None if initial_potential is None else initial_potential.digest,
             baseline=config.baseline,
+            species_without_gamma=gaps,
         )
         artifact.save(generation_dir)  # last: its presence marks the generation as finished
         report.stage(1.0, "done", fitted)
         return artifact
+
+    def _active_set(self, pace_activeset: Path, config: PacemakerConfig, generation_dir: Path, log_path: Path,
+                    deadline: float) -> dict[str, str]:
+        """potential.asi; returns element -> why it has no γ yet (empty: every species has one).
+
+        pace_activeset first, as a Pacemaker user would run it. A species with fewer training
+        environments than B-functions makes it stop for the whole potential; then the active set is
+        built species by species (backends/pacemaker/active_set.py), in a logged subprocess too."""
+        # Imported here: the module is also run with -m, which warns if the package imported it first.
+        from mlip_autopipec.backends.pacemaker.active_set import (
+            UNDER_DETERMINED_MESSAGE,
+            read_summary,
+            species_without_gamma,
+        )
+
+        start = log_path.stat().st_size if log_path.is_file() else 0
+        status = run_logged([pace_activeset, *active_set_arguments(config)], generation_dir, log_path, deadline)
+        if status == 0 and (generation_dir / ACTIVE_SET).is_file():
+            return {}
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            log.seek(start)
+            under_determined = UNDER_DETERMINED_MESSAGE in log.read()
+        if not under_determined:
+            failure = "could not compute the active set"
+            if status == 0:
+                raise TrainingError(f"{pace_activeset.name} exited normally but wrote no {ACTIVE_SET}: {failure}",
+                                    log_tail(log_path), log_path)
+            raise TrainingError(f"{pace_activeset.name} exited with status {status}: {failure}",
+                                log_tail(log_path), log_path)
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write("\nA species has fewer training environments than B-functions (the error above): the "
+                      "potential is kept; building the active set species by species instead\n")
+        options = config.active_set
+        self._run_tool(Path(sys.executable),
+                       ["-m", "mlip_autopipec.backends.pacemaker.active_set", POTENTIAL_YAML,
+                        "-d", PACEMAKER_FITTING_DATA, "-g", str(options.gamma_tolerance),
+                        "-i", str(options.maxvol_iters), "-o", ACTIVE_SET, "-s", ACTIVE_SET_SUMMARY],
+                       ACTIVE_SET, generation_dir, log_path, deadline,
+                       "could not build the active set species by species")
+        return species_without_gamma(read_summary(generation_dir / ACTIVE_SET_SUMMARY))
 
     @staticmethod
     def _run_tool(executable: Path, arguments: list[str], output: str, cwd: Path, log_path: Path,
