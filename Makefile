@@ -25,5 +25,6 @@ bench: install  ## run the benchmarks and print their ratios
 	$(PYTHON) -m benchmarks.campaign_overhead
 	$(PYTHON) -m benchmarks.mace_train
 	$(PYTHON) -m benchmarks.outbox_scaling
+	$(PYTHON) -m benchmarks.outbox_scaling --workload alloy --sizes 1000 10000 --pymatgen 300
 	$(PYTHON) -m benchmarks.labeling_throughput
 	$(PYTHON) -m benchmarks.al_vs_random --pool $(DATA)/Cu-II.extxyz --test-fraction 0.1 --seeds 3 --out benchmarks/results

@@ -6,6 +6,11 @@ Candidates are deduplicated against each other, against the queue submitted by e
 (OUT/dft_submit.jsonl, appended to) and against the store's rows; survivors enter the store as
 pending. This run's skips go to OUT/dft_skip.jsonl with the reason (exact|near) and the duplicated id.
 Running it twice submits nothing new.
+
+A near duplicate within --tolerance has a translation, a same-species permutation and an
+equivalent cell under which every atom lies within the tolerance of its partner (the criterion of
+pymatgen's StructureMatcher, in Å); a one-atom move beyond it, or another ordering of an alloy, is
+always submitted.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", default=None, help="SQLite path or postgresql:// URL (omit: no store)")
     parser.add_argument("--out", required=True, help="directory of dft_submit.jsonl and dft_skip.jsonl")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_NEAR_TOLERANCE,
-                        help="near-duplicate tolerance: max difference of sorted neighbour distances (Å)")
+                        help="near-duplicate tolerance (Å): skipped only if every atom lies this close to its partner")
     parser.add_argument("--campaign", default="default")
     parser.add_argument("--generation", type=int, default=0)
     parser.add_argument("--source", default="outbox", help="provenance tag of the pending store rows")

@@ -59,3 +59,16 @@ def test_walk_registers_fcc_and_hcp_hollows_once_and_recognises_revisits(tmp_pat
     revisits = [s for s in accepted if not s["new_basin"]]
     assert len(revisits) >= 2 and {s["basin"] for s in revisits} == {0, 1}
     assert summary.new_basins == 1 and summary.basins_total == 2
+
+
+def test_registry_tells_apart_two_orderings_of_one_alloy_cell():
+    """Same composition, same cell, same energy passed in: only which atom is Ni differs."""
+    from ase.build import bulk
+    registry = BasinRegistry(tolerance=0.05, energy_tolerance=1e-3)
+    first = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    second = first.copy()
+    first.numbers[[0, 1, 2, 3]] = 28              # a Ni tetrahedron: Ni atoms are each other's neighbours
+    second.numbers[[0, 4, 8, 12]] = 28            # one Ni in each of four conventional cells
+    registry.add(registry.describe(first, -1.0))
+    assert registry.find(registry.describe(second, -1.0)) is None
+    assert registry.find(registry.describe(first[::-1], -1.0)) is registry.basins[0]

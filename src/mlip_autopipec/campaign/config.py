@@ -96,8 +96,10 @@ class SelectionSettings(_Strict):
                                                        "this max force deviation (eV/Å)")
     max_per_generation: int = Field(20, ge=1)
     near_duplicate_tolerance: float = Field(DEFAULT_NEAR_TOLERANCE, ge=0,
-                                            description="outbox: candidates this close (Å, descriptor "
-                                                        "distance) to a stored or queued one are skipped")
+                                            description="outbox: a candidate whose every atom lies this close (Å) "
+                                                        "to a partner of its species in a stored or queued "
+                                                        "structure (after translation, permutation and "
+                                                        "equivalent cell) is skipped")
 
     @model_validator(mode="after")
     def _ordered_levels(self) -> SelectionSettings:

@@ -1,24 +1,35 @@
-"""Near-duplicate descriptor: sorted nearest-neighbour distances, compared in the Chebyshev norm.
+"""Near-duplicate prefilter: species-resolved sorted neighbour distances, in the Chebyshev norm.
 
-For every atom the K smallest neighbour distances (periodic images included, capped at a cutoff)
-are taken; for each species and each rank k the values over that species' atoms are sorted. Every
-entry is an order statistic of distances, so moving each atom by at most d changes every entry by at
-most 2 d: the Chebyshev (max-abs) distance between two descriptors is a bound that does not depend
-on atom order, translation, wrapping or the choice of cell. Two candidates of the same composition
-whose descriptors differ by at most `tolerance` (Å) are near-duplicates.
+For every atom and every species, the K smallest distances to neighbours of that species
+(periodic images included, capped at a cutoff that depends on the composition only) are taken;
+for each (centre species, neighbour species, rank k) the values over the centre species' atoms are
+sorted. Every entry is an order statistic of distances, so moving each atom by at most d changes
+every entry by at most 2 d, whatever the atom order, translation, wrapping or choice of cell; cell
+vectors that differ by at most d add at most about d x sum_k(cutoff / height_k)
+(`prefilter_threshold`).
 
-The descriptor's per-(species, rank) mean is a short summary whose Chebyshev distance never exceeds
-the full one, so a KD-tree over summaries finds every possible pair (no false negatives) in about
-linear time; pairs are then confirmed on the full descriptor.
+This is a prefilter only: two candidates whose descriptors are within `prefilter_threshold` *may*
+be near duplicates, and the outbox confirms each such pair with `match.find_match` (every atom
+within the tolerance) before it skips anything. Equal descriptors do not mean equal structures:
+order statistics hardly move when one atom of many moves.
+
+Any subset of entries is at most as far apart as the whole descriptor, so a KD-tree over the
+`KD_COORDINATES` entries that vary most in the pool finds every possible pair (no false negatives)
+in about linear time; the pairs are then checked on the full descriptor.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from ase import Atoms
+from ase.data import covalent_radii
 from scipy.spatial import cKDTree
 
+from mlip_autopipec.outbox.canonical import reduced_cell
+
 DEFAULT_NEIGHBOURS = 8
+KD_COORDINATES = 24
+CUTOFF_PER_RADIUS = 2.5  # cutoff = 2.5 x the largest covalent radius: first neighbours of every species
 
 
 def composition_key(atoms: Atoms) -> str:
@@ -26,63 +37,72 @@ def composition_key(atoms: Atoms) -> str:
     return ",".join(f"{z}:{c}" for z, c in zip(species, counts))
 
 
-def descriptor(atoms: Atoms, neighbours: int = DEFAULT_NEIGHBOURS, cutoff: float | None = None) -> np.ndarray:
-    n = len(atoms)
+def composition_cutoff(numbers: np.ndarray, per_radius: float = CUTOFF_PER_RADIUS) -> float:
+    """A cutoff that depends on the composition only, so equal compositions share it."""
+    return max(per_radius * float(np.max(covalent_radii[np.unique(numbers)])), 1.0) if len(numbers) else 1.0
+
+
+def descriptor(atoms: Atoms, neighbours: int = DEFAULT_NEIGHBOURS, cutoff_per_radius: float = CUTOFF_PER_RADIUS
+               ) -> np.ndarray:
+    """Sorted (centre species, neighbour species, rank) distance table, flattened."""
     numbers = np.asarray(atoms.numbers)
-    if n == 0:
+    if len(atoms) == 0:
         return np.zeros(0)
-    if cutoff is None:
-        if np.all(atoms.pbc) and atoms.cell.volume > 1e-9:
-            density_length = (atoms.cell.volume / n) ** (1 / 3)
-        else:
-            density_length = 2.5
-        cutoff = max(2.0 * density_length, 1.0)
-    table = _nearest_distances(atoms, neighbours, cutoff)
-    parts = []
-    for z in np.unique(numbers):
-        block = np.sort(table[numbers == z], axis=0)  # each rank column sorted over this species
-        parts.append(block.T.ravel())
-    return np.concatenate(parts)
+    cutoff = composition_cutoff(numbers, cutoff_per_radius)
+    species = np.unique(numbers)
+    squared = _squared_distances(atoms, cutoff)
+    squared = squared.reshape(len(numbers), len(numbers), -1)
+    centres = [numbers == z for z in species]
+    blocks: dict[tuple[int, int], np.ndarray] = {}
+    for j, other in enumerate(species):
+        nearest = _smallest(squared[:, numbers == other, :].reshape(len(numbers), -1), neighbours, cutoff)
+        for i, rows in enumerate(centres):
+            blocks[i, j] = np.sort(nearest[rows], axis=0).T.ravel()  # each rank column sorted over the centres
+    return np.concatenate([blocks[i, j] for i in range(len(species)) for j in range(len(species))])
 
 
-def summary(desc: np.ndarray, atoms: Atoms, neighbours: int = DEFAULT_NEIGHBOURS) -> np.ndarray:
-    """Per-(species, rank) mean: Chebyshev-1-Lipschitz image of the full descriptor."""
-    out = []
-    offset = 0
-    for z, count in zip(*np.unique(atoms.numbers, return_counts=True)):
-        block = desc[offset: offset + count * neighbours].reshape(neighbours, count)
-        out.append(block.mean(axis=1))
-        offset += count * neighbours
-    return np.concatenate(out) if out else np.zeros(0)
+def prefilter_threshold(atoms: Atoms, tolerance: float, assume_reduced: bool = False) -> float:
+    """How far apart (Chebyshev, Å) the descriptors of two near duplicates within `tolerance` can be:
+    2 x tolerance for the atoms, plus tolerance x sum_k(reach / height_k) of the Niggli cell for
+    cell vectors that may differ by the tolerance too (reach: the cutoff and what a pair can gain)."""
+    pbc = np.asarray(atoms.pbc, bool)
+    cell = np.asarray(atoms.cell.array, dtype=float)
+    if not pbc.any() or abs(np.linalg.det(cell)) < 1e-9:
+        return 2.0 * tolerance
+    if pbc.all() and not assume_reduced:
+        cell = reduced_cell(atoms)[0]
+    heights = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    reach = composition_cutoff(atoms.numbers) + 4.0 * tolerance
+    return tolerance * (2.0 + float(np.sum(reach / heights[pbc])))
 
 
-def near_pairs(summaries: list[np.ndarray], descriptors: list[np.ndarray], keys: list[str],
-               tolerance: float) -> list[tuple[int, int]]:
-    """All index pairs (i < j) of equal composition whose full descriptors are within tolerance."""
+def near_pairs(descriptors: list[np.ndarray], keys: list[str], thresholds: list[float]) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of equal composition whose descriptors lie within the larger of their two
+    thresholds (Chebyshev): every pair that can be a near duplicate, and some more."""
     groups: dict[tuple[str, int], list[int]] = {}
-    for index, (key, summ) in enumerate(zip(keys, summaries)):
-        groups.setdefault((key, len(summ)), []).append(index)
+    for index, (key, desc) in enumerate(zip(keys, descriptors)):
+        groups.setdefault((key, len(desc)), []).append(index)
     pairs: list[tuple[int, int]] = []
     for members in groups.values():
         if len(members) < 2:
             continue
-        data = np.stack([summaries[m] for m in members])
-        tree = cKDTree(data)
-        found = tree.query_pairs(tolerance, p=np.inf, output_type="ndarray")
-        if not len(found):
-            continue
         index = np.asarray(members)
+        limits = np.asarray([thresholds[m] for m in members])
         full = np.stack([descriptors[m] for m in members])
+        # any subset of entries is as close as the whole: a KD-tree over the most varied ones
+        columns = np.argsort(full.var(axis=0))[::-1][:KD_COORDINATES]
+        found = cKDTree(full[:, columns]).query_pairs(float(limits.max()), p=np.inf, output_type="ndarray")
         for chunk in range(0, len(found), 65536):  # confirm on the full descriptor, vectorised
             a, b = found[chunk:chunk + 65536].T
-            close = np.max(np.abs(full[a] - full[b]), axis=1) <= tolerance
+            close = np.max(np.abs(full[a] - full[b]), axis=1) <= np.maximum(limits[a], limits[b])
             i, j = index[a[close]], index[b[close]]
             pairs.extend(zip(np.minimum(i, j).tolist(), np.maximum(i, j).tolist()))
     return pairs
 
 
-def _nearest_distances(atoms: Atoms, neighbours: int, cutoff: float) -> np.ndarray:
-    """(n, neighbours): each atom's smallest neighbour distances, periodic images included, capped."""
+def _squared_distances(atoms: Atoms, cutoff: float) -> np.ndarray:
+    """(n, n * images) squared distances from each atom to each atom's periodic images within reach
+    (column j * images + s: atom j in image s); an atom's own zero distance is infinite."""
     n = len(atoms)
     positions = np.asarray(atoms.positions, dtype=float)
     pbc = np.asarray(atoms.pbc, dtype=bool)
@@ -102,15 +122,19 @@ def _nearest_distances(atoms: Atoms, neighbours: int, cutoff: float) -> np.ndarr
         squared = squared.reshape(n, n, len(shifts))
         zero = np.flatnonzero(np.all(shifts == 0, axis=1))[0]
         squared[np.arange(n), np.arange(n), zero] = np.inf
-        squared = squared.reshape(n, -1)
-    else:
-        vectors = positions[None, :, :] - positions[:, None, :]
-        squared = np.einsum("ijk,ijk->ij", vectors, vectors)
-        squared[np.arange(n), np.arange(n)] = np.inf
-    # select on squared distances; the root and the cap only for the k kept per atom
-    table = np.full((n, neighbours), cutoff)
+        return squared.reshape(n, -1)
+    vectors = positions[None, :, :] - positions[:, None, :]
+    squared = np.einsum("ijk,ijk->ij", vectors, vectors)
+    squared[np.arange(n), np.arange(n)] = np.inf
+    return squared
+
+
+def _smallest(squared: np.ndarray, neighbours: int, cutoff: float) -> np.ndarray:
+    """(rows, neighbours): the smallest distances of each row, capped at `cutoff` (and padded with it)."""
+    table = np.full((squared.shape[0], neighbours), cutoff)
     k = min(neighbours, squared.shape[1])
     if k:
+        # select on squared distances; the root and the cap only for the k kept per row
         part = np.partition(squared, k - 1, axis=1)[:, :k] if k < squared.shape[1] else squared
         nearest = np.sqrt(np.maximum(np.sort(part, axis=1)[:, :k], 0.0))
         table[:, :k] = np.minimum(nearest, cutoff)

@@ -2,8 +2,11 @@
 
 Candidates are deduplicated against each other (first one wins), against the queue already
 submitted by earlier runs (`dft_submit.jsonl`) and against every row of the store's campaign.
-Exact duplicates share a canonical fingerprint; near-duplicates have the same composition and
-descriptors within `tolerance` Å (see `descriptor`). Survivors are appended to `dft_submit.jsonl`
+Exact duplicates share a canonical fingerprint. A near duplicate within `tolerance` Å has an
+equivalent cell, translation and same-species permutation under which every atom lies within
+`tolerance` of its partner (see `match`): pairs are proposed by the species-resolved descriptor
+prefilter (`descriptor`, which never misses such a pair) and each skip is confirmed by
+`match.find_match`, so a distinct structure is never skipped. Survivors are appended to `dft_submit.jsonl`
 (the whole file is rewritten atomically, so a crash never leaves a half-written line) and enter the
 store as `pending`; this run's skips are written to `dft_skip.jsonl` with the reason (`exact` or
 `near`) and what they duplicate (`submitted:<id>`, `store:<row id>` or a candidate id of this run).
@@ -24,11 +27,12 @@ from ase import Atoms
 
 from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.outbox.canonical import DEFAULT_TOLERANCE, canonical_fingerprint, canonicalize
-from mlip_autopipec.outbox.descriptor import composition_key, descriptor, near_pairs, summary
+from mlip_autopipec.outbox.descriptor import composition_key, descriptor, near_pairs, prefilter_threshold
+from mlip_autopipec.outbox.match import find_match
 
 SUBMIT_FILE = "dft_submit.jsonl"
 SKIP_FILE = "dft_skip.jsonl"
-DEFAULT_NEAR_TOLERANCE = 0.05  # Å, Chebyshev distance between descriptors
+DEFAULT_NEAR_TOLERANCE = 0.05  # Å: every atom of a near duplicate lies this close to its partner
 
 
 @dataclass
@@ -117,8 +121,8 @@ class _Entry:
     pbc: np.ndarray
     fingerprint: str
     desc: np.ndarray
-    summ: np.ndarray
     key: str
+    threshold: float      # Å: the most a near duplicate's descriptor can differ (prefilter bound)
 
     def atoms(self) -> Atoms:
         return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
@@ -127,11 +131,13 @@ class _Entry:
         return _arrays_to_json(self.numbers, self.positions, self.cell, self.pbc)
 
 
-def _entry(label: str, atoms: Atoms, tolerance: float, fp: str | None = None, canonical: bool = False) -> _Entry:
+def _entry(label: str, atoms: Atoms, tolerance: float, near_tolerance: float, fp: str | None = None,
+           canonical: bool = False) -> _Entry:
     desc = descriptor(atoms)
     return _Entry(label, atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
                   fp or canonical_fingerprint(atoms, tolerance, canonical=canonical), desc,
-                  summary(desc, atoms), composition_key(atoms))
+                  composition_key(atoms),
+                  prefilter_threshold(atoms, near_tolerance, assume_reduced=canonical))
 
 
 def process_outbox(candidates: list[Candidate], store=None, submitted_queue_path: str | Path | None = None,
@@ -165,18 +171,18 @@ def _process_locked(candidates, store, submitted_queue_path, out_dir: Path, tole
     references: list[_Entry] = []
     for record in previous:
         references.append(_entry(f"submitted:{record['id']}", atoms_from_json(record), fingerprint_tolerance,
-                                 record.get("fingerprint") if record.get("fingerprint_tolerance")
+                                 tolerance, record.get("fingerprint") if record.get("fingerprint_tolerance")
                                  == fingerprint_tolerance else None))
     if store is not None:
         for row in store.select():
-            references.append(_entry(f"store:{row.id}", row.frame.atoms, fingerprint_tolerance))
+            references.append(_entry(f"store:{row.id}", row.frame.atoms, fingerprint_tolerance, tolerance))
 
     report = OutboxReport(candidates=len(candidates))
     exact: dict[str, str] = {}
     for ref in references:
         exact.setdefault(ref.fingerprint, ref.label)
 
-    entries = _featurize(candidates, fingerprint_tolerance, processes)
+    entries = _featurize(candidates, fingerprint_tolerance, tolerance, processes)
     kept: list[tuple[Candidate, _Entry]] = []
     for cand, entry in zip(candidates, entries):
         if entry.fingerprint in exact:
@@ -186,10 +192,12 @@ def _process_locked(candidates, store, submitted_queue_path, out_dir: Path, tole
         kept.append((cand, entry))
 
     # Near duplicates: references first, then candidates in input order; the earlier one survives.
+    # The descriptor proposes pairs; only a confirmed match (every atom within tolerance) skips.
     pool = references + [entry for _, entry in kept]
     n_ref = len(references)
     partners: dict[int, list[int]] = {}
-    for i, j in near_pairs([e.summ for e in pool], [e.desc for e in pool], [e.key for e in pool], tolerance):
+    proposed = near_pairs([e.desc for e in pool], [e.key for e in pool], [e.threshold for e in pool])
+    for i, j in _confirmed(pool, proposed, tolerance, processes):
         partners.setdefault(j, []).append(i)
     dropped: set[int] = set()
     survivors: list[tuple[Candidate, _Entry]] = []
@@ -235,20 +243,42 @@ def _process_locked(candidates, store, submitted_queue_path, out_dir: Path, tole
 
 
 def _featurize_one(args: tuple) -> _Entry:
-    ident, numbers, positions, cell, pbc, tolerance = args
+    ident, numbers, positions, cell, pbc, tolerance, near_tolerance = args
     atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
-    return _entry(ident, canonicalize(atoms), tolerance, canonical=True)
+    return _entry(ident, canonicalize(atoms), tolerance, near_tolerance, canonical=True)
 
 
-def _featurize(candidates: list[Candidate], tolerance: float, processes: int) -> list[_Entry]:
+def _featurize(candidates: list[Candidate], tolerance: float, near_tolerance: float, processes: int) -> list[_Entry]:
     # plain arrays travel to worker processes far cheaper than Atoms objects
-    jobs = [(c.id, c.atoms.numbers, c.atoms.positions, c.atoms.cell.array, c.atoms.pbc, tolerance)
+    jobs = [(c.id, c.atoms.numbers, c.atoms.positions, c.atoms.cell.array, c.atoms.pbc, tolerance, near_tolerance)
             for c in candidates]
     if processes <= 1 or len(jobs) < 200:
         return [_featurize_one(job) for job in jobs]
     from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(processes) as pool:
         return list(pool.map(_featurize_one, jobs, chunksize=max(1, len(jobs) // (8 * processes))))
+
+
+def _matches(args: tuple) -> bool:
+    first, second, tolerance = args
+    a, b = (Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+            for numbers, positions, cell, pbc in (first, second))
+    return find_match(a, b, tolerance) is not None
+
+
+def _confirmed(pool: list[_Entry], pairs: list[tuple[int, int]], tolerance: float,
+               processes: int) -> list[tuple[int, int]]:
+    """The proposed pairs that are near duplicates by the real criterion (every atom within tolerance)."""
+    def arrays(entry: _Entry) -> tuple:
+        return entry.numbers, entry.positions, entry.cell, entry.pbc
+    jobs = [(arrays(pool[i]), arrays(pool[j]), tolerance) for i, j in pairs]
+    if processes <= 1 or len(jobs) < 200:
+        verdicts = [_matches(job) for job in jobs]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(processes) as workers:
+            verdicts = list(workers.map(_matches, jobs, chunksize=max(1, len(jobs) // (8 * processes))))
+    return [pair for pair, verdict in zip(pairs, verdicts) if verdict]
 
 
 def _skip(cand: Candidate, reason: str, duplicate_of: str, fp: str) -> dict:

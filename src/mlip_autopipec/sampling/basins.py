@@ -3,7 +3,12 @@
 Two quenched structures are the same basin when their canonical fingerprints (grid of `tolerance`
 Å; invariant to translation, permutation, wrapping and choice of cell) agree, or, since a point can
 fall either side of a grid line, when they have the same composition, energies per atom within
-`energy_tolerance` and sorted-neighbour-distance descriptors within `tolerance` Å.
+`energy_tolerance` and species-resolved sorted-neighbour-distance descriptors within `tolerance` Å.
+
+Unlike the outbox, a basin is not confirmed atom by atom: a quench stops at a force threshold, so
+two quenches into one minimum can leave a soft atom (an adatom sliding in its hollow) more than
+`tolerance` apart. Energy is the discriminating test here; the descriptor, which hardly moves when
+one atom of many moves, only rules out different species arrangements and different local shapes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from ase import Atoms
 
 from mlip_autopipec.outbox.canonical import canonical_fingerprint
 from mlip_autopipec.outbox.descriptor import composition_key, descriptor
+
+# fcc and hcp hollows of an adatom differ first in its second shell: a longer reach than the outbox's
+BASIN_CUTOFF_PER_RADIUS = 5.0
 
 
 @dataclass
@@ -38,7 +46,7 @@ class BasinRegistry:
     def describe(self, atoms: Atoms, energy: float) -> Basin:
         """A not-yet-registered Basin (id -1) for `atoms` with model energy `energy`."""
         return Basin(-1, canonical_fingerprint(atoms, self.tolerance), energy / max(len(atoms), 1),
-                     composition_key(atoms), descriptor(atoms))
+                     composition_key(atoms), basin_descriptor(atoms))
 
     def find(self, candidate: Basin) -> Basin | None:
         for basin in self.basins:
@@ -56,3 +64,7 @@ class BasinRegistry:
         candidate.id = len(self.basins)
         self.basins.append(candidate)
         return candidate
+
+
+def basin_descriptor(atoms: Atoms) -> np.ndarray:
+    return descriptor(atoms, cutoff_per_radius=BASIN_CUTOFF_PER_RADIUS)

@@ -25,10 +25,9 @@ import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
 
-from mlip_autopipec.outbox.descriptor import descriptor
 from mlip_autopipec.outbox.outbox import atoms_to_json
 from mlip_autopipec.sampling.actions import NotApplicable, apply_action, bond_graph
-from mlip_autopipec.sampling.basins import Basin, BasinRegistry
+from mlip_autopipec.sampling.basins import Basin, BasinRegistry, basin_descriptor
 from mlip_autopipec.sampling.config import MinDistValidator, Quench, QualityValidator, SamplingRules
 from mlip_autopipec.sampling.plugins import apply_plugins
 from mlip_autopipec.sampling.quench import QuenchResult, quench
@@ -135,7 +134,7 @@ class _Walk:
             for record in read_lines(self.run_dir / BASINS_FILE):
                 atoms = load_npz(structures / record["structure"], prefix="quenched_")
                 basin = Basin(record["basin"], record["fingerprint"], record["energy_per_atom"],
-                              record["composition"], descriptor(atoms))
+                              record["composition"], basin_descriptor(atoms))
                 self.registry.basins.append(basin)
             self.state_basin = accepted[-1]["basin"] if accepted else 0
 
