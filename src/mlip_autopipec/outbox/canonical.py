@@ -158,15 +158,16 @@ def canonical_fingerprint(atoms: Atoms, tolerance: float = DEFAULT_TOLERANCE, ca
     grid_per_axis = np.maximum(np.rint(lengths / tolerance), 1).astype(np.int64)
     best = None
     for op in ops:
-        # old basis rows A, new rows U A; fractional coordinates f_new = f_old U^-1
+        # old basis rows A, new rows U A; fractional coordinates f_new = f_old U^-1; all origins at once
         f_new = frac @ np.linalg.inv(op)
-        for origin in origins:
-            shifted = f_new - f_new[origin]
-            grid = np.rint(shifted * grid_per_axis).astype(np.int64) % grid_per_axis
-            order = np.lexsort((grid[:, 2], grid[:, 1], grid[:, 0], numbers))
-            blob = grid[order].tobytes()
-            if best is None or blob < best:
-                best = blob
+        shifted = f_new[None, :, :] - f_new[origins, None, :]                  # (origins, atoms, 3)
+        grids = np.rint(shifted * grid_per_axis).astype(np.int64) % grid_per_axis
+        species_key = np.broadcast_to(numbers, grids.shape[:2])
+        order = np.lexsort((grids[..., 2], grids[..., 1], grids[..., 0], species_key), axis=-1)
+        ordered = np.take_along_axis(grids, order[..., None], axis=1)
+        blob = min(row.tobytes() for row in ordered)
+        if best is None or blob < best:
+            best = blob
     sorted_numbers = np.sort(numbers)
     digest.update(b"bulk")
     digest.update(np.asarray(metric_key, dtype=np.int64).tobytes())
