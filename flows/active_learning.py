@@ -140,6 +140,7 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
         "fraction_below_gamma_lower": explored["fraction_below_gamma_lower"],
         "max_gamma_median": explored["max_gamma_median"], "max_gamma_max": explored["max_gamma_max"],
         "selected": queued["selected"], "step_seconds": seconds,
+        "species_without_gamma": PotentialArtifact.load(trained["artifact"]).species_without_gamma,
         "rss_mb_after": psutil.Process().memory_info().rss / 2**20,
     })
 
@@ -254,7 +255,9 @@ def _progress_line(record: GenerationRecord) -> str:
             f"held-out force RMSE {record.held_out_forces_rmse_mev_per_angstrom:.1f} meV/Å, "
             f"energy RMSE {record.held_out_energy_rmse_mev_per_atom:.2f} meV/atom; explored "
             f"{record.explored_frames} frames ({100 * record.fraction_below_gamma_lower:.0f}% known), "
-            f"selected {record.selected}, labelled {record.labels_added} ({record.labels_failed} failed)")
+            f"selected {record.selected}, labelled {record.labels_added} ({record.labels_failed} failed)"
+            + (f"; no γ yet for {', '.join(sorted(record.species_without_gamma))} (selected as uncertain)"
+               if record.species_without_gamma else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,7 @@ def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, eval
         f"| energy (meV/atom) | {metrics['energy_rmse_mev_per_atom']:.3f} | {metrics['energy_mae_mev_per_atom']:.3f} |",
         f"| forces (meV/Å) | {metrics['forces_rmse_mev_per_angstrom']:.2f} | {metrics['forces_mae_mev_per_angstrom']:.2f} |",
         "",
+        *uncertainty_lines(artifact),
         "## Training tool's own metrics",
         "",
         "| metric | value |",
@@ -81,3 +82,14 @@ def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, eval
         f"- dataset digest: `{artifact.dataset_digest[:16]}`, potential digest: `{artifact.digest[:16]}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def uncertainty_lines(artifact: PotentialArtifact) -> list[str]:
+    """Which species have no γ yet and why (none: no lines)."""
+    if not artifact.species_without_gamma:
+        return []
+    return ["## Species without γ yet", "",
+            "Their atoms are selected as uncertain, so the campaign labels more of them; a later generation "
+            "with enough of their environments gets their active set.", "",
+            "| element | why |", "|---|---|",
+            *[f"| {element} | {why} |" for element, why in sorted(artifact.species_without_gamma.items())], ""]

@@ -95,3 +95,50 @@ def generation_1(cu_manifest, tiny_config, tmp_path_factory) -> TrainedGeneratio
     artifact = PacemakerTrainer().train(cu_manifest, config, tmp_path_factory.mktemp("campaign") / "gen-001",
                                         progress=events.append)
     return TrainedGeneration(artifact, config, events)
+
+
+# -- a minority species: one Ni atom per Cu cell, EMT labels (issue 22) --------------------------
+
+def doped_cu_cells(count: int, dopants: dict[str, int], seed: int = 0) -> list:
+    """`count` LabelledFrames: 2x2x2 cubic Cu cells (32 atoms) with `dopants` (element -> atoms per
+    cell) on random sites, strained by ~2% and rattled, labelled by EMT."""
+    import numpy as np
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from mlip_autopipec.data.frames import LabelledFrame
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for index in range(count):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+        sites = rng.permutation(len(atoms))
+        for element, number in dopants.items():
+            atoms.symbols[sites[:number]] = element
+            sites = sites[number:]
+        atoms.set_cell(atoms.cell * (1 + 0.02 * rng.standard_normal()), scale_atoms=True)
+        atoms.rattle(0.05, seed=1000 * seed + index)
+        atoms.calc = EMT()
+        frames.append(LabelledFrame(atoms.copy(), float(atoms.get_potential_energy()), atoms.get_forces().copy()))
+    return frames
+
+
+def export_for_training(frames, directory):
+    """All `frames` as a training set (Pacemaker and extxyz formats, no test split)."""
+    from mlip_autopipec.data.export import ExportItem, export_dataset
+
+    items = [ExportItem(frame=frame, group=f"frame-{index}") for index, frame in enumerate(frames)]
+    return export_dataset(items, directory, test_fraction=0.0, seed=0, formats=["pacemaker", "extxyz"])
+
+
+@pytest.fixture(scope="session")
+def one_ni(tiny_config, tmp_path_factory):
+    """A real fit on six Cu31Ni cells: 186 Cu environments, 6 Ni environments for 10 functions,
+    so Ni has no MaxVol active set. Returns (artifact, frames)."""
+    from mlip_autopipec.backends.pacemaker import PacemakerTrainer
+
+    frames = doped_cu_cells(6, {"Ni": 1})
+    work = tmp_path_factory.mktemp("one-ni")
+    artifact = PacemakerTrainer().train(export_for_training(frames, work / "data"),
+                                        tiny_config(maxiter=10, display_step=10), work / "gen-000")
+    return artifact, frames

@@ -60,6 +60,15 @@ def test_stop_criteria():
     assert "converged" in stop_reason([_record(0, known=0.95)], stop)
 
 
+def test_a_species_without_gamma_is_never_called_converged():
+    stop = StopSettings(max_generations=3, converged_fraction=0.9)
+    waiting = _record(0, known=0.95).model_copy(update={"species_without_gamma": {"Ni": "6 environments"}})
+    assert stop_reason([waiting], stop) is None
+    assert waiting.table_row()["species_without_gamma"] == "Ni"
+    assert _record(0).table_row()["species_without_gamma"] == "-"
+    assert GenerationRecord.model_validate_json(_record(0).model_dump_json()).species_without_gamma == {}
+
+
 def test_gamma_statistics():
     stats = gamma_statistics([0.5, 1.0, 3.0, 9.0], gamma_lower=1.2)
     assert stats == {"fraction_below_gamma_lower": 0.5, "max_gamma_median": 2.0, "max_gamma_max": 9.0}

@@ -232,3 +232,23 @@ def test_each_md_walker_gets_the_seed_temperature_random_seed_and_file_of_the_se
         steps.explore(config, artifact, 3, md_walkers=alone)  # out of order
     with pytest.raises(ValueError, match=r"no MD walker 99 .* walkers \d+\.\.\d+"):
         steps.explore_md_walker(config, artifact, 3, 99)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["top_gamma", "d_optimal"])
+def test_frames_with_a_species_without_gamma_are_selected_as_uncertain(one_ni, tmp_path, method):
+    """The one-Ni potential has no γ for Ni. Explored frames: two Cu cells with a γ above
+    gamma_lower, and a Cu cell with Ni whose γ reads 'known'. The Ni cell is a candidate all the same
+    and, one label allowed, it is the one queued."""
+    from tests.conftest import doped_cu_cells
+
+    artifact, _ = one_ni
+    config = _config(tmp_path, MINIMAL + f"selection: {{method: {method}, gamma_lower: 1.5, max_per_generation: 1}}\n")
+    frames = [frame.atoms for frame in doped_cu_cells(2, {}, seed=21) + doped_cu_cells(1, {"Ni": 2}, seed=22)]
+    frames[0].set_cell(frames[0].cell * 0.92, scale_atoms=True)
+    frames[1].set_cell(frames[1].cell * 1.08, scale_atoms=True)
+    trajectory = _write_frames(tmp_path / "walker-000.extxyz", frames, "max_gamma", [2.0, 2.5, 0.9])
+    queued = steps.select_and_queue(config, artifact, [trajectory], generation=0)
+    assert (queued["candidates"], queued["selected"], queued["queued"]) == (3, 1, 1)
+    [row] = StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING, generation=1)
+    assert "Ni" in row.frame.atoms.get_chemical_symbols()

@@ -34,6 +34,9 @@ class GenerationRecord(BaseModel):
     max_gamma_median: float | None = None
     max_gamma_max: float | None = None
     selected: int
+    # Element -> why its atoms have no γ yet (the potential's species_without_gamma): they are
+    # selected as uncertain, and the campaign is not called converged while any is listed.
+    species_without_gamma: dict[str, str] = Field(default_factory=dict)
     step_seconds: dict[str, float] = Field(default_factory=dict)
     rss_mb_after: float | None = None  # resident memory of the campaign process after this generation
 
@@ -42,7 +45,8 @@ class GenerationRecord(BaseModel):
         return atomic_write_text(target, self.model_dump_json(indent=2) + "\n")
 
     def table_row(self) -> dict:
-        row = self.model_dump(exclude={"potential", "potential_digest", "step_seconds"})
+        row = self.model_dump(exclude={"potential", "potential_digest", "step_seconds", "species_without_gamma"})
+        row["species_without_gamma"] = ", ".join(sorted(self.species_without_gamma)) or "-"
         row.update({f"{step}_s": round(seconds, 1) for step, seconds in self.step_seconds.items()})
         return {key: round(value, 3) if isinstance(value, float) else value for key, value in row.items()}
 
@@ -70,7 +74,7 @@ def stop_reason(records: list[GenerationRecord], stop: StopSettings) -> str | No
         return f"reached max_generations={stop.max_generations}"
     if stop.label_budget is not None and last.labels_total >= stop.label_budget:
         return f"label budget spent ({last.labels_total} >= {stop.label_budget})"
-    if stop.converged_fraction is not None and last.explored_frames and \
+    if stop.converged_fraction is not None and last.explored_frames and not last.species_without_gamma and \
             last.fraction_below_gamma_lower >= stop.converged_fraction:
         return (f"converged: {100 * last.fraction_below_gamma_lower:.0f}% of explored frames below "
                 f"gamma_lower (>= {100 * stop.converged_fraction:.0f}%)")

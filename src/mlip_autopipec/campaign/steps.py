@@ -19,7 +19,12 @@ from mlip_autopipec.exploration.md import WalkerResult, WalkerSettings, run_walk
 from mlip_autopipec.files import atomic_path
 from mlip_autopipec.outbox import Candidate, process_outbox
 from mlip_autopipec.selection.committee import TrustLevels, classify, select_candidates
-from mlip_autopipec.selection.gamma import gamma_candidates, select_d_optimal, select_top_gamma
+from mlip_autopipec.selection.gamma import (
+    frames_with_species,
+    gamma_candidates,
+    select_d_optimal,
+    select_top_gamma,
+)
 from mlip_autopipec.store import NewStructure, Status, StructureStore
 
 
@@ -210,12 +215,15 @@ def select_and_queue(config: CampaignConfig, artifact: PotentialArtifact, trajec
         candidates = classify(values, levels)["candidate"]
         chosen = select_candidates(values, levels, count)
     else:
-        candidates = gamma_candidates(values, selection.gamma_lower, selection.gamma_upper)
+        # Atoms of a species without an active set yet have no trustworthy γ: uncertain (selection/gamma.py).
+        uncertain = frames_with_species(frames, artifact.species_without_gamma)
+        candidates = gamma_candidates(values, selection.gamma_lower, selection.gamma_upper, uncertain)
         pool = [frames[i] for i in candidates]
         if selection.method == "d_optimal":
-            picked = select_d_optimal(pool, artifact.path("potential_yaml"), artifact.path("active_set"), count)
+            picked = select_d_optimal(pool, artifact.path("potential_yaml"), artifact.path("active_set"), count,
+                                      uncertain_species=artifact.species_without_gamma)
         else:
-            picked = select_top_gamma([values[i] for i in candidates], count)
+            picked = select_top_gamma([values[i] for i in candidates], count, [uncertain[i] for i in candidates])
         chosen = [candidates[i] for i in picked]
     report = process_outbox([Candidate(origins[i], frames[i], origins[i]) for i in chosen],
                             StructureStore(config.store_url, campaign=config.campaign),

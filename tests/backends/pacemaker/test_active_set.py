@@ -11,7 +11,6 @@ import shutil
 import numpy as np
 import pytest
 from ase.build import bulk
-from ase.calculators.emt import EMT
 
 from mlip_autopipec.backends import PotentialArtifact, TrainingError
 from mlip_autopipec.backends.pacemaker import PacemakerTrainer, make_calculator
@@ -22,43 +21,9 @@ from mlip_autopipec.backends.pacemaker.active_set import (
     read_summary,
 )
 from mlip_autopipec.backends.pacemaker.export import calculator_from_manifest, export_generation
-from mlip_autopipec.data.export import ExportItem, export_dataset
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.readers import read_labelled_frames
-
-
-def emt_frame(atoms) -> LabelledFrame:
-    atoms = atoms.copy()
-    atoms.calc = EMT()
-    return LabelledFrame(atoms.copy(), float(atoms.get_potential_energy()), atoms.get_forces().copy())
-
-
-def cu_cells_with_one_ni(count: int, seed: int = 0) -> list[LabelledFrame]:
-    """2x2x2 cubic Cu cells (32 atoms), one Ni each, rattled and strained."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for index in range(count):
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
-        atoms.symbols[int(rng.integers(len(atoms)))] = "Ni"
-        atoms.set_cell(atoms.cell * (1 + 0.02 * rng.standard_normal()), scale_atoms=True)
-        atoms.rattle(0.05, seed=1000 * seed + index)
-        frames.append(emt_frame(atoms))
-    return frames
-
-
-def _export(frames, directory):
-    items = [ExportItem(frame=frame, group=f"frame-{index}") for index, frame in enumerate(frames)]
-    return export_dataset(items, directory, test_fraction=0.0, seed=0, formats=["pacemaker", "extxyz"])
-
-
-@pytest.fixture(scope="module")
-def one_ni(tiny_config, tmp_path_factory):
-    """Six Cu31Ni cells: 186 Cu environments, 6 Ni environments for 10 functions."""
-    frames = cu_cells_with_one_ni(6)
-    work = tmp_path_factory.mktemp("one-ni")
-    artifact = PacemakerTrainer().train(_export(frames, work / "data"), tiny_config(maxiter=10, display_step=10),
-                                        work / "gen-000")
-    return artifact, frames
+from tests.conftest import export_for_training
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +33,7 @@ def ethanol(shared_data, tiny_config, tmp_path_factory):
               if isinstance(frame, LabelledFrame)][:10]
     work = tmp_path_factory.mktemp("ethanol")
     config = tiny_config(number_of_functions_per_element=12, maxiter=10, display_step=10)
-    artifact = PacemakerTrainer().train(_export(frames, work / "data"), config, work / "gen-000")
+    artifact = PacemakerTrainer().train(export_for_training(frames, work / "data"), config, work / "gen-000")
     return artifact, frames
 
 
