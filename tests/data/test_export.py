@@ -97,3 +97,29 @@ def test_empty_dataset_and_unknown_format_are_clear_errors(tmp_path, real_store)
     with pytest.raises(ValueError, match="unknown export format"):
         export_dataset(items, tmp_path, formats=["cif"])
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_a_rare_element_is_never_only_in_the_test_split():
+    """One Ni atom in one of twenty Cu cells: whatever the seed and test fraction, that cell trains."""
+    from ase.build import bulk
+
+    from mlip_autopipec.data.frames import LabelledFrame
+
+    def cells(with_ni: bool) -> list[ExportItem]:
+        items = []
+        for index in range(20):
+            atoms = bulk("Cu", cubic=True)
+            atoms.positions[0, 0] += 0.01 * index
+            if index == 7 and with_ni:
+                atoms.symbols[1] = "Ni"
+            items.append(ExportItem(LabelledFrame(atoms, -1.0, np.zeros((4, 3))), f"frame-{index}"))
+        return items
+
+    tested_without_ni = 0
+    for seed in range(10):
+        for fraction in (0.1, 0.5, 0.9):
+            split = split_by_group(cells(with_ni=True), test_fraction=fraction, seed=seed)
+            assert 7 in split["train"] and split["test"]
+            assert sorted(split["train"] + split["test"]) == list(range(20))
+            tested_without_ni += 7 in split_by_group(cells(with_ni=False), fraction, seed)["test"]
+    assert tested_without_ni > 0  # the same cell, all Cu, does land in test: the rule is what keeps it

@@ -36,3 +36,25 @@ def test_errors_plots_and_gamma_of_the_test_split(generation_1, cu_manifest):
     for path in evaluation["plots"].values():
         with Image.open(path) as picture:
             assert picture.size[0] > 300 and len(set(picture.convert("L").getdata())) > 10
+
+
+def test_species_per_element_and_a_test_species_the_potential_never_saw(one_ni, tmp_path):
+    """The one-Ni potential (Cu, Ni; no γ for Ni) on a test split that also holds a Cu cell with Au."""
+    from mlip_autopipec.data.export import ExportItem, export_dataset
+    from tests.conftest import doped_cu_cells
+
+    artifact, frames = one_ni
+    test = doped_cu_cells(2, {"Ni": 2}, seed=11) + doped_cu_cells(1, {"Au": 1}, seed=12)
+    items = [ExportItem(frame, f"frame-{index}") for index, frame in enumerate(frames + test)]
+    manifest = export_dataset(items, tmp_path / "data", formats=["extxyz"],
+                              splits={"train": list(range(len(frames))),
+                                      "test": list(range(len(frames), len(items)))})
+    evaluation = evaluate_on_split(artifact, manifest, name="minority")
+    assert evaluation["metrics"]["frames"] == 2  # the Au cell is listed, not predicted
+    [skipped] = evaluation["skipped_frames"]
+    assert skipped["frame"] == 2 and "['Au'] not in the potential" in skipped["problem"]
+    assert evaluation["per_element"]["Ni"]["atoms"] == 4 and evaluation["per_element"]["Cu"]["atoms"] == 60
+    assert set(evaluation["species_without_gamma"]) == {"Ni"}
+    only_au = export_dataset(items[-1:], tmp_path / "au", formats=["extxyz"], test_fraction=0.0)
+    with pytest.raises(ValueError, match="no frame to evaluate"):
+        evaluate_on_split(artifact, only_au)

@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,13 +45,19 @@ class ExportItem:
 
 
 def split_by_group(items: Sequence[ExportItem], test_fraction: float, seed: int) -> dict[Split, list[int]]:
-    """Indices of `items` for train and test; whole groups move, ordered by a seeded hash."""
+    """Indices of `items` for train and test; whole groups move, ordered by a seeded hash.
+
+    A group never goes to test if it holds the last training atoms of an element: a rare element
+    (a dopant in one structure) must be trained on, not only tested."""
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     members: dict[str, list[int]] = defaultdict(list)
     for index, item in enumerate(items):
         members[item.group].append(index)
     ranked = sorted(members, key=lambda key: hashlib.sha256(f"{seed}:{key}".encode()).hexdigest())
+    elements_of = {key: Counter(symbol for i in indices for symbol in items[i].frame.atoms.get_chemical_symbols())
+                   for key, indices in members.items()}
+    training_atoms = sum(elements_of.values(), Counter())
 
     target = int(round(test_fraction * len(items)))
     if test_fraction > 0 and len(members) > 1:
@@ -60,6 +66,9 @@ def split_by_group(items: Sequence[ExportItem], test_fraction: float, seed: int)
     for key in ranked[:-1]:  # the last-ranked group always trains: train is never empty
         if len(test) >= target:
             break
+        if any(training_atoms[element] <= count for element, count in elements_of[key].items()):
+            continue  # its elements would be missing from train
+        training_atoms -= elements_of[key]
         test.extend(members[key])
     test_set = set(test)
     return {
