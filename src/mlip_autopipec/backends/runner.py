@@ -1,6 +1,7 @@
 """Run a training backend's command-line tools (pacemaker, mace_run_train, ...) in a subprocess:
 found where the user expects them,
-logged to a file as they go, and killed (the whole process group) when they run out of time.
+logged to a file as they go, and killed (the whole process group) when they run out of time
+or when the flow dies (mlip_autopipec.processes).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import os
 import queue
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mlip_autopipec import processes
 from mlip_autopipec.backends.base import BackendNotFound, TrainingTimeout
 
 _KILL_GRACE_SECONDS = 5.0
@@ -64,10 +65,9 @@ def run_logged(
     with open(log_path, "a", encoding="utf-8", errors="replace") as log:
         log.write(f"\n$ {shlex.join(args)}\n")
         log.flush()
-        process = subprocess.Popen(
-            args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=subprocess_environment(), start_new_session=True,  # own process group: killable as one
-            text=True, encoding="utf-8", errors="replace", bufsize=1,
+        process = processes.start(  # own process group, dies with this process
+            args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=subprocess_environment(), text=True, encoding="utf-8", errors="replace", bufsize=1,
         )
         lines: queue.Queue[str | None] = queue.Queue()
         reader = threading.Thread(target=_copy_lines, args=(process, log, lines), daemon=True)
@@ -96,6 +96,7 @@ def run_logged(
         finally:
             if process.poll() is None:  # an exception (a raising on_line, Ctrl-C) must not leave it running
                 _terminate_group(process)
+            processes.kill_group(process)  # whatever the tool left behind in its group
             reader.join(timeout=_KILL_GRACE_SECONDS)
 
 
@@ -118,18 +119,4 @@ def _copy_lines(process: subprocess.Popen, log, lines: queue.Queue) -> None:
 
 
 def _terminate_group(process: subprocess.Popen) -> None:
-    """SIGTERM to the group, a grace period, then SIGKILL to whatever of the group is left."""
-    _signal_group(process, signal.SIGTERM)
-    try:
-        process.wait(timeout=_KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        pass
-    _signal_group(process, signal.SIGKILL)  # children may outlive a leader that obeyed SIGTERM
-    process.wait()
-
-
-def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
+    processes.stop(process, _KILL_GRACE_SECONDS)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
+from mlip_autopipec import processes
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE, frame_problems
@@ -87,22 +87,23 @@ def label_structure(atoms: Atoms, spec: CalculatorSpec, job_dir: str | os.PathLi
 
     log_path = job_dir / LOG_FILE
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
+        # Own process group; the worker watches this process itself (processes.watch_parent) so
+        # that its whole group (MPI ranks of a DFT code) dies with a killed campaign.
+        process = processes.start(
             [sys.executable, "-m", "mlip_autopipec.labeling.worker", str(job_dir.resolve()),
              "--parent", str(os.getpid())],
-            cwd=job_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=_worker_environment(), start_new_session=True,  # own process group: killable as one
+            cwd=job_dir, stdout=log, stderr=subprocess.STDOUT, env=_worker_environment(), die_with_parent=False,
         )
     try:
         stopped = _wait(process, timeout_s, cancel)
     finally:
         if process.poll() is None:  # interrupted while waiting (Ctrl-C in a single-threaded caller)
             _terminate_group(process)
-        _kill_group(process)  # whatever the worker left behind: MPI ranks, helper daemons
+        processes.kill_group(process)  # whatever the worker left behind: MPI ranks, helper daemons
     if stopped is not None:
         raise LabelingError(f"{spec.name} {stopped}; the worker was killed{_tail(log_path)}")
     if process.returncode != 0:
-        raise LabelingError(f"{spec.name} worker {_exit_reason(process.returncode)}{_tail(log_path)}")
+        raise LabelingError(f"{spec.name} worker {processes.exit_reason(process.returncode)}{_tail(log_path)}")
     return _read_result(job_dir / RESULT_FILE, atoms, spec, min_distance, log_path)
 
 
@@ -133,34 +134,7 @@ def _wait(process: subprocess.Popen, timeout_s: float, cancel: Cancellation | No
 
 
 def _terminate_group(process: subprocess.Popen) -> None:
-    _signal_group(process, signal.SIGTERM)
-    try:
-        process.wait(timeout=_KILL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
-    _kill_group(process)
-    process.wait()
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    _signal_group(process, signal.SIGKILL)
-
-
-def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):  # the group is already gone
-        pass
-
-
-def _exit_reason(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"was killed by {name} (exit code {returncode})"
-    return f"failed with exit code {returncode}"
+    processes.stop(process, _KILL_GRACE_S)
 
 
 def _read_result(path: Path, atoms: Atoms, spec: CalculatorSpec, min_distance: float,

@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import ase.io
 
 from mlip_autopipec.calculators import CalculatorSpec
+from mlip_autopipec.processes import watch_parent
 from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.labeling.job_files import CALCULATOR_FILE, RESULT_FILE, STRUCTURE_FILE
 
@@ -37,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, default=os.getppid(), metavar="PID",
                         help="die with this process (default: the one that started the worker)")
     args = parser.parse_args(argv)
-    _die_with(args.parent)
+    # The worker runs in its own session, so signals to the parent's group never reach it; without
+    # this watch a killed campaign would leave DFT runs (and their MPI ranks) computing for nobody.
+    watch_parent(args.parent, _PARENT_POLL_S)
     job_dir = args.job_dir
     atoms = ase.io.read(job_dir / STRUCTURE_FILE, format="traj")
     spec = CalculatorSpec.model_validate_json((job_dir / CALCULATOR_FILE).read_text())
@@ -62,24 +63,6 @@ def _stress_if_defined(atoms):
     if not atoms.pbc.all() or "stress" not in getattr(atoms.calc, "implemented_properties", ()):
         return None
     return atoms.get_stress(voigt=True)
-
-
-def _die_with(parent: int) -> None:
-    """If the labelling process dies (kill -9, OOM), take this process group down with it.
-
-    The worker runs in its own session, so signals to the parent's group never reach it; without
-    this watchdog a killed campaign would leave DFT runs computing for nobody. The parent's pid
-    comes from the parent itself: it may already be gone by the time this runs.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(_PARENT_POLL_S)
-        if os.getpgrp() == os.getpid():  # we lead our own group: take MPI ranks etc. along
-            os.killpg(os.getpid(), signal.SIGKILL)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 if __name__ == "__main__":

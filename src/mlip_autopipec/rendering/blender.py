@@ -19,6 +19,7 @@ from ase.data import atomic_numbers, covalent_radii
 from ase.data.colors import jmol_colors
 from PIL import Image, ImageDraw, ImageFont
 
+from mlip_autopipec import processes
 from mlip_autopipec.rendering.frames import Colouring
 from mlip_autopipec.rendering.ovito_scene import CAMERA_DIRECTION, RADIUS_SCALE, RenderingUnavailable
 
@@ -62,8 +63,8 @@ def render_frames(frames: list[Atoms], colours: Colouring, out_dir: Path, size: 
     command = [blender, "--background", "--factory-startup", "--python-exit-code", "1",
                "--python", str(SCENE_SCRIPT), "--", str(scene_file)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                timeout=60 + TIMEOUT_PER_FRAME_S * len(frames))
+        result = processes.run(command, 60 + TIMEOUT_PER_FRAME_S * len(frames), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"Blender did not finish {len(frames)} frames in {exc.timeout} s") from exc
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from ase.calculators.calculator import Calculator, CalculatorError, all_changes
 
+from mlip_autopipec import processes
 from mlip_autopipec.backends.base import BackendError, PotentialArtifact
 from mlip_autopipec.backends.fairchem.interpreter import WORKER, find_python, worker_environment
 from mlip_autopipec.backends.runner import log_tail
@@ -59,9 +60,9 @@ class FairChemCalculator(Calculator):
             command.append("--cpu")
         self._log.write(f"\n$ {' '.join(command)}\n")
         self._log.flush()
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                         text=True, bufsize=1, env=worker_environment(self.env),
-                                         start_new_session=True)
+        # Dies with this process; it also exits at the end of its input (our end of the pipe closes).
+        self._process = processes.start(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                        text=True, bufsize=1, env=worker_environment(self.env))
         weakref.finalize(self, _stop, self._process)
         atexit.register(_stop, self._process)
         greeting = self._read_reply(self.start_timeout)
@@ -130,7 +131,7 @@ def _stop(process: subprocess.Popen) -> None:
         process.stdin.close()
         process.wait(timeout=_STOP_SECONDS)
     except (OSError, subprocess.TimeoutExpired):
-        process.kill()
+        processes.kill_group(process)
         process.wait()
 
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from mlip_autopipec import processes
 from mlip_autopipec.backends.base import BackendError, BackendNotFound
 from mlip_autopipec.backends.runner import log_tail, subprocess_environment
 
@@ -69,8 +70,8 @@ def call_worker(python: Path, arguments: list[str], log_path: Path, timeout: flo
         log.write(f"\n$ {' '.join(command)}\n")
         log.flush()
         try:
-            completed = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                       text=True, timeout=timeout, env=worker_environment(env))
+            completed = processes.run(command, timeout, stdout=subprocess.PIPE, stderr=log, text=True,
+                                      env=worker_environment(env))
         except subprocess.TimeoutExpired:
             raise WorkerError(f"FairChem worker `{arguments[0]}` exceeded {timeout:.0f} s; log: {log_path}") from None
     lines = [line for line in completed.stdout.splitlines() if line.strip()]
