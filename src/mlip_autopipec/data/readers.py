@@ -93,12 +93,18 @@ def _read_xyz_frame_by_frame(path: Path) -> Iterator[FrameOrProblem]:
 
 
 def _read_pacemaker_dataframe(path: Path) -> Iterator[FrameOrProblem]:
+    """Through the restricted unpickler (safe_pickle): a user's file never runs code here."""
     import pandas as pd
+
+    from mlip_autopipec.data.safe_pickle import UnsafePickle, load_dataframe
 
     name = str(path)
     compression = None if path.suffix in {".pckl", ".pkl"} else "gzip"
     try:
-        frame_table = pd.read_pickle(path, compression=compression)
+        frame_table = load_dataframe(path, compression)
+    except UnsafePickle as exc:
+        yield 0, FrameProblem(name, None, "file", f"not read: {exc}")
+        return
     except Exception as exc:
         yield 0, FrameProblem(name, None, "file",
                               f"not a Pacemaker pickled DataFrame: {_describe(exc)}")
