@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,27 +85,62 @@ def _arrays_to_json(numbers, positions, cell, pbc) -> dict:
             "pbc": [bool(p) for p in pbc]}
 
 
-def read_candidates(paths: list[str | Path]) -> list[Candidate]:
-    """`.jsonl` queues (numbers or symbols, positions, cell, pbc, optional id) or ASE-readable files."""
+_log = logging.getLogger(__name__)
+
+
+def read_candidates(paths: list[str | Path], problems: list[str] | None = None) -> list[Candidate]:
+    """`.jsonl` queues (numbers or symbols, positions, cell, pbc, optional id) or ASE-readable files.
+
+    A `.jsonl` line that is not a readable record (broken JSON, a line torn by a kill mid-write, a
+    missing or malformed field) is skipped and reported as `FILE:LINE: problem`, appended to
+    `problems` when given and logged as a warning; the good lines of the file still go through.
+    """
     candidates: list[Candidate] = []
     for path in map(Path, paths):
         if path.suffix == ".jsonl":
-            for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-                if not line.strip():
+            for line_no, record in _jsonl_records(path, problems):
+                try:
+                    atoms = atoms_from_json(record)
+                except (KeyError, ValueError, TypeError) as exc:
+                    _report_bad_line(path, line_no, f"not a structure record ({type(exc).__name__}: {exc})",
+                                     problems)
                     continue
-                record = json.loads(line)
                 ident = str(record.get("id", f"{path.name}:{line_no}"))
-                candidates.append(Candidate(ident, atoms_from_json(record), f"{path}:{line_no}"))
+                candidates.append(Candidate(ident, atoms, f"{path}:{line_no}"))
         else:
             for index, atoms in enumerate(ase.io.read(str(path), index=":")):
                 candidates.append(Candidate(f"{path.name}:{index}", atoms, f"{path}:{index}"))
     return candidates
 
 
-def read_submitted(path: Path) -> list[dict]:
+def read_submitted(path: Path, problems: list[str] | None = None) -> list[dict]:
+    """The records of a submit queue; unreadable lines are skipped and reported as in read_candidates."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in _jsonl_records(path, problems)]
+
+
+def _jsonl_records(path: Path, problems: list[str] | None):
+    for line_no, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            _report_bad_line(path, line_no, f"not JSON ({exc.msg}, column {exc.colno}; a truncated "
+                             "line is what a kill mid-write leaves)", problems)
+            continue
+        if not isinstance(record, dict):
+            _report_bad_line(path, line_no, f"not a JSON object ({type(record).__name__})", problems)
+            continue
+        yield line_no, record
+
+
+def _report_bad_line(path: Path, line_no: int, problem: str, problems: list[str] | None) -> None:
+    message = f"{path}:{line_no}: {problem}; line skipped"
+    _log.warning(message)
+    if problems is not None:
+        problems.append(message)
 
 
 # -- processing ----------------------------------------------------------------------------------
