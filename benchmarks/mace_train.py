@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ours_structures_per_s": round(trained * config.epochs / ours, 2),
         "direct_structures_per_s": round(trained * config.epochs / direct, 2),
         "ratio_ours_over_direct": round(ours / direct, 3),
-        "test_energy_rmse_meV_per_atom": artifact.metrics.get("test_energy_rmse_meV_per_atom"),
-        "test_force_rmse_meV_per_A": artifact.metrics.get("test_force_rmse_meV_per_A"),
+        "test_energy_rmse_mev_per_atom": artifact.metrics.get("test_energy_rmse_mev_per_atom"),
+        "test_forces_rmse_mev_per_angstrom": artifact.metrics.get("test_forces_rmse_mev_per_angstrom"),
         "workdir": str(workdir),
     }
     print(json.dumps(result, indent=1))

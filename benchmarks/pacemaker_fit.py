@@ -102,8 +102,8 @@ def main() -> None:
           f"{args.maxiter} BFGS iterations, test split {int(metrics['frames'])} structures")
     print(f"test energy RMSE {metrics['energy_rmse_mev_per_atom']:.2f} meV/atom, "
           f"force RMSE {metrics['forces_rmse_mev_per_angstrom']:.1f} meV/Å "
-          f"(train: {artifact.metrics['train_energy_rmse_meV_per_atom']:.2f} meV/atom, "
-          f"{artifact.metrics['train_force_rmse_meV_per_A']:.1f} meV/Å)")
+          f"(train: {artifact.metrics['train_energy_rmse_mev_per_atom']:.2f} meV/atom, "
+          f"{artifact.metrics['train_forces_rmse_mev_per_angstrom']:.1f} meV/Å)")
     print(f"{'run':<34} {'wall s':>8} {'peak GiB':>9}")
     print(f"{'flows.train (all steps)':<34} {flow_s:>8.1f} {flow_gib:>9.2f}")
     print(f"{'pacemaker + yace + activeset':<34} {direct_s:>8.1f} {fit_gib:>9.2f}")

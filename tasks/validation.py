@@ -16,6 +16,7 @@ from mlip_autopipec.validation.report import (
     REPORT_NAME,
     load_potential,
     load_validation_frames,
+    potential_energy_reference,
     validate_potential,
 )
 from tasks.publish import slug
@@ -38,7 +39,8 @@ def validate_task(potential: str, data: list[str], out: str, reference: str | No
                 + (f" against {reference}" if reference else ""))
     metrics = validate_potential(calculator, frames, out, labels=labels, reference=reference_calc,
                                  reference_name=reference, structure=crystal_atoms, title=title,
-                                 skipped=skipped, extra={"potential": str(Path(potential).resolve()),
+                                 skipped=skipped, energy_reference=potential_energy_reference(potential),
+                                 extra={"potential": str(Path(potential).resolve()),
                                                          "data": [str(Path(p).resolve()) for p in data]})
     publish_validation(metrics, out, key or title)
     return {**metrics, "metrics_file": str(Path(out, METRICS_NAME).resolve()),

@@ -59,8 +59,8 @@ def test_a_generation_with_its_potential_metrics_and_report(first_run):
     metrics = result["evaluation"]["metrics"]
     assert result["evaluation"]["split"] == "test" and metrics["frames"] >= 5
     pacemaker_says = artifact.metrics
-    assert metrics["energy_rmse_mev_per_atom"] == pytest.approx(pacemaker_says["test_energy_rmse_meV_per_atom"], rel=1e-3)
-    assert metrics["forces_rmse_mev_per_angstrom"] == pytest.approx(pacemaker_says["test_force_rmse_meV_per_A"], rel=1e-3)
+    assert metrics["energy_rmse_mev_per_atom"] == pytest.approx(pacemaker_says["test_energy_rmse_mev_per_atom"], rel=1e-3)
+    assert metrics["forces_rmse_mev_per_angstrom"] == pytest.approx(pacemaker_says["test_forces_rmse_mev_per_angstrom"], rel=1e-3)
     for plot in result["evaluation"]["plots"].values():
         pixels = np.asarray(Image.open(plot).convert("L"))
         assert pixels.shape[1] > 600 and pixels.std() > 10  # a drawn figure, not a blank canvas

@@ -11,13 +11,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from ase.calculators.calculator import Calculator
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.config.training import BaseTrainingConfig
+from mlip_autopipec.data.frames import EnergyReference
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file, sha256_text
 
@@ -90,8 +91,24 @@ class PotentialArtifact(BaseModel):
     # Element -> why its atoms have no real uncertainty yet (Pacemaker: fewer training environments
     # than B-functions, so no MaxVol active set); selection treats those atoms as uncertain.
     species_without_gamma: dict[str, str] = Field(default_factory=dict)
+    # The energy its predictions compare with (see data.frames.EnergyReference): Pacemaker fits
+    # energy_corrected (with the reference energies of the fit, if it was given any), others energy.
+    energy_label: Literal["energy", "energy_corrected"] = "energy"
+    reference_energies: dict[str, float] | None = None
 
     generation_dir: Path | None = None  # where artifact.json lives; not serialised
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pacemaker_fits_energy_corrected(cls, data):
+        # artifacts written before energy_label existed: Pacemaker always fitted energy_corrected
+        if isinstance(data, dict) and data.get("backend") == "pacemaker" and "energy_label" not in data:
+            data = {**data, "energy_label": "energy_corrected"}
+        return data
+
+    @property
+    def energy_reference(self) -> EnergyReference:
+        return EnergyReference(self.energy_label, self.reference_energies)
 
     @property
     def digest(self) -> str:

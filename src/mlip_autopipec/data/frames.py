@@ -52,6 +52,38 @@ class LabelledFrame:
         return atoms
 
 
+@dataclass(frozen=True)
+class EnergyReference:
+    """Which energy of a frame a potential's predictions are comparable with.
+
+    Pacemaker fits `energy_corrected`: the DataFrame's column (which our export fills with the
+    frame's `energy_corrected`, else its `energy`), or, when the fit was given `reference_energy`,
+    `energy - sum of the atoms' reference energies + shift x atoms` (the `atomic_energies` it used).
+    MACE and FairChem fit the total `energy`. Errors are only meaningful against this energy.
+    """
+
+    label: str = "energy"  # "energy" or "energy_corrected"
+    atomic_energies: dict[str, float] | None = None  # Pacemaker's reference energies, "shift" included
+
+    def of(self, frame: LabelledFrame) -> float:
+        if frame.energy is None:
+            raise ValueError("frame has no energy")
+        if self.label != "energy_corrected":
+            return float(frame.energy)
+        if self.atomic_energies is not None:
+            symbols = frame.atoms.get_chemical_symbols()
+            return float(frame.energy - sum(self.atomic_energies.get(symbol, 0.0) for symbol in symbols)
+                         + self.atomic_energies.get("shift", 0.0) * len(symbols))
+        return float(frame.energy if frame.energy_corrected is None else frame.energy_corrected)
+
+    def describe(self) -> str:
+        if self.label != "energy_corrected":
+            return "energy"
+        if self.atomic_energies is not None:
+            return "energy_corrected (energy minus the fit's reference energies)"
+        return "energy_corrected (energy where a frame has none)"
+
+
 def _as_float(value) -> float:
     array = np.asarray(value, dtype=float)
     return float(array.reshape(-1)[0]) if array.size == 1 else float("nan")

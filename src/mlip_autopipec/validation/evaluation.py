@@ -26,7 +26,8 @@ def evaluate_on_split(artifact: PotentialArtifact, manifest: DatasetManifest, sp
     path = manifest.path_of("extxyz", split)
     frames, skipped = frames_the_potential_covers([item for _, item in read_labelled_frames(path)],
                                                   artifact.elements, str(path))
-    predictions = predict(get_trainer(artifact.backend).make_calculator(artifact), frames)
+    predictions = predict(get_trainer(artifact.backend).make_calculator(artifact), frames,
+                          energy_reference=artifact.energy_reference)
     report_dir = artifact.generation_dir / "report"
     title = f"{artifact.generation_dir.name}: {name} set ({len(frames)} structures)"
     plots = {
@@ -39,7 +40,8 @@ def evaluate_on_split(artifact: PotentialArtifact, manifest: DatasetManifest, sp
         plots["gamma"] = str(gamma_histograms(predictions.max_gamma, predictions.atom_gamma,
                                               report_dir / f"gamma-{name}.png", title))
     symbols = [symbol for frame in frames for symbol in frame.atoms.get_chemical_symbols()]
-    evaluation = {"split": name, "metrics": predictions.summary(), "gamma": gamma,
+    evaluation = {"split": name, "metrics": predictions.summary(), "energy_compared_with": predictions.energy_label,
+                  "gamma": gamma,
                   "per_element": per_element_force_errors(predictions, symbols),
                   "species_without_gamma": dict(artifact.species_without_gamma),
                   "skipped_frames": skipped, "worst_frames": predictions.worst_frames(), "plots": plots}

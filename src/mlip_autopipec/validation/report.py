@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from ase import Atoms  # noqa: E402
 from ase.calculators.calculator import Calculator  # noqa: E402
 
-from mlip_autopipec.data.frames import LabelledFrame  # noqa: E402
+from mlip_autopipec.data.frames import EnergyReference, LabelledFrame  # noqa: E402
 from mlip_autopipec.data.problems import FrameProblem  # noqa: E402
 from mlip_autopipec.data.readers import read_labelled_frames  # noqa: E402
 from mlip_autopipec.files import atomic_path, atomic_write_text  # noqa: E402
@@ -83,6 +83,24 @@ def load_potential(path: str | os.PathLike) -> tuple[Calculator, str]:
                      ".yaml/.yace (Pacemaker) or .model (MACE)")
 
 
+def potential_energy_reference(path: str | os.PathLike) -> EnergyReference:
+    """The energy the potential at `path` (as `load_potential` takes it) was fitted to: a
+    generation's artifact says; a bare Pacemaker file fits energy_corrected (a .yaml records the
+    reference energies of the fit), a MACE model energy."""
+    from mlip_autopipec.backends import PotentialArtifact
+
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".json":
+        return PotentialArtifact.load(path).energy_reference
+    if path.suffix == ".yaml":
+        from mlip_autopipec.backends.pacemaker.trainer import fit_reference_energies
+
+        return EnergyReference("energy_corrected", fit_reference_energies(path))
+    if path.suffix == ".yace":
+        return EnergyReference("energy_corrected")
+    return EnergyReference()
+
+
 def load_validation_frames(paths: Sequence[str | os.PathLike]) -> tuple[list[LabelledFrame], list[str], list[dict]]:
     """Frames with energy and forces from every file, their labels (`file:index`) and the skipped ones.
 
@@ -109,13 +127,14 @@ def load_validation_frames(paths: Sequence[str | os.PathLike]) -> tuple[list[Lab
 def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], out_dir: str | os.PathLike,
                        labels: Sequence[str] = (), reference: Calculator | None = None,
                        reference_name: str | None = None, structure: Atoms | None = None,
-                       title: str = "potential", skipped: Sequence[dict] = (), extra: dict | None = None) -> dict:
+                       title: str = "potential", skipped: Sequence[dict] = (), extra: dict | None = None,
+                       energy_reference: EnergyReference = EnergyReference()) -> dict:
     """Test-set errors (+ per element), physical checks when `structure` is given, plots and report.
 
     Returns the metrics dictionary that is also written to `out_dir/validation_metrics.json`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    predictions = predict(calculator, frames, labels)
+    predictions = predict(calculator, frames, labels, energy_reference=energy_reference)
     gamma = None
     symbols = [s for frame in frames for s in frame.atoms.get_chemical_symbols()]
     plots = {
@@ -137,6 +156,7 @@ def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], 
         "frames": len(frames),
         "skipped_frames": list(skipped),
         "test_set": predictions.summary(),
+        "energy_compared_with": predictions.energy_label,
         "stress": stress,
         "gamma": gamma,
         "per_element": per_element_force_errors(predictions, symbols),
@@ -261,6 +281,9 @@ def report_markdown(metrics: dict) -> str:
         "|---|---|---|",
         f"| energy (meV/atom) | {test['energy_rmse_mev_per_atom']:.3f} | {test['energy_mae_mev_per_atom']:.3f} |",
         f"| forces (meV/Å) | {test['forces_rmse_mev_per_angstrom']:.2f} | {test['forces_mae_mev_per_angstrom']:.2f} |",
+        "",
+        f"Energies are compared with the labels' {metrics.get('energy_compared_with', 'energy')}: the energy "
+        "the potential was fitted to.",
     ]
     stress = metrics.get("stress")
     if stress:

@@ -87,8 +87,8 @@ def test_evaluate_infer_and_the_calculator_agree(trained_equiformer_v2, cu_frame
     force_errors = np.concatenate([1e3 * (p.arrays["FAIRCHEM_forces"] - r.get_forces()).ravel()
                                    for p, r in zip(predictions, references)])
     metrics = evaluate["metrics"]
-    assert metrics["energy_mae_meV_per_atom"] == pytest.approx(np.mean(np.abs(energy_errors)), rel=1e-5)
-    assert metrics["force_rmse_meV_per_A"] == pytest.approx(np.sqrt(np.mean(force_errors ** 2)), rel=1e-5)
+    assert metrics["energy_mae_mev_per_atom"] == pytest.approx(np.mean(np.abs(energy_errors)), rel=1e-5)
+    assert metrics["forces_rmse_mev_per_angstrom"] == pytest.approx(np.sqrt(np.mean(force_errors ** 2)), rel=1e-5)
     # The calculator (a model server in the FairChem interpreter) predicts the same numbers.
     artifact = PotentialArtifact.load(run.summary["artifact"])
     calculator = get_trainer("equiformer_v2").make_calculator(artifact)
@@ -152,6 +152,6 @@ def test_gemnet_oc_trains_and_predicts(fairchem_python, cu_frames_file, run_yaml
     assert artifact.metrics["steps"] == 2
     # The test split (all 13 structures) is scored after training through the worker.
     assert artifact.metrics["test_frames"] == 13
-    assert np.isfinite(artifact.metrics["test_energy_rmse_meV_per_atom"])
-    assert np.isfinite(artifact.metrics["test_force_rmse_meV_per_A"])
+    assert np.isfinite(artifact.metrics["test_energy_rmse_mev_per_atom"])
+    assert np.isfinite(artifact.metrics["test_forces_rmse_mev_per_angstrom"])
     assert json.loads(Path(summary["manifest"]).read_text())["model"]["backbone"] == "gemnet_oc_backbone"

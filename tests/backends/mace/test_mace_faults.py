@@ -96,9 +96,9 @@ def test_fake_run_gives_an_artifact_with_the_logged_metrics_and_arguments(mace_m
     trainer = fake_trainer(tmp_path, fake_successful_run(a_model))
     config = MaceConfig(device="cpu", epochs=3, E0s={"Cu": -3.7}, extra_args=["--ema"])
     artifact = trainer.train(mace_manifest, config, tmp_path / "gen-001")
-    assert artifact.metrics["test_energy_rmse_meV_per_atom"] == 1.9
-    assert artifact.metrics["valid_force_rmse_meV_per_A"] == 2.7
-    assert artifact.metrics["train_force_rmse_relative_percent"] == 10.0
+    assert artifact.metrics["test_energy_rmse_mev_per_atom"] == 1.9
+    assert artifact.metrics["valid_forces_rmse_mev_per_angstrom"] == 2.7
+    assert artifact.metrics["train_forces_rmse_relative_percent"] == 10.0
     assert artifact.metrics["best_epoch"] == 2 and artifact.metrics["epochs"] == 3
     assert artifact.version == "mace-torch 0.0-fake"
     assert "compiled_model" not in artifact.files  # the fake compiles nothing
@@ -120,7 +120,7 @@ def test_committee_trains_one_model_per_seed(mace_manifest, tmp_path, a_model):
     assert artifact.files["committee_model_1"] == "mace_member1.model"
     assert artifact.files["committee_model_2"] == "mace_member2.model"
     assert (artifact.generation_dir / "logs" / "mace_member2_run-9.log").is_file()  # seed 7 + 2
-    assert artifact.metrics["committee_size"] == 3 and "member2_test_energy_rmse_meV_per_atom" in artifact.metrics
+    assert artifact.metrics["committee_size"] == 3 and "member2_test_energy_rmse_mev_per_atom" in artifact.metrics
     from mlip_autopipec.backends.mace.calculator import model_paths_of
 
     assert [path.name for path in model_paths_of(artifact)] == ["mace.model", "mace_member1.model",

@@ -24,15 +24,15 @@ def test_evaluate_scores_energies_and_forces_and_energy_only_skips_forces(mace_g
     test_file = mace_manifest.path_of("mace", "test")
     full = evaluate(mace_generation.directory, test_file).metrics
     assert full["frames"] == mace_manifest.counts["test"] and full["models"] == 1
-    for key in ("energy_rmse_meV_per_atom", "energy_mae_meV_per_atom", "force_rmse_meV_per_A", "force_mae_meV_per_A"):
+    for key in ("energy_rmse_mev_per_atom", "energy_mae_mev_per_atom", "forces_rmse_mev_per_angstrom", "forces_mae_mev_per_angstrom"):
         assert np.isfinite(full[key]) and full[key] >= 0
-    assert full["energy_mae_meV_per_atom"] <= full["energy_rmse_meV_per_atom"]
+    assert full["energy_mae_mev_per_atom"] <= full["energy_rmse_mev_per_atom"]
     # The plain extxyz export (ASE's energy=/forces) gives the same numbers as MACE's REF_ keys.
     plain = evaluate(mace_generation.directory, mace_manifest.path_of("extxyz", "test")).metrics
-    assert plain["energy_rmse_meV_per_atom"] == pytest.approx(full["energy_rmse_meV_per_atom"], rel=1e-12)
+    assert plain["energy_rmse_mev_per_atom"] == pytest.approx(full["energy_rmse_mev_per_atom"], rel=1e-12)
     energy_only = evaluate(mace_generation.directory, test_file, energy_only=True).metrics
-    assert "force_rmse_meV_per_A" not in energy_only
-    assert energy_only["energy_rmse_meV_per_atom"] == pytest.approx(full["energy_rmse_meV_per_atom"], rel=1e-9)
+    assert "forces_rmse_mev_per_angstrom" not in energy_only
+    assert energy_only["energy_rmse_mev_per_atom"] == pytest.approx(full["energy_rmse_mev_per_atom"], rel=1e-9)
 
 
 def test_evaluate_names_the_frame_without_labels(mace_generation, tmp_path):

@@ -76,8 +76,8 @@ def test_committee_members_share_the_progress_bar():
 
 def test_error_tables_map_onto_our_metric_names_and_several_test_rows_stay_apart(tmp_path):
     rows = parse_error_tables(TABLES)
-    assert rows["train_Default"] == {"energy_mae_meV_per_atom": 4.5, "force_mae_meV_per_A": 3.8,
-                                     "force_mae_relative_percent": 99.97}
+    assert rows["train_Default"] == {"energy_mae_mev_per_atom": 4.5, "forces_mae_mev_per_angstrom": 3.8,
+                                     "forces_mae_relative_percent": 99.97}
     results = tmp_path / "results.txt"
     results.write_text("\n".join(json.dumps(entry) for entry in [
         {"loss": 0.2, "rmse_e_per_atom": 0.004, "mae_e_per_atom": 0.003, "rmse_f": 0.005, "mae_f": 0.004,
@@ -87,11 +87,11 @@ def test_error_tables_map_onto_our_metric_names_and_several_test_rows_stay_apart
          "mode": "eval", "epoch": 3, "head": "Default"},
     ]) + '\n{"loss": 0.1, "mo')  # a run killed mid-line
     final, history = collect_metrics(TABLES, read_results(results), best_epoch=3)
-    assert final["valid_energy_mae_meV_per_atom"] == 3.8  # the table's value wins over the results file's
-    assert final["valid_energy_rmse_meV_per_atom"] == pytest.approx(2.0)  # ...which fills in the missing RMSE
-    assert final["test_bulk_Default_force_mae_meV_per_A"] == 5.2
-    assert final["test_surface_Default_energy_mae_meV_per_atom"] == 6.1
-    assert "test_energy_mae_meV_per_atom" not in final
+    assert final["valid_energy_mae_mev_per_atom"] == 3.8  # the table's value wins over the results file's
+    assert final["valid_energy_rmse_mev_per_atom"] == pytest.approx(2.0)  # ...which fills in the missing RMSE
+    assert final["test_bulk_Default_forces_mae_mev_per_angstrom"] == 5.2
+    assert final["test_surface_Default_energy_mae_mev_per_atom"] == 6.1
+    assert "test_energy_mae_mev_per_atom" not in final
     assert final["best_epoch"] == 3 and final["valid_loss"] == 0.1 and final["epochs"] == 1
     assert history["train_loss"] == [{"epoch": 3, "loss": pytest.approx(0.4)}]
     assert [entry["epoch"] for entry in history["valid"]] == [None, 3]

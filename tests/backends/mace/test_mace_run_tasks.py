@@ -82,7 +82,7 @@ def test_evaluate_and_infer_tasks_on_the_trained_run(trained_run, mace_manifest,
         "backend": "mace", "task": "evaluate", "run_dir": str(tmp_path / "eval-e"), "device": "cpu",
         "model": {"manifest": str(Path(spec.run_dir) / "artifacts" / "manifest.json")},
         "data": {"test": test_file, "indices": [0, 1]}, "eval": {"energy_only": True}}))
-    assert energy_only["metrics"]["frames"] == 2 and "force_rmse_meV_per_A" not in energy_only["metrics"]
+    assert energy_only["metrics"]["frames"] == 2 and "forces_rmse_mev_per_angstrom" not in energy_only["metrics"]
     inferred = run_task(_spec(tmp_path, {"backend": "mace", "task": "infer", "run_dir": str(tmp_path / "infer"),
                                          "model_in": str(spec.run_dir), "device": "cpu", "data": {"test": test_file}}))
     predicted = ase.io.read(inferred["predictions"], ":")

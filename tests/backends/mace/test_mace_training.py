@@ -50,7 +50,7 @@ def test_metrics_are_finite_and_equal_maces_own_tables(mace_generation):
     rows = _mace_log_rows(mace_generation.artifact)
     assert set(rows) == {"train_Default", "valid_Default", "Default_Default"}
     for split, row in (("train", "train_Default"), ("valid", "valid_Default"), ("test", "Default_Default")):
-        energy, forces = metrics[f"{split}_energy_rmse_meV_per_atom"], metrics[f"{split}_force_rmse_meV_per_A"]
+        energy, forces = metrics[f"{split}_energy_rmse_mev_per_atom"], metrics[f"{split}_forces_rmse_mev_per_angstrom"]
         assert math.isfinite(energy) and math.isfinite(forces)
         assert (energy, forces) == rows[row]
     assert metrics["epochs"] == 2 and metrics["best_epoch"] in (0, 1)
@@ -58,7 +58,7 @@ def test_metrics_are_finite_and_equal_maces_own_tables(mace_generation):
     assert [entry["epoch"] for entry in history["valid"]] == [None, 0, 1]
     best = history["valid"][int(metrics["best_epoch"]) + 1]
     assert metrics["valid_loss"] == best["loss"]
-    assert metrics["valid_force_mae_meV_per_A"] == best["force_mae_meV_per_A"]
+    assert metrics["valid_forces_mae_mev_per_angstrom"] == best["forces_mae_mev_per_angstrom"]
 
 
 def test_progress_reports_every_epoch(mace_generation):
@@ -78,15 +78,15 @@ def test_calculator_reproduces_maces_test_errors(mace_generation, mace_manifest)
     assert np.isfinite(atoms.get_potential_energy()) and atoms.get_forces().shape == (len(atoms), 3)
     # Our batched evaluation of the test split agrees with MACE's table (printed to 0.1 meV).
     ours = evaluate(artifact.generation_dir, mace_manifest.path_of("mace", "test")).metrics
-    assert ours["energy_rmse_meV_per_atom"] == pytest.approx(artifact.metrics["test_energy_rmse_meV_per_atom"], abs=0.051)
-    assert ours["force_rmse_meV_per_A"] == pytest.approx(artifact.metrics["test_force_rmse_meV_per_A"], abs=0.051)
+    assert ours["energy_rmse_mev_per_atom"] == pytest.approx(artifact.metrics["test_energy_rmse_mev_per_atom"], abs=0.051)
+    assert ours["forces_rmse_mev_per_angstrom"] == pytest.approx(artifact.metrics["test_forces_rmse_mev_per_angstrom"], abs=0.051)
     # ...and with the ASE calculator, frame by frame.
     reference = []
     for frame in frames:
         copy = frame.copy()
         copy.calc = calculator
         reference.append((copy.get_potential_energy() - frame.info["REF_energy"]) / len(frame))
-    assert 1e3 * np.sqrt(np.mean(np.square(reference))) == pytest.approx(ours["energy_rmse_meV_per_atom"], rel=1e-9)
+    assert 1e3 * np.sqrt(np.mean(np.square(reference))) == pytest.approx(ours["energy_rmse_mev_per_atom"], rel=1e-9)
 
 
 @pytest.fixture(scope="module")

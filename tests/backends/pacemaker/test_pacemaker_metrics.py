@@ -17,9 +17,9 @@ def test_final_metrics_equal_pacemakers_metrics_table(generation_1, split, table
     written = pd.read_csv(generation_1.directory / table, sep=r"\s+")
     last = written.iloc[-1]
     metrics = generation_1.artifact.metrics
-    assert metrics[f"{split}_energy_rmse_meV_per_atom"] == pytest.approx(1e3 * last["rmse_epa"], rel=1e-12)
-    assert metrics[f"{split}_force_rmse_meV_per_A"] == pytest.approx(1e3 * last["rmse_f_comp"], rel=1e-12)
-    assert metrics[f"{split}_force_mae_meV_per_A"] == pytest.approx(1e3 * last["mae_f_comp"], rel=1e-12)
+    assert metrics[f"{split}_energy_rmse_mev_per_atom"] == pytest.approx(1e3 * last["rmse_epa"], rel=1e-12)
+    assert metrics[f"{split}_forces_rmse_mev_per_angstrom"] == pytest.approx(1e3 * last["rmse_f_comp"], rel=1e-12)
+    assert metrics[f"{split}_forces_mae_mev_per_angstrom"] == pytest.approx(1e3 * last["mae_f_comp"], rel=1e-12)
     assert metrics[f"{split}_loss"] == pytest.approx(last["loss"], rel=1e-12)
     history = json.loads(generation_1.artifact.path("metrics_json").read_text())["history"][split]
     assert [row["iteration"] for row in history] == written["iter_num"].tolist()
@@ -32,7 +32,7 @@ def test_energy_mae_matches_pacemakers_final_report(generation_1):
     log = (generation_1.directory / "log.txt").read_text()
     train_block = log.split("--Cycle last iteration:--")[1]
     printed = float(re.search(r"MAE:\s+([-0-9.]+)", train_block).group(1))
-    assert generation_1.artifact.metrics["train_energy_mae_meV_per_atom"] == pytest.approx(printed, abs=0.006)
+    assert generation_1.artifact.metrics["train_energy_mae_mev_per_atom"] == pytest.approx(printed, abs=0.006)
 
 
 def test_metrics_table_with_a_short_row_names_file_and_line(tmp_path):

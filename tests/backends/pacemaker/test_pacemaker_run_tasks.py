@@ -59,7 +59,7 @@ def test_train_uses_the_given_test_file_and_exports_a_loadable_potential(cu_file
     artifact.verify()
     data = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())
     assert data["counts"] == {"train": 14, "test": 6}  # the files as given, no re-split
-    assert "test_force_rmse_meV_per_A" in artifact.metrics  # pacemaker saw the test file
+    assert "test_forces_rmse_mev_per_angstrom" in artifact.metrics  # pacemaker saw the test file
     assert events and events[-1].fraction == 1.0
 
     # The export loads back into a calculator giving the generation's own predictions, γ included.

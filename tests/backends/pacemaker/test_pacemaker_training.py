@@ -41,8 +41,8 @@ def test_generation_holds_potential_active_set_and_provenance(generation_1, cu_m
 def test_metrics_are_finite_and_the_fit_learned(generation_1):
     metrics = generation_1.artifact.metrics
     for split in ("train", "test"):
-        for name in ("energy_rmse_meV_per_atom", "energy_mae_meV_per_atom",
-                     "force_rmse_meV_per_A", "force_mae_meV_per_A"):
+        for name in ("energy_rmse_mev_per_atom", "energy_mae_mev_per_atom",
+                     "forces_rmse_mev_per_angstrom", "forces_mae_mev_per_angstrom"):
             assert math.isfinite(metrics[f"{split}_{name}"]) and metrics[f"{split}_{name}"] >= 0
     history = json.loads(generation_1.artifact.path("metrics_json").read_text())["history"]["train"]
     assert history[-1]["loss"] < 1e-2 * history[0]["loss"]  # starts at ~3.7 eV/atom off

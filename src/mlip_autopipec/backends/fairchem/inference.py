@@ -16,6 +16,7 @@ from ase import Atoms
 
 from mlip_autopipec.backends.fairchem.interpreter import call_worker
 from mlip_autopipec.files import atomic_path
+from mlip_autopipec.validation.errors import error_metrics
 
 PREFIX = "FAIRCHEM_"
 
@@ -73,17 +74,11 @@ def evaluate_frames(python: Path, checkpoint: Path, frames: Sequence[Atoms], pre
 
     predicted = ase.io.read(predictions_path, index=":", format="extxyz")
     n_atoms = np.array([len(atoms) for atoms in frames], dtype=float)
-    energy_error = 1e3 * (np.array([atoms.info[PREFIX + "energy"] for atoms in predicted])
-                          - np.array([energy for energy, _ in references])) / n_atoms
-    metrics = {"frames": float(len(frames)), "atoms": float(n_atoms.sum()),
-               "energy_rmse_meV_per_atom": _rmse(energy_error),
-               "energy_mae_meV_per_atom": float(np.mean(np.abs(energy_error)))}
-    if not energy_only:
-        force_error = 1e3 * np.concatenate([(atoms.arrays[PREFIX + "forces"] - forces).reshape(-1)
-                                            for atoms, (_, forces) in zip(predicted, references)])
-        metrics["force_rmse_meV_per_A"] = _rmse(force_error)
-        metrics["force_mae_meV_per_A"] = float(np.mean(np.abs(force_error)))
-    return metrics
+    energy_error = (np.array([atoms.info[PREFIX + "energy"] for atoms in predicted])
+                    - np.array([energy for energy, _ in references])) / n_atoms
+    force_error = None if energy_only else np.concatenate([
+        (atoms.arrays[PREFIX + "forces"] - forces).reshape(-1) for atoms, (_, forces) in zip(predicted, references)])
+    return {**error_metrics(energy_error, force_error), "atoms": float(n_atoms.sum())}
 
 
 def evaluate_frames_file(python: Path, checkpoint: Path, frames_path: Path, predictions_path: Path,
@@ -111,6 +106,3 @@ def _reference(atoms: Atoms, index: int, source: str, energy_only: bool) -> tupl
                          "use eval.energy_only to score energies alone")
     return float(energy), np.asarray(forces, dtype=float)
 
-
-def _rmse(values: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(values)))) if len(values) else float("nan")

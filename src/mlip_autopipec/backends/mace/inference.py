@@ -27,6 +27,7 @@ from ase import Atoms
 
 from mlip_autopipec.backends.mace.calculator import committee_deviations, load_models
 from mlip_autopipec.backends.mace.command import resolve_device
+from mlip_autopipec.validation.errors import error_metrics
 
 ModelSource = str | os.PathLike | Sequence[str | os.PathLike]
 DEFAULT_PREFIX = "MACE_"  # mace_eval_configs' --info_prefix default
@@ -156,23 +157,15 @@ def evaluate_frames(models: ModelSource | list, frames: Sequence[Atoms], energy_
     """`evaluate` on structures already in memory (e.g. read from an ASE LMDB)."""
     energy_reference, forces_reference = read_reference(frames, energy_key, forces_key, energy_only, source)
     predictions = predict(models, frames, energy_only=energy_only, batch_size=batch_size, device=device, amp=amp)
-    energy_error = 1e3 * (predictions.energy - energy_reference) / predictions.n_atoms
-    metrics = {
-        "frames": float(len(frames)),
-        "atoms": float(predictions.n_atoms.sum()),
-        "models": float(predictions.energies.shape[0]),
-        "energy_rmse_meV_per_atom": _rmse(energy_error),
-        "energy_mae_meV_per_atom": float(np.mean(np.abs(energy_error))),
-    }
+    force_error = None if energy_only else np.concatenate([
+        (predictions.frame_forces(i) - forces_reference[i]).reshape(-1) for i in range(len(frames))])
+    metrics = {**error_metrics((predictions.energy - energy_reference) / predictions.n_atoms, force_error),
+               "atoms": float(predictions.n_atoms.sum()), "models": float(predictions.energies.shape[0])}
     if not energy_only:
-        force_error = 1e3 * np.concatenate([
-            (predictions.frame_forces(i) - forces_reference[i]).reshape(-1) for i in range(len(frames))])
-        metrics["force_rmse_meV_per_A"] = _rmse(force_error)
-        metrics["force_mae_meV_per_A"] = float(np.mean(np.abs(force_error)))
         if predictions.energies.shape[0] > 1:
             deviations = [committee_deviations(predictions.forces[i], predictions.energies[:, i], len(frames[i]))
                           for i in range(len(frames))]
-            metrics["max_force_std_meV_per_A"] = 1e3 * max(d["max_force_std"] for d in deviations)
+            metrics["max_force_std_mev_per_angstrom"] = 1e3 * max(d["max_force_std"] for d in deviations)
     return Evaluation(metrics, predictions, energy_reference, forces_reference)
 
 
@@ -283,6 +276,3 @@ def _autocast(amp: bool, device: str):
 
     return torch.autocast(device_type="cuda")
 
-
-def _rmse(values: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(values)))) if len(values) else float("nan")

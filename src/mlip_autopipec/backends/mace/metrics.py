@@ -20,8 +20,8 @@ two (swa) the tables are printed twice; the last ones describe the final (stage-
 errors of every epoch (epoch null = before training) in eV and eV/Angstrom at full precision;
 "mode": "opt" lines the training loss of every batch. That file gives the history.
 
-Our metric names follow the Pacemaker backend's: {split}_energy_rmse_meV_per_atom,
-{split}_force_rmse_meV_per_A, {split}_force_mae_meV_per_A, ... Force errors are per Cartesian
+Our metric names follow the Pacemaker backend's: {split}_energy_rmse_mev_per_atom,
+{split}_forces_rmse_mev_per_angstrom, {split}_forces_mae_mev_per_angstrom, ... Force errors are per Cartesian
 component, as both MACE and Pacemaker report them.
 """
 
@@ -36,23 +36,23 @@ _TABLE_TITLE = re.compile(r"Error-table on (TRAIN and VALID|TEST):\s*$")
 
 # MACE's column titles -> our metric suffixes.
 COLUMNS = {
-    "RMSE E / meV / atom": "energy_rmse_meV_per_atom",
-    "MAE E / meV / atom": "energy_mae_meV_per_atom",
-    "RMSE E / meV": "energy_rmse_meV",
-    "MAE E / meV": "energy_mae_meV",
-    "RMSE F / meV / A": "force_rmse_meV_per_A",
-    "MAE F / meV / A": "force_mae_meV_per_A",
-    "relative F RMSE %": "force_rmse_relative_percent",
-    "relative F MAE %": "force_mae_relative_percent",
-    "RMSE Stress (Virials) / meV / A (A^3)": "stress_rmse_meV_per_A3",
-    "MAE Stress (Virials) / meV / A (A^3)": "stress_mae_meV_per_A3",
+    "RMSE E / meV / atom": "energy_rmse_mev_per_atom",
+    "MAE E / meV / atom": "energy_mae_mev_per_atom",
+    "RMSE E / meV": "energy_rmse_mev",
+    "MAE E / meV": "energy_mae_mev",
+    "RMSE F / meV / A": "forces_rmse_mev_per_angstrom",
+    "MAE F / meV / A": "forces_mae_mev_per_angstrom",
+    "relative F RMSE %": "forces_rmse_relative_percent",
+    "relative F MAE %": "forces_mae_relative_percent",
+    "RMSE Stress (Virials) / meV / A (A^3)": "stress_rmse_mev_per_angstrom3",
+    "MAE Stress (Virials) / meV / A (A^3)": "stress_mae_mev_per_angstrom3",
 }
 # results-file keys (eV) -> our metric suffixes (meV), for the history and full-precision values.
 RESULT_KEYS = {
-    "rmse_e_per_atom": "energy_rmse_meV_per_atom",
-    "mae_e_per_atom": "energy_mae_meV_per_atom",
-    "rmse_f": "force_rmse_meV_per_A",
-    "mae_f": "force_mae_meV_per_A",
+    "rmse_e_per_atom": "energy_rmse_mev_per_atom",
+    "mae_e_per_atom": "energy_mae_mev_per_atom",
+    "rmse_f": "forces_rmse_mev_per_angstrom",
+    "mae_f": "forces_mae_mev_per_angstrom",
 }
 
 

@@ -59,12 +59,12 @@ def collect_metrics(workdir: Path) -> tuple[dict[str, float], dict[str, list[dic
     for split, rows in tables.items():
         last = rows[-1]
         final[f"{split}_loss"] = last["loss"]
-        final[f"{split}_energy_rmse_meV_per_atom"] = 1e3 * last["rmse_epa"]
-        final[f"{split}_force_rmse_meV_per_A"] = 1e3 * last["rmse_f_comp"]
-        final[f"{split}_force_mae_meV_per_A"] = 1e3 * last["mae_f_comp"]
+        final[f"{split}_energy_rmse_mev_per_atom"] = 1e3 * last["rmse_epa"]
+        final[f"{split}_forces_rmse_mev_per_angstrom"] = 1e3 * last["rmse_f_comp"]
+        final[f"{split}_forces_mae_mev_per_angstrom"] = 1e3 * last["mae_f_comp"]
         energy_mae = _energy_mae_from_predictions(workdir / PREDICTIONS[split])
         if energy_mae is not None:
-            final[f"{split}_energy_mae_meV_per_atom"] = 1e3 * energy_mae
+            final[f"{split}_energy_mae_mev_per_atom"] = 1e3 * energy_mae
         history[split] = [_history_entry(row) for row in rows]
 
     final_train = tables["train"][-1]
@@ -79,9 +79,9 @@ def _history_entry(row: dict[str, float]) -> dict[str, float]:
         "ladder_step": row["ladder_step"],
         "iteration": row["iter_num"],
         "loss": row["loss"],
-        "energy_rmse_meV_per_atom": 1e3 * row["rmse_epa"],
-        "force_rmse_meV_per_A": 1e3 * row["rmse_f_comp"],
-        "force_mae_meV_per_A": 1e3 * row["mae_f_comp"],
+        "energy_rmse_mev_per_atom": 1e3 * row["rmse_epa"],
+        "forces_rmse_mev_per_angstrom": 1e3 * row["rmse_f_comp"],
+        "forces_mae_mev_per_angstrom": 1e3 * row["mae_f_comp"],
     }
 
 

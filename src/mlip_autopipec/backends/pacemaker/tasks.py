@@ -29,7 +29,7 @@ from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialA
 from mlip_autopipec.backends.run_data import backend_environment, progress_bar, split_frames
 from mlip_autopipec.config.run_yaml import RunSpec
 from mlip_autopipec.data.export import ExportItem, export_dataset
-from mlip_autopipec.data.frames import LabelledFrame
+from mlip_autopipec.data.frames import EnergyReference, LabelledFrame
 from mlip_autopipec.files import atomic_path, atomic_write_text, sha256_file
 
 GENERATION_DIR = "train"
@@ -77,7 +77,7 @@ def _evaluate(spec: RunSpec, run_dir: Path) -> dict:
 
     split = spec.active_split
     frames = _labelled(split_frames(spec, split), split)
-    summary = predict(_calculator(spec), frames).summary()
+    summary = predict(_calculator(spec), frames, energy_reference=_energy_reference(spec)).summary()
     if spec.eval.energy_only:
         summary = {key: value for key, value in summary.items() if not key.startswith("forces_")}
     result = {"task": "evaluate", "split": split, "data": str(getattr(spec.data, split)),
@@ -205,7 +205,21 @@ def _calculator(spec: RunSpec) -> Calculator:
 
     if spec.model.manifest is not None:
         return calculator_from_manifest(spec.model.manifest)
+    return load_potential(_model_in(spec))[0]
+
+
+def _energy_reference(spec: RunSpec) -> EnergyReference:
+    """What the model's energies compare with (its fit's energy_corrected)."""
+    from mlip_autopipec.validation.report import potential_energy_reference
+
+    if spec.model.manifest is not None:
+        manifest = Path(spec.model.manifest)
+        return potential_energy_reference(manifest if manifest.is_dir() else manifest.parent)
+    return potential_energy_reference(_model_in(spec))
+
+
+def _model_in(spec: RunSpec) -> Path:
     path = Path(spec.model_in)
     if path.is_dir() and not (path / ARTIFACT_NAME).is_file():
         path = _generation_of(path, "model_in")
-    return load_potential(path)[0]
+    return path

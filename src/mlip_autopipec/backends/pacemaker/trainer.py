@@ -170,6 +170,8 @@ class PacemakerTrainer:
             initial_potential=None if initial_potential is None else initial_potential.digest,
             baseline=config.baseline,
             species_without_gamma=gaps,
+            energy_label="energy_corrected",
+            reference_energies=fit_reference_energies(generation_dir / POTENTIAL_YAML),
         )
         artifact.save(generation_dir)  # last: its presence marks the generation as finished
         report.stage(1.0, "done", fitted)
@@ -285,6 +287,19 @@ def _fit_elements(config: PacemakerConfig, manifest: DatasetManifest,
         raise DatasetError(f"the dataset contains {missing}, which {source} does not cover "
                            f"(elements {elements}; dataset elements {sorted(data_elements)})")
     return elements
+
+
+def fit_reference_energies(potential_yaml: Path) -> dict[str, float] | None:
+    """The single-atom reference energies (and "shift") Pacemaker subtracted from `energy` to make
+    `energy_corrected`, as it records them in the potential's metadata; None when the fit used the
+    dataset's own energy_corrected column."""
+    from pyace import BBasisConfiguration
+
+    metadata = BBasisConfiguration(str(potential_yaml)).metadata  # a pybind map: no .get
+    if "reference_energy" not in metadata.keys():
+        return None
+    recorded = metadata["reference_energy"]
+    return {str(key): float(value) for key, value in json.loads(recorded).items()}
 
 
 def active_set_arguments(config: PacemakerConfig) -> list[str]:
