@@ -3,7 +3,8 @@
     python -m flows.export --store campaign/structures.db --out dataset/ --test-fraction 0.1 --seed 0
 
 Writes extxyz (ASE `energy`/`forces`), Pacemaker's pickled DataFrame and MACE's extxyz keys, plus
-`manifest.json` with counts, elements, the split seed and a digest of every file.
+`manifest.json` with counts, elements, the split seed and a digest of every file. A --out
+directory holding files an export did not write is refused unless --overwrite.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import sys
 
 from prefect import flow
 
-from mlip_autopipec.data.export import ALL_FORMATS
+from mlip_autopipec.data.export import ALL_FORMATS, check_export_target
 from tasks.store import export_task
 
 
 @flow(name="export", log_prints=True)
 def export(store: str, out: str, campaign: str = "default", test_fraction: float = 0.1, seed: int = 0,
            formats: list[str] = list(ALL_FORMATS), generation: int | None = None,
-           source: str | None = None) -> dict:
+           source: str | None = None, overwrite: bool = False) -> dict:
     result = export_task(store, campaign, out, test_fraction, seed, formats,
-                         generation=generation, source=source)
+                         generation=generation, source=source, overwrite=overwrite)
     print(f"exported {result['counts']['train']} train / {result['counts']['test']} test frames "
           f"to {out} (manifest {result['digest'][:12]})")
     return result
@@ -39,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", nargs="+", default=list(ALL_FORMATS), choices=ALL_FORMATS)
     parser.add_argument("--generation", type=int, default=None, help="only this generation's rows")
     parser.add_argument("--source", default=None, help="only rows with this source tag")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a --out directory that holds files an export did not write")
     args = parser.parse_args(argv)
     try:
+        check_export_target(args.out, args.overwrite)  # before a flow (and a Prefect server) starts
         export(args.store, args.out, args.campaign, args.test_fraction, args.seed, args.formats,
-               args.generation, args.source)
+               args.generation, args.source, args.overwrite)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

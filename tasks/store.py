@@ -23,14 +23,14 @@ def ingest_file_task(store_url: str, path: str, campaign: str, source: str, gene
 @task(task_run_name="export {out_dir}")
 def export_task(store_url: str, campaign: str, out_dir: str, test_fraction: float, seed: int,
                 formats: list[str], generation: int | None = None, max_generation: int | None = None,
-                source: str | None = None) -> dict:
+                source: str | None = None, overwrite: bool = False) -> dict:
     """Harvest completed rows and export them; returns the manifest path and digest."""
     store = StructureStore(store_url, campaign=campaign)
     items = harvest_for_export(store, generation=generation, max_generation=max_generation, source=source)
     manifest = export_dataset(items, out_dir, test_fraction=test_fraction, seed=seed, formats=formats,
                               source={"store": store_url, "campaign": campaign,
                                       "generation": generation, "max_generation": max_generation,
-                                      "source": source})
+                                      "source": source}, overwrite=overwrite)
     publish_manifest(manifest)
     return {"manifest": str(manifest.directory / "manifest.json"), "digest": manifest.digest,
             "counts": dict(manifest.counts), "elements": list(manifest.elements)}

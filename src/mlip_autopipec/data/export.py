@@ -28,6 +28,7 @@ from ase import Atoms
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.manifest import (
     FILE_NAMES,
+    MANIFEST_NAME,
     DatasetManifest,
     ExportFormat,
     ManifestFile,
@@ -85,11 +86,14 @@ def export_dataset(
     formats: Sequence[ExportFormat] = ALL_FORMATS,
     source: dict | None = None,
     splits: dict[Split, list[int]] | None = None,
+    overwrite: bool = False,
 ) -> DatasetManifest:
     """Write the split in every requested format plus `manifest.json`; return the manifest.
 
     `splits` (indices of `items` per split) replaces the seeded split by group when the caller
-    already knows which frames are for testing (run.yaml's data.train / data.test)."""
+    already knows which frames are for testing (run.yaml's data.train / data.test). An `out_dir`
+    holding files an earlier export did not write is refused (ExportTargetError) unless `overwrite`;
+    the files of an earlier export there are replaced, and those it no longer writes removed."""
     if not items:
         raise ValueError("nothing to export: the dataset is empty")
     unknown = sorted(set(formats) - set(ALL_FORMATS))
@@ -97,6 +101,7 @@ def export_dataset(
         raise ValueError(f"unknown export format(s) {unknown}; choose from {list(ALL_FORMATS)}")
 
     out_dir = Path(out_dir)
+    earlier = check_export_target(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     if splits is None:
         splits = split_by_group(items, test_fraction, seed)
@@ -116,6 +121,8 @@ def export_dataset(
                                             sha256=sha256_file(staging / name)))
         for entry in entries:
             os.replace(staging / entry.path, out_dir / entry.path)
+        for name in earlier - {entry.path for entry in entries}:  # an earlier export's, not rewritten
+            (out_dir / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -127,6 +134,36 @@ def export_dataset(
     ).finalize()
     manifest.write(out_dir)
     return manifest
+
+
+class ExportTargetError(ValueError):
+    """The export directory holds files an export did not write."""
+
+
+def check_export_target(out_dir: str | os.PathLike, overwrite: bool = False) -> set[str]:
+    """Refuse an `out_dir` holding files no export wrote (a user's own files, an unreadable
+    manifest.json) unless `overwrite`; return the data files an earlier export listed there."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return set()
+    if not out_dir.is_dir():
+        raise ExportTargetError(f"{out_dir}: --out is a file, not a directory")
+    earlier: set[str] = set()
+    ours = {MANIFEST_NAME}
+    manifest_path = out_dir / MANIFEST_NAME
+    if manifest_path.is_file():
+        try:
+            earlier = {entry.path for entry in DatasetManifest.load(manifest_path).files}
+        except (ValueError, OSError):
+            ours = set()  # a manifest.json the export did not write: the user's own
+    foreign = sorted(path.name for path in out_dir.iterdir()
+                     if path.name not in ours | earlier and not path.name.startswith(".export-"))
+    if foreign and not overwrite:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ExportTargetError(f"{out_dir}: holds files this export did not write ({shown}); choose an empty "
+                                "or new directory, or pass --overwrite to write beside them (files named "
+                                f"{MANIFEST_NAME}, train.*, test.* are replaced)")
+    return {name for name in earlier if "/" not in name and (out_dir / name).is_file()}
 
 
 def _write_extxyz(frames: Sequence[LabelledFrame], path: Path) -> None:
