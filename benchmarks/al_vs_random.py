@@ -5,6 +5,7 @@
     python -m benchmarks.al_vs_random --make-emt-pool DIR       # writes DIR/emt_pool.extxyz, DIR/emt_test.extxyz
     python -m benchmarks.al_vs_random --pool DIR/emt_pool.extxyz --test DIR/emt_test.extxyz ...
     python -m benchmarks.al_vs_random --quick --pool ... --out DIR   # smoke test: tiny basis, 1 round
+    python -m benchmarks.al_vs_random --pool ../shared/data/ethanol-revMD17.extxyz --initial 2 ...  # any N0
 
 The pool's own labels act as the oracle. For every seed, all strategies start from the same N0
 random frames and the same first potential. Each round a strategy scores the frames it has not
@@ -19,9 +20,16 @@ Strategies (the campaign's own selection code, selection/gamma.py):
                 (pace_select -a); if fewer than B frames extend it, the rest by highest max γ
   top_gamma     the B frames with the highest max γ (extrapolation grade)
 
+Any starting size works: with few frames a species may have fewer training environments than ACE
+functions; the potential then has no γ for it yet (PotentialArtifact.species_without_gamma), the
+γ strategies treat its atoms as uncertain (selection/gamma.py), and the report says, per species,
+its atoms in pool and test, per round which species had no γ and the test force RMSE per element,
+and after how many labels each strategy's potentials had γ for it.
+
 Writes DIR/al_vs_random_<name>.json (curves per seed, mean and spread, chosen frames, headline,
-timings) and DIR/al_vs_random_<name>.png (RMSE against labels, log-log, bands over seeds), and
-prints the headline: labels each strategy needs to reach random's full-budget force RMSE.
+per-species situation, timings) and DIR/al_vs_random_<name>.png (RMSE against labels, log-log,
+bands over seeds), and prints the headline: labels each strategy needs to reach random's
+full-budget force RMSE.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +133,15 @@ def random_choice(remaining: Sequence[int], count: int, seed: int, round_number:
     return sorted(int(i) for i in rng.choice(np.asarray(remaining), size=count, replace=False))
 
 
+def species_counts(frames: Sequence[LabelledFrame]) -> dict[str, int]:
+    """Atoms per element over `frames`."""
+    counts: dict[str, int] = {}
+    for frame in frames:
+        for symbol in frame.atoms.get_chemical_symbols():
+            counts[symbol] = counts.get(symbol, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def max_gamma(artifact: PotentialArtifact, frames: Sequence[LabelledFrame]) -> np.ndarray:
     """Max per-atom extrapolation grade γ of every frame under the potential and its active set."""
     from mlip_autopipec.backends.pacemaker.calculator import make_calculator
@@ -142,23 +159,27 @@ def max_gamma(artifact: PotentialArtifact, frames: Sequence[LabelledFrame]) -> n
 def choose(strategy: str, remaining: list[int], pool: Sequence[LabelledFrame], count: int,
            artifact: PotentialArtifact, seed: int, round_number: int) -> tuple[list[int], dict]:
     """Pool indices the strategy labels next, and what it saw (for the record)."""
-    from mlip_autopipec.selection.gamma import select_d_optimal, select_top_gamma
+    from mlip_autopipec.selection.gamma import frames_with_species, select_d_optimal, select_top_gamma
 
     if strategy == "random":
         return random_choice(remaining, count, seed, round_number), {}
     candidates = [pool[i] for i in remaining]
+    # Atoms of a species without γ yet count as uncertain, as in the campaign's selection.
+    uncertain = frames_with_species([frame.atoms for frame in candidates], artifact.species_without_gamma)
     if strategy == "top_gamma":
         grades = max_gamma(artifact, candidates)
-        picked = select_top_gamma(grades, count)
+        picked = select_top_gamma(grades, count, uncertain)
         return sorted(remaining[i] for i in picked), {"max_gamma_of_chosen": [float(grades[i]) for i in picked]}
     if strategy == "gamma_maxvol":
         picked = select_d_optimal([frame.atoms for frame in candidates], artifact.path("potential_yaml"),
-                                  artifact.path("active_set"), count)
+                                  artifact.path("active_set"), count,
+                                  uncertain_species=artifact.species_without_gamma)
         topped_up = 0
         if len(picked) < count:  # fewer frames extend the active set than asked for: top up by max γ
             grades = max_gamma(artifact, candidates)
             taken = set(picked)
-            extra = [i for i in select_top_gamma(grades, len(candidates)) if i not in taken][:count - len(picked)]
+            extra = [i for i in select_top_gamma(grades, len(candidates), uncertain)
+                     if i not in taken][:count - len(picked)]
             topped_up = len(extra)
             picked = [*picked, *extra]
         return sorted(remaining[i] for i in picked), {"topped_up_by_gamma": topped_up}
@@ -177,13 +198,18 @@ def train(frames: Sequence[LabelledFrame], config: PacemakerConfig, directory: P
     return PacemakerTrainer().train(manifest, config, directory / "potential", initial_potential=initial)
 
 
-def test_set_errors(artifact: PotentialArtifact, test: Sequence[LabelledFrame]) -> tuple[float, float]:
-    """Test energy RMSE (meV/atom) and force RMSE (meV/Å)."""
+def test_set_errors(artifact: PotentialArtifact, test: Sequence[LabelledFrame]) -> tuple[float, float, dict]:
+    """Test energy RMSE (meV/atom), force RMSE (meV/Å) and force RMSE per element (meV/Å)."""
     from mlip_autopipec.backends.pacemaker.calculator import make_calculator
     from mlip_autopipec.validation.errors import predict
+    from mlip_autopipec.validation.physical import per_element_force_errors
 
-    metrics = predict(make_calculator(artifact, with_active_set=False), test).summary()
-    return metrics["energy_rmse_mev_per_atom"], metrics["forces_rmse_mev_per_angstrom"]
+    predictions = predict(make_calculator(artifact, with_active_set=False), test)
+    metrics = predictions.summary()
+    symbols = [symbol for frame in test for symbol in frame.atoms.get_chemical_symbols()]
+    per_element = {element: row["forces_rmse_mev_per_angstrom"]
+                   for element, row in per_element_force_errors(predictions, symbols).items()}
+    return metrics["energy_rmse_mev_per_atom"], metrics["forces_rmse_mev_per_angstrom"], per_element
 
 
 @dataclass
@@ -198,13 +224,18 @@ class Curve:
     force_rmse: list[float] = field(default_factory=list)
     chosen: list[list[int]] = field(default_factory=list)  # pool indices, per round (round 0: the N0)
     selection: list[dict] = field(default_factory=list)
+    force_rmse_per_element: list[dict[str, float]] = field(default_factory=list)
+    species_without_gamma: list[list[str]] = field(default_factory=list)  # per point: the potential's
     seconds: dict[str, float] = field(default_factory=lambda: {"train": 0.0, "select": 0.0, "evaluate": 0.0})
 
-    def record(self, labelled: Sequence[int], pool: Sequence[LabelledFrame], errors: tuple[float, float]) -> None:
+    def record(self, labelled: Sequence[int], pool: Sequence[LabelledFrame], errors: tuple[float, float, dict],
+               potential: PotentialArtifact) -> None:
         self.labels.append(len(labelled))
         self.labelled_atoms.append(sum(len(pool[i].atoms) for i in labelled))
         self.energy_rmse.append(errors[0])
         self.force_rmse.append(errors[1])
+        self.force_rmse_per_element.append(errors[2])
+        self.species_without_gamma.append(sorted(potential.species_without_gamma))
 
 
 def run_seed(seed: int, pool: Sequence[LabelledFrame], test: Sequence[LabelledFrame], settings: Settings,
@@ -223,13 +254,13 @@ def run_seed(seed: int, pool: Sequence[LabelledFrame], test: Sequence[LabelledFr
     first_errors = test_set_errors(first, test)
     evaluate_seconds = time.perf_counter() - clock
     say(f"seed {seed}: {len(start)} initial labels, test force RMSE {first_errors[1]:.1f} meV/Å "
-        f"(fit {train_seconds:.0f} s)")
+        f"(fit {train_seconds:.0f} s)" + _no_gamma_note(first))
 
     curves = []
     for strategy in settings.strategies:
         curve = Curve(strategy, seed, chosen=[list(start)], selection=[{}])
         curve.seconds.update(train=train_seconds, evaluate=evaluate_seconds)  # the shared first fit
-        curve.record(start, pool, first_errors)
+        curve.record(start, pool, first_errors, first)
         labelled, potential = list(start), first
         for round_number in range(1, settings.rounds + 1):
             remaining = sorted(set(range(len(pool))) - set(labelled))
@@ -246,11 +277,16 @@ def run_seed(seed: int, pool: Sequence[LabelledFrame], test: Sequence[LabelledFr
             curve.seconds["evaluate"] += time.perf_counter() - clock
             curve.chosen.append(picked)
             curve.selection.append(info)
-            curve.record(labelled, pool, errors)
+            curve.record(labelled, pool, errors, potential)
             say(f"seed {seed} {strategy:<12} round {round_number}: {len(labelled)} labels, "
-                f"force RMSE {errors[1]:.1f} meV/Å, energy RMSE {errors[0]:.2f} meV/atom")
+                f"force RMSE {errors[1]:.1f} meV/Å, energy RMSE {errors[0]:.2f} meV/atom" + _no_gamma_note(potential))
         curves.append(curve)
     return curves
+
+
+def _no_gamma_note(potential: PotentialArtifact) -> str:
+    missing = sorted(potential.species_without_gamma)
+    return f"; no γ yet for {', '.join(missing)} (too few environments)" if missing else ""
 
 
 # -- the whole benchmark -----------------------------------------------------------------------------
@@ -282,6 +318,7 @@ def run_benchmark(pool_path: Path, test_path: Path | None, settings: Settings, o
         report = write_report(runs, pool, test, pool_path, test_path, settings, out, name,
                               time.perf_counter() - started)
     say(headline_table(report["headline"]))
+    say(species_table(report))
     say(f"wall time {report['wall_seconds']:.0f} s; wrote {out / f'al_vs_random_{name}.json'} and .png")
     return report
 
@@ -294,9 +331,10 @@ def write_report(runs: dict[str, list[dict]], pool: Sequence[LabelledFrame], tes
         "benchmark": "al_vs_random",
         "dataset": name,
         "pool": {"file": str(pool_path), "sha256": sha256_file(pool_path), "frames": len(pool),
-                 "atoms": sum(len(f.atoms) for f in pool)},
+                 "atoms": sum(len(f.atoms) for f in pool), "atoms_per_element": species_counts(pool)},
         "test": {"file": str(test_path or pool_path), "sha256": sha256_file(test_path or pool_path),
                  "frames": len(test), "atoms": sum(len(f.atoms) for f in test),
+                 "atoms_per_element": species_counts(test),
                  "held_out_by": "separate file" if test_path else
                  f"seeded split of the pool file (test_fraction {settings.test_fraction}, seed 0)"},
         "settings": {**vars(settings), "strategies": list(settings.strategies),
@@ -314,12 +352,47 @@ def finish_report(report: dict, json_path: Path) -> dict:
     report["seeds_done"] = len(runs[RANDOM])
     report["summary"] = summarize(runs)
     report["headline"] = headline(report["summary"], runs)
+    report["species_without_gamma"] = gamma_per_species(runs)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, json.dumps(report, indent=1) + "\n")
     plot(report["summary"], report["headline"],
          f"{report['dataset']}: active learning vs random ({report['seeds_done']} seeds, "
          f"{report['settings']['functions']} ACE functions per element)", json_path.with_suffix(".png"))
     return report
+
+
+def gamma_per_species(runs: dict[str, list[dict]]) -> dict[str, dict[str, list[int | None]]]:
+    """Per strategy, per species that some potential had no γ for: per seed, the labels of the first
+    potential from which on it had γ (None: it never got one within the budget)."""
+    result: dict[str, dict[str, list[int | None]]] = {}
+    for strategy, curves in runs.items():
+        missing = sorted({element for curve in curves for point in curve.get("species_without_gamma", [])
+                          for element in point})
+        result[strategy] = {}
+        for element in missing:
+            per_seed = []
+            for curve in curves:
+                points = list(zip(curve["labels"], curve["species_without_gamma"]))
+                later = [labels for position, (labels, _) in enumerate(points)
+                         if all(element not in without for _, without in points[position:])]
+                per_seed.append(later[0] if later else None)
+            result[strategy][element] = per_seed
+    return result
+
+
+def species_table(report: dict) -> str:
+    """Lines for a person: per species, atoms in pool and test, and when each strategy's potentials got γ."""
+    lines = []
+    for element, count in report["pool"].get("atoms_per_element", {}).items():
+        line = f"{element}: {count} atoms in the pool, {report['test'].get('atoms_per_element', {}).get(element, 0)} in test"
+        got = {strategy: seeds[element] for strategy, seeds in report.get("species_without_gamma", {}).items()
+               if element in seeds}
+        if got:
+            line += "; no γ at first, γ from " + ", ".join(
+                f"{strategy} {'/'.join('never' if n is None else str(n) for n in seeds)} labels"
+                for strategy, seeds in got.items())
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -329,7 +402,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool", type=Path, help="labelled frames to select from (extxyz or Pacemaker DataFrame)")
     parser.add_argument("--test", type=Path, help="held-out test frames; without it, a seeded split of --pool")
     parser.add_argument("--test-fraction", type=float, default=defaults.test_fraction)
-    parser.add_argument("--initial", type=int, default=defaults.initial, help="N0, the shared first labels")
+    parser.add_argument("--initial", type=int,
+                        help=f"N0, the shared first labels (default {defaults.initial}; {QUICK.initial} with --quick)")
     parser.add_argument("--batch", type=int, default=defaults.batch, help="B, labels taken per round")
     parser.add_argument("--rounds", type=int, default=defaults.rounds, help="R, selection rounds")
     parser.add_argument("--strategies", default=",".join(defaults.strategies),
@@ -357,9 +431,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    if args.quick:
-        return QUICK
-    return Settings(initial=args.initial, batch=args.batch, rounds=args.rounds, seeds=args.seeds,
+    if args.quick:  # --initial still chooses the starting size
+        return QUICK if args.initial is None else replace(QUICK, initial=args.initial)
+    return Settings(initial=Settings.initial if args.initial is None else args.initial, batch=args.batch, rounds=args.rounds, seeds=args.seeds,
                     strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
                     functions=args.functions, maxiter_initial=args.maxiter_initial,
                     maxiter_round=args.maxiter_round, test_fraction=args.test_fraction,

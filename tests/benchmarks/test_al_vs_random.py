@@ -111,3 +111,22 @@ def test_bad_frame_is_named_and_nothing_is_written(tmp_path, capsys):
     message = capsys.readouterr().err
     assert str(pool) in message and "frame 1" in message and "energy" in message
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_two_starting_molecules_run_and_report_the_species_without_gamma(shared_data, tmp_path):
+    """Ethanol from 2 starting molecules: 2 O environments for 6 functions. The first fit used to fail
+    in pace_activeset; now the run finishes and says, per species, where it stands."""
+    assert main(["--quick", "--initial", "2", "--pool", str(shared_data / "ethanol-revMD17.extxyz"),
+                 "--name", "ethanol", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "al_vs_random_ethanol.json").read_text())
+    assert report["settings"]["initial"] == 2
+    assert report["pool"]["atoms_per_element"] == {"C": 80, "H": 240, "O": 40}  # 40 molecules
+    for strategy, curves in report["runs"].items():
+        [curve] = curves
+        assert curve["labels"] == [2, 2 + QUICK.batch]
+        assert curve["species_without_gamma"][0] == ["O"]  # 2 O environments: no γ
+        assert curve["species_without_gamma"][1] == []  # 5 O environments are enough for its functions
+        assert set(curve["force_rmse_per_element"][0]) == {"C", "H", "O"}
+        assert all(math.isfinite(v) and v > 0 for point in curve["force_rmse_per_element"] for v in point.values())
+        assert report["species_without_gamma"][strategy] == {"O": [2 + QUICK.batch]}
