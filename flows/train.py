@@ -7,7 +7,9 @@
 
 `--data` ingests the files into OUT/structures.db first (validated, deduplicated); `--store`
 trains on what a store already holds. Generations land in OUT/generations/gen-NNN and are never
-overwritten; running the same command twice trains once.
+overwritten; running the same command twice trains once. Each generation is published as the
+PotentialGeneration block NAME-gen-NNN (--name, default: OUT's directory name); a block that holds
+another potential is never replaced.
 
 A unified run.yaml (top-level `backend:` and `task:` train|finetune|resume|evaluate|infer|export,
 see src/mlip_autopipec/config/run_yaml.py) runs that one task; its run_dir replaces --out/--store/--data.
@@ -45,7 +47,7 @@ _TIMEOUT_MARGIN_S = 120
 
 @flow(name="train", log_prints=True)
 def train(out: str, config: str | None = None, store: str | None = None, data: list[str] | None = None,
-          initial_potential: str | None = None) -> dict:
+          initial_potential: str | None = None, name: str | None = None) -> dict:
     settings = TrainRunConfig.load(config)
     out_dir = Path(out)
     store_url = store or str(out_dir / "structures.db")
@@ -66,11 +68,12 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
     )
     evaluation = run_with_outputs(evaluate_task, plot_files, trained["artifact"], trained["digest"],
                                   dataset["manifest"], dataset["digest"])
-    block = publish_task(settings.campaign, trained["artifact"], evaluation)
+    block = publish_task(settings.campaign, trained["artifact"], evaluation, name or out_dir.resolve().name)
 
     metrics = evaluation["metrics"]
     print(f"{Path(trained['generation_dir']).name}: {evaluation['split']} energy RMSE "
-          f"{metrics['energy_rmse_mev_per_atom']:.2f} meV/atom, forces RMSE "
+          f"{metrics['energy_rmse_mev_per_atom']:.2f} meV/atom (against {evaluation.get('energy_compared_with', 'energy')}), "
+          "forces RMSE "
           f"{metrics['forces_rmse_mev_per_angstrom']:.1f} meV/Å; published as block {block}")
     return {**trained, "evaluation": evaluation, "block": block}
 
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/train", help="output directory (default: runs/train)")
     parser.add_argument("--initial-potential", metavar="GEN_DIR",
                         help="fine-tune from this generation directory (or its artifact.json)")
+    parser.add_argument("--name", help="publish as the block NAME-gen-NNN (default: the --out directory's name)")
     args = parser.parse_args(argv)
     try:
         if args.config and is_run_spec(read_yaml_mapping(Path(args.config), kind="config file")):
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.store or args.data):
             parser.error("one of the arguments --store --data is required (or --config with a run.yaml)")
         result = train(out=args.out, config=args.config, store=args.store, data=args.data,
-                       initial_potential=args.initial_potential)
+                       initial_potential=args.initial_potential, name=args.name)
     except (ConfigError, BackendError, ValueError, FileNotFoundError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -25,3 +25,5 @@ class PotentialGeneration(Block):
     potential_digest: str
     dataset_digest: str
     metrics: dict[str, float] = Field(default_factory=dict, description="training and test errors")
+    energy_compared_with: str = Field("energy", description="the label energy errors are computed against: "
+                                                            "the energy the potential was fitted to")

@@ -21,18 +21,33 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "default"
 
 
+class BlockConflict(ValueError):
+    """A block of that name already describes another potential."""
+
+
 @task(name="publish")
-def publish_task(campaign: str, artifact_path: str, evaluation: dict) -> str:
+def publish_task(campaign: str, artifact_path: str, evaluation: dict, name: str | None = None) -> str:
+    """Save the generation as the PotentialGeneration block `<name>-gen-NNN` (`name` defaults to the
+    campaign). Re-publishing the same potential updates its block; a block of that name that holds
+    another potential (another run, other data) is never replaced: BlockConflict says so."""
     artifact = PotentialArtifact.load(artifact_path)
     index = generation_index(artifact.generation_dir)
     test_metrics = {f"eval_{key}": value for key, value in evaluation["metrics"].items()}
-    block_name = f"{slug(campaign)}-gen-{index:03d}"
+    block_name = f"{slug(name or campaign)}-gen-{index:03d}"
+    existing = _existing_block(block_name)
+    if existing is not None and existing.potential_digest != artifact.digest:
+        raise BlockConflict(
+            f"block {block_name} already holds another potential (digest {existing.potential_digest[:12]}, "
+            f"{existing.generation_dir}); not replacing it with {artifact.generation_dir} "
+            f"(digest {artifact.digest[:12]}): publish under another name (flows.train --name, or another campaign "
+            "name)")
     PotentialGeneration(
         campaign=campaign, generation=index, backend=artifact.backend, version=artifact.version,
         generation_dir=str(Path(artifact.generation_dir).resolve()),
         files={role: str(artifact.path(role).resolve()) for role in artifact.files},
         potential_digest=artifact.digest, dataset_digest=artifact.dataset_digest,
         metrics={**artifact.metrics, **test_metrics},
+        energy_compared_with=evaluation.get("energy_compared_with", "energy"),
     ).save(block_name, overwrite=True)
 
     create_table_artifact(
@@ -47,6 +62,13 @@ def publish_task(campaign: str, artifact_path: str, evaluation: dict) -> str:
     return block_name
 
 
+def _existing_block(block_name: str) -> PotentialGeneration | None:
+    try:
+        return PotentialGeneration.load(block_name)
+    except ValueError:  # Prefect: "Unable to find block document named ..."
+        return None
+
+
 def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, evaluation: dict,
                     block_name: str) -> str:
     metrics = evaluation["metrics"]
@@ -59,6 +81,9 @@ def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, eval
         "|---|---|---|",
         f"| energy (meV/atom) | {metrics['energy_rmse_mev_per_atom']:.3f} | {metrics['energy_mae_mev_per_atom']:.3f} |",
         f"| forces (meV/Å) | {metrics['forces_rmse_mev_per_angstrom']:.2f} | {metrics['forces_mae_mev_per_angstrom']:.2f} |",
+        "",
+        f"Energies are compared with the labels' {evaluation.get('energy_compared_with', 'energy')}: the energy the "
+        "potential was fitted to.",
         "",
         *uncertainty_lines(artifact),
         "## Training tool's own metrics",

@@ -88,7 +88,9 @@ def train_task(manifest_path: str, manifest_digest: str, training_config: dict, 
 def evaluate_task(artifact_path: str, potential_digest: str, manifest_path: str, manifest_digest: str,
                   split: str | None = None, name: str = "test") -> dict:
     """Errors of the potential on one split of a dataset (default: its test split, else its train
-    split), with plots; `name` labels the evaluation (e.g. "held-out") in the report."""
+    split), with plots; `name` labels the evaluation (e.g. "held-out") in the report. Energies are
+    compared with the energy the potential was fitted to (`energy_compared_with`); this docstring is
+    part of the cache key, so evaluations cached before that rule are not reused."""
     return evaluate_on_split(PotentialArtifact.load(artifact_path), DatasetManifest.load(manifest_path), split, name)
 
 
