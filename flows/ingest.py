@@ -15,6 +15,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
+from mlip_autopipec.store import check_writable
 from mlip_autopipec.store.ingest import IngestReport
 from tasks.store import ingest_file_task
 
@@ -49,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-distance", type=float, default=DEFAULT_MIN_DISTANCE,
                         help="reject frames with two atoms closer than this (Å)")
     args = parser.parse_args(argv)
-    report = ingest(args.store, args.files, args.campaign, args.source, args.generation, args.min_distance)
+    try:
+        check_writable(args.store)  # before a flow (and a Prefect server) starts
+        report = ingest(args.store, args.files, args.campaign, args.source, args.generation, args.min_distance)
+    except ValueError as exc:  # StoreError: names the store's path
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 1 if report.rejected else 0
 
 

@@ -9,7 +9,8 @@ from mlip_autopipec.store.structure_store import (
     StoredStructure,
     StoreError,
     StructureStore,
+    check_writable,
 )
 
 __all__ = ["AddOutcome", "NewStructure", "Status", "StatusError", "StoredStructure", "StoreError",
-           "StructureStore", "fingerprint"]
+           "StructureStore", "check_writable", "fingerprint"]

@@ -19,6 +19,7 @@ and never insert the same fingerprint twice.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -34,6 +35,8 @@ from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.store.fingerprint import fingerprint
 
 DEFAULT_CAMPAIGN = "default"
+# What SQLite says when the file or its directory is read-only (a journal cannot be created).
+_NOT_WRITABLE = ("readonly database", "unable to open database file", "disk I/O error")
 # Every change to a PostgreSQL store holds this transaction-level advisory lock (one per database).
 _PG_LOCK = "SELECT pg_advisory_xact_lock(7340263)"
 
@@ -54,7 +57,8 @@ _ALLOWED_TRANSITIONS = {
 
 
 class StoreError(ValueError):
-    """A store that cannot be opened (e.g. a path that is not a SQLite database)."""
+    """A store that cannot be opened or written (a path that is not a SQLite database, a read-only
+    file or directory); the message names the path."""
 
 
 class StatusError(RuntimeError):
@@ -110,7 +114,11 @@ class StructureStore:
         self.url = str(url)
         self.campaign = campaign
         if not self.is_server:
-            Path(self.url).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.url).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{exc.filename or Path(self.url).parent}: cannot create the directory of the "
+                                 f"structure store {self.url}: {exc.strerror or exc}") from None
         self._db = ase.db.connect(self.url, type="postgresql" if self.is_server else "db",
                                   append=True, use_lock_file=False)
         # The tables of a new database are created under the lock, before any read (which would
@@ -227,7 +235,19 @@ class StructureStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[ase.db.core.Database]:
-        """One exclusive transaction: commit on success, roll back on any error."""
+        """One exclusive transaction: commit on success, roll back on any error. A SQLite file or
+        directory that cannot be written is a StoreError naming the path."""
+        try:
+            with self._write_transaction() as db:
+                yield db
+        except sqlite3.OperationalError as exc:
+            if not any(reason in str(exc) for reason in _NOT_WRITABLE):
+                raise  # "database is locked" and the like: the callers retry those
+            raise StoreError(f"{self.url}: cannot write the structure store: {exc} (is the file, or the "
+                             "directory it is in, read-only?)") from None
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[ase.db.core.Database]:
         with self._db as db:
             connection = db.connection
             if isinstance(connection, sqlite3.Connection):
@@ -300,6 +320,24 @@ class StructureStore:
     def _update_status(db, row, new_status: Status, **keys) -> None:
         _check_transition(row, new_status)
         db.update(row.id, status=new_status.value, status_time=time.time(), **keys)
+
+
+def check_writable(url: str | Path) -> None:
+    """Raise StoreError naming the path when a SQLite store could not be written: a read-only file,
+    or a read-only directory (SQLite writes its journal beside the file). Creates nothing, so a
+    command can check before it starts anything. PostgreSQL URLs are not checked here."""
+    url = str(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        return
+    path = Path(url).absolute()
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StoreError(f"{path}: the structure store is read-only")
+    directory = path.parent
+    while not directory.exists():
+        directory = directory.parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreError(f"{directory}: directory is read-only, so the structure store {path} cannot be "
+                         "written there (SQLite writes a journal beside it)")
 
 
 def _sqlite_tables_ready(path: str) -> bool:
