@@ -43,13 +43,14 @@ def training_slot() -> Iterator[None]:
 
 
 def _retry_crashes_only(task, task_run, state) -> bool:
-    """A crashed training is worth one more try; a timeout or bad input is not."""
+    """A training killed by a signal is worth one more try; a timeout, bad input or settings, or a
+    tool that exited with an error of its own (it would fail the same way again) is not."""
     try:
         state.result()
     except TrainingTimeout:
         return False
-    except TrainingError:
-        return True
+    except TrainingError as exc:
+        return exc.retryable
     except Exception:
         return False
     return False

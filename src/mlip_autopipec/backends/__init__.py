@@ -15,6 +15,7 @@ from mlip_autopipec.backends.base import (
     PotentialArtifact,
     ProgressCallback,
     Trainer,
+    TrainingConfigError,
     TrainingError,
     TrainingProgress,
     TrainingTimeout,
@@ -38,5 +39,5 @@ def get_trainer(name: str, **options) -> Trainer:
 
 __all__ = [
     "BackendError", "BackendNotFound", "DatasetError", "GenerationExistsError", "PotentialArtifact",
-    "ProgressCallback", "Trainer", "TrainingError", "TrainingProgress", "TrainingTimeout", "get_trainer",
+    "ProgressCallback", "Trainer", "TrainingConfigError", "TrainingError", "TrainingProgress", "TrainingTimeout", "get_trainer",
 ]

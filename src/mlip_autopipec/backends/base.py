@@ -42,18 +42,25 @@ class GenerationExistsError(BackendError, FileExistsError):
 
 
 class TrainingError(BackendError):
-    """The training tool failed; `log_tail` holds the end of its log and `log_path` the full log."""
+    """The training tool failed; `log_tail` holds the decisive lines of its log (its last Python
+    traceback, then its last lines) and `log_path` the full log. `retryable`: another attempt may
+    succeed (the tool was killed by a signal), rather than fail the same way again."""
 
-    def __init__(self, message: str, log_tail: str = "", log_path: Path | None = None):
+    def __init__(self, message: str, log_tail: str = "", log_path: Path | None = None, retryable: bool = False):
         self.message = message
         self.log_tail = log_tail
         self.log_path = log_path
-        details = f"\n--- last lines of {log_path or 'the log'} ---\n{log_tail}" if log_tail else ""
+        self.retryable = retryable
+        details = f"\n--- from {log_path or 'the log'} ---\n{log_tail}" if log_tail else ""
         super().__init__(message + details)
 
     def __reduce__(self):
         # Orchestrators pickle exceptions across processes; keep the log tail and path through it.
-        return (self.__class__, (self.message, self.log_tail, self.log_path))
+        return (self.__class__, (self.message, self.log_tail, self.log_path, self.retryable))
+
+
+class TrainingConfigError(BackendError, ValueError):
+    """The training settings cannot work for this dataset; found before anything ran."""
 
 
 class TrainingTimeout(TrainingError):

@@ -14,12 +14,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mlip_autopipec import processes
-from mlip_autopipec.backends.base import BackendNotFound, TrainingTimeout
+from mlip_autopipec.backends.base import BackendNotFound, TrainingError, TrainingTimeout
 
 _KILL_GRACE_SECONDS = 5.0
 
@@ -101,11 +100,44 @@ def run_logged(
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
+    """What a person needs from a failed tool's log: its last Python traceback (the decisive lines,
+    however early in the log they are), then the log's last `lines` lines."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return "".join(deque(handle, maxlen=lines)).rstrip()
+            text = handle.read()
     except OSError:
         return ""
+    log_lines = text.splitlines()
+    tail = log_lines[-lines:]
+    traceback = _last_traceback(log_lines[:len(log_lines) - len(tail)])
+    if not traceback:
+        return "\n".join(tail).rstrip()
+    return "\n".join([*traceback, "...", *tail]).rstrip()
+
+
+def _last_traceback(log_lines: list[str], frames: int = 12) -> list[str]:
+    """The last "Traceback (most recent call last):" block: its header, its last frames and the
+    exception line(s) that end it."""
+    starts = [index for index, line in enumerate(log_lines) if line.startswith("Traceback (most recent call last)")]
+    if not starts:
+        return []
+    block = [log_lines[starts[-1]]]
+    for line in log_lines[starts[-1] + 1:]:
+        block.append(line)
+        if line and not line[0].isspace():  # the exception line ends the block
+            break
+    if len(block) > frames + 2:
+        block = [block[0], "  ...", *block[-frames:]]
+    return block
+
+
+def tool_failed(tool: str, status: int, log_path: Path, failure: str = "") -> TrainingError:
+    """The error for a tool that exited with `status`. Killed by a signal (the kernel's OOM killer,
+    a crash): another attempt may succeed. An exit status of its own (a Python exception, a bad
+    setting): it will fail the same way again, so it is not retried."""
+    what = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+    return TrainingError(f"{tool} {what}" + (f": {failure}" if failure else ""), log_tail(log_path), log_path,
+                         retryable=status < 0)
 
 
 def _copy_lines(process: subprocess.Popen, log, lines: queue.Queue) -> None:

@@ -115,3 +115,46 @@ def test_dataset_changed_since_export_is_a_dataset_error(cu_manifest, tmp_path):
         handle.write(b"tampered")
     with pytest.raises(DatasetError, match="changed since export"):
         PacemakerTrainer().train(DatasetManifest.load(copy), PacemakerConfig(), tmp_path / "gen-001")
+
+
+def test_the_decisive_traceback_is_shown_however_long_the_log_goes_on(cu_manifest, tmp_path):
+    """A Python error early in a long log (as tensorpotential's IndexError in 58 KB of output) is in
+    the error, and an exit with a status of the tool's own is not worth a retry."""
+    trainer = fake_pacemaker(tmp_path, 'echo "Traceback (most recent call last):"\n'
+                                       'echo "  File \\"tensorpotential/fit.py\\", line 12, in fit"\n'
+                                       'echo "IndexError: list index out of range"\n'
+                                       'for i in $(seq 1 300); do echo "shutting down worker $i"; done\nexit 1\n')
+    with pytest.raises(TrainingError) as failure:
+        trainer.train(cu_manifest, PacemakerConfig(), tmp_path / "gen-001")
+    assert "IndexError: list index out of range" in str(failure.value)
+    assert "shutting down worker 300" in failure.value.log_tail  # and the end of the log too
+    assert not failure.value.retryable
+
+
+def test_a_tool_killed_by_a_signal_may_be_retried(cu_manifest, tmp_path):
+    trainer = fake_pacemaker(tmp_path, "echo fitting\nkill -9 $$\n")
+    with pytest.raises(TrainingError, match="killed by signal 9") as failure:
+        trainer.train(cu_manifest, PacemakerConfig(), tmp_path / "gen-001")
+    assert failure.value.retryable
+
+
+@pytest.mark.parametrize("elements, functions, enough", [(["Ni", "Cu", "Pd", "Ag", "Pt"], 15, 16),
+                                                         (["C", "H", "O"], 3, 4)])
+def test_a_basis_without_functions_is_refused_before_anything_runs(tmp_path, elements, functions, enough):
+    """Pacemaker spreads the functions per element over every block; too few give 0 everywhere."""
+    from mlip_autopipec.backends import TrainingConfigError
+    from mlip_autopipec.backends.pacemaker.input_yaml import check_basis
+    from tests.conftest import doped_cu_cells, export_for_training
+
+    with pytest.raises(TrainingConfigError, match=f"number_of_functions_per_element: {functions} .* at least "
+                                                  f"{enough} functions per element"):
+        check_basis(PacemakerConfig(number_of_functions_per_element=functions), elements)
+    check_basis(PacemakerConfig(number_of_functions_per_element=enough), elements)  # the advice works
+
+    if len(elements) == 5:  # through the trainer: refused before the generation directory exists
+        frames = doped_cu_cells(2, {"Ni": 4, "Pd": 4, "Ag": 4, "Pt": 4})
+        manifest = export_for_training(frames, tmp_path / "data")
+        with pytest.raises(TrainingConfigError):
+            PacemakerTrainer().train(manifest, PacemakerConfig(number_of_functions_per_element=functions),
+                                     tmp_path / "gen-000")
+        assert not (tmp_path / "gen-000").exists()

@@ -52,7 +52,7 @@ from mlip_autopipec.backends.fairchem.native_config import (
     write_native_config,
 )
 from mlip_autopipec.backends.run_data import backend_environment
-from mlip_autopipec.backends.runner import log_tail, run_logged
+from mlip_autopipec.backends.runner import log_tail, run_logged, tool_failed
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file, sha256_text
@@ -171,7 +171,7 @@ class FairChemTrainer:
         with backend_environment(self.env):
             status = run_logged([python, entry_point, *arguments], generation_dir, log_path, deadline, watcher.feed)
         if status != 0:
-            raise TrainingError(f"fairchem --mode train exited with status {status}", log_tail(log_path), log_path)
+            raise tool_failed("fairchem --mode train", status, log_path)
         checkpoint_dir = generation_dir / "checkpoints" / identifier
         last = checkpoint_dir / "checkpoint.pt"
         best = checkpoint_dir / "best_checkpoint.pt"

@@ -49,7 +49,7 @@ from mlip_autopipec.backends.mace.calculator import make_calculator
 from mlip_autopipec.backends.mace.command import RunFiles, resolve_device, train_arguments
 from mlip_autopipec.backends.mace.log_watch import MaceLogWatcher
 from mlip_autopipec.backends.mace.metrics import MetricsFormatError, collect_metrics, read_results
-from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged
+from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged, tool_failed
 from mlip_autopipec.config.mace import MaceConfig
 from mlip_autopipec.config.training import BaseTrainingConfig
 from mlip_autopipec.data.manifest import DatasetManifest
@@ -172,8 +172,7 @@ class MaceTrainer:
                                         restart=restart, valid_file=valid_file)
             status = run_logged([executable, *arguments], generation_dir, log_path, deadline, watcher.feed)
             if status != 0:
-                raise TrainingError(f"mace_run_train exited with status {status}"
-                                    + _member_text(config, member, "", prefix=" ("), log_tail(log_path), log_path)
+                raise tool_failed("mace_run_train" + _member_text(config, member, "", prefix=" ("), status, log_path)
             final_model = files.stagetwo_model if config.swa else files.model
             if not (generation_dir / final_model).is_file():
                 raise TrainingError(f"mace_run_train exited normally but wrote no {final_model}",

@@ -51,6 +51,37 @@ def build_input(
     }
 
 
+def check_basis(config: PacemakerConfig, elements: list[str]) -> None:
+    """Build the basis Pacemaker will build (pyace, well under a second) and refuse one without a
+    single function. Pacemaker spreads `number_of_functions_per_element` evenly (rounding down) over
+    every block of an element: with many elements that is 0 per block, and its fit crashes deep in
+    TensorFlow (an IndexError) instead of saying so."""
+    from mlip_autopipec.backends import TrainingConfigError
+
+    blocks, total = _basis_size(config, elements, config.number_of_functions_per_element)
+    if total > 0:
+        return
+    enough = -(-blocks // len(elements))  # one function for each block of an element
+    advice = (f"at least {enough} functions per element" if _basis_size(config, elements, enough)[1] > 0
+              else "more functions per element")
+    raise TrainingConfigError(
+        f"training.number_of_functions_per_element: {config.number_of_functions_per_element} functions per "
+        f"element spread over the {blocks} basis blocks of {len(elements)} elements ({', '.join(elements)}) "
+        f"give every block 0 functions, so Pacemaker would have nothing to fit. Use {advice}, or fewer body "
+        "orders (shorter nradmax_by_orders / lmax_by_orders)")
+
+
+def _basis_size(config: PacemakerConfig, elements: list[str], functions_per_element: int) -> tuple[int, int]:
+    """(blocks, functions) of the basis pyace builds for these settings."""
+    from mlip_autopipec.backends.pacemaker.quiet_import import import_pyace
+
+    extension = import_pyace("pyace.multispecies_basisextension")
+    section = _basis_section(config, elements)
+    section["functions"]["number_of_functions_per_element"] = functions_per_element
+    basis = extension.create_multispecies_basis_config(section)
+    return len(basis.funcspecs_blocks), int(basis.total_number_of_functions)
+
+
 def write_input_yaml(content: dict[str, Any], path: str | Path) -> Path:
     return atomic_write_text(path, yaml.safe_dump(content, sort_keys=False, default_flow_style=None))
 

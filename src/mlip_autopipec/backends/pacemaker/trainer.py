@@ -40,10 +40,10 @@ from mlip_autopipec.backends.base import (
 )
 from mlip_autopipec.backends.pacemaker.calculator import make_calculator
 from mlip_autopipec.backends.pacemaker.delta import write_delta_dataframe
-from mlip_autopipec.backends.pacemaker.input_yaml import build_input, write_input_yaml
+from mlip_autopipec.backends.pacemaker.input_yaml import build_input, check_basis, write_input_yaml
 from mlip_autopipec.backends.pacemaker.log_watch import FIT_SHARE, PacemakerLogWatcher
 from mlip_autopipec.backends.pacemaker.metrics import MetricsFormatError, collect_metrics
-from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged
+from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged, tool_failed
 from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file
@@ -99,6 +99,8 @@ class PacemakerTrainer:
         tools = {tool: resolve_executable(tool, self.executables.get(tool), INSTALL_HINT) for tool in TOOLS}
         data_files = _dataset_files(manifest)
         elements = _fit_elements(config, manifest, initial_potential)
+        if initial_potential is None or config.fine_tune != "continue":  # "continue" keeps the old basis
+            check_basis(config, elements)
         if initial_potential is not None:
             initial_potential.verify()
         generation_dir = Path(generation_dir).resolve()
@@ -126,7 +128,7 @@ class PacemakerTrainer:
         watcher = PacemakerLogWatcher(config.maxiter, progress)
         status = run_logged([tools["pacemaker"], INPUT_YAML], generation_dir, log_path, deadline, watcher.feed)
         if status != 0:
-            raise TrainingError(f"pacemaker exited with status {status}", log_tail(log_path), log_path)
+            raise tool_failed("pacemaker", status, log_path)
         if not (generation_dir / PACEMAKER_OUTPUT).is_file():
             raise TrainingError(f"pacemaker exited normally but wrote no {PACEMAKER_OUTPUT}",
                                 log_tail(log_path), log_path)
@@ -203,8 +205,7 @@ class PacemakerTrainer:
             if status == 0:
                 raise TrainingError(f"{pace_activeset.name} exited normally but wrote no {ACTIVE_SET}: {failure}",
                                     log_tail(log_path), log_path)
-            raise TrainingError(f"{pace_activeset.name} exited with status {status}: {failure}",
-                                log_tail(log_path), log_path)
+            raise tool_failed(pace_activeset.name, status, log_path, failure)
         with open(log_path, "a", encoding="utf-8") as log:
             log.write("\nA species has fewer training environments than B-functions (the error above): the "
                       "potential is kept; building the active set species by species instead\n")
@@ -222,8 +223,7 @@ class PacemakerTrainer:
                   deadline: float, failure: str) -> None:
         status = run_logged([executable, *arguments], cwd, log_path, deadline)
         if status != 0:
-            raise TrainingError(f"{executable.name} exited with status {status}: {failure}",
-                                log_tail(log_path), log_path)
+            raise tool_failed(executable.name, status, log_path, failure)
         if not (cwd / output).is_file():
             raise TrainingError(f"{executable.name} exited normally but wrote no {output}: {failure}",
                                 log_tail(log_path), log_path)
