@@ -15,6 +15,9 @@ failed with the reason and tried again, up to --max-attempts tries in all. Failu
 (printed, and the table artifact "<campaign>-labels"), never fatal: the exit code is 0 unless the
 command line itself is wrong (2). After a labeller was killed, --recover-running sends the rows
 it left `running` back to pending; use it only when no other labeller works on the campaign.
+A failed structure records which labeler failed it: labelling with a different one (a typo fixed,
+other settings) makes those rows pending again with their attempts reset, and says so;
+--retry-failed does that for every failed row.
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ import sys
 import uuid
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import ValidationError
 
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.config.execution import ExecutionSettings
 from mlip_autopipec.labeling import DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, check_settings, fan_out, job_root
-from mlip_autopipec.store import StructureStore
+from mlip_autopipec.store import StoreError, StructureStore, check_writable
 from tasks.labeling import label_row_task, publish_label_report
 from tasks.runners import build_task_runner, prefect_api_for_workers
 
@@ -39,7 +42,8 @@ from tasks.runners import build_task_runner, prefect_api_for_workers
 @flow(name="label")
 def label(store: str, calculator: dict, campaign: str = "default", generation: int | None = None,
           timeout_s: float = DEFAULT_TIMEOUT_S, max_attempts: int = 3, workers: int = 1,
-          workdir: str | None = None, limit: int | None = None, recover_running: bool = False) -> dict:
+          workdir: str | None = None, limit: int | None = None, recover_running: bool = False,
+          retry_failed: bool = False) -> dict:
     """Label pending rows, `workers` at a time, one task per structure on this flow's task runner
     (choose it with `label.with_options(task_runner=build_task_runner(settings))`); `calculator` is a
     CalculatorSpec as dict. Returns LabelReport.to_dict(); the failures are logged."""
@@ -49,7 +53,10 @@ def label(store: str, calculator: dict, campaign: str = "default", generation: i
     root = job_root(structures, workdir).absolute()  # the same path on every worker
     store_url = store if structures.is_server else str(Path(store).absolute())
     run = LabelingRun(structures, spec, limit=limit, generation=generation, max_attempts=max_attempts,
-                      recover_running=recover_running)
+                      recover_running=recover_running, retry_failed=retry_failed)
+    if run.report.reset:
+        get_run_logger().warning(f"{len(run.report.reset)} failed structures are pending again: "
+                                 f"{run.report.reset_reason}")
     cancel = CancelFile(root / f".cancel-{uuid.uuid4().hex}")
 
     def submit(row_id: int):
@@ -90,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="job directories (default: labeling/<campaign> beside a SQLite store)")
     parser.add_argument("--recover-running", action="store_true",
                         help="first requeue rows a killed labeller left running")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="first make every failed row pending again, its attempts reset (rows another "
+                             "labeler failed are always retried)")
     args = parser.parse_args(argv)
 
     try:
@@ -100,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     is_server = args.store.startswith(("postgresql://", "postgres://"))
     if not is_server and not Path(args.store).is_file():
         parser.error(f"--store {args.store}: no such file")
+    try:
+        check_writable(args.store)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if is_server and args.workdir is None:
         parser.error("--workdir is needed with a server store")
     if min(args.workers, args.max_attempts) < 1 or args.timeout <= 0 or (args.limit or 0) < 0:
@@ -114,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     with prefect_api_for_workers(execution):
         result = labelled(args.store, spec.model_dump(), campaign=args.campaign, generation=args.generation,
                           timeout_s=args.timeout, max_attempts=args.max_attempts, workers=args.workers,
-                          workdir=args.workdir, limit=args.limit, recover_running=args.recover_running)
+                          workdir=args.workdir, limit=args.limit, recover_running=args.recover_running,
+                          retry_failed=args.retry_failed)
     for error in result["failures"].values():
         print(f"failed: {error}")
     print(result["summary"])

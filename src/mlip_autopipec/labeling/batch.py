@@ -12,6 +12,11 @@ The work splits in three, so any executor can do the middle part:
 * `fan_out` keeps `workers` rows in flight on an executor: `label_pending` uses a thread pool;
   flows/label.py submits Prefect tasks to the flow's task runner (threads or Dask).
 
+A fixed labeler: a failed row records the digest of the labeler that failed it. When a later call
+labels with a different labeler (a typo fixed, other settings), those rows become pending again
+with their attempts reset, and the report says so (`reset`); `retry_failed=True` does that for
+every failed row, whatever labeler failed it.
+
 Crash recovery: a labelling process that dies (kill -9, lost node) leaves its rows `running`,
 and nothing else will touch them. `recover_running=True` first sends every `running` row of the
 campaign with attempts left back to pending. Use it only when no other labeller is working on the
@@ -64,6 +69,8 @@ class LabelReport:
     failed: dict[int, str] = field(default_factory=dict)  # row id -> last error, out of attempts
     retried: int = 0  # failures sent back to pending for another try
     recovered: list[int] = field(default_factory=list)  # rows a crashed labeller had left running
+    reset: list[int] = field(default_factory=list)  # failed rows made pending again, attempts reset
+    reset_reason: str = ""
 
     @property
     def errors(self) -> list[str]:
@@ -75,6 +82,8 @@ class LabelReport:
                 f"{self.retried} retried")
         if self.recovered:
             text += f", {len(self.recovered)} recovered from a crashed run"
+        if self.reset:
+            text += f"; {len(self.reset)} failed structures were made pending again ({self.reset_reason})"
         done = [a for a in self.attempts if a.ok]
         if done:
             wall = sum(a.seconds for a in done) / len(done)
@@ -85,7 +94,8 @@ class LabelReport:
     def to_dict(self) -> dict:
         """Plain data (JSON-ready): what a task returns and an artifact shows."""
         return {"labeler": self.labeler, "completed": len(self.completed), "failed": len(self.failed),
-                "retried": self.retried, "recovered": len(self.recovered),
+                "retried": self.retried, "recovered": len(self.recovered), "reset": len(self.reset),
+                "reset_reason": self.reset_reason,
                 "completed_ids": list(self.completed),
                 "failures": {str(row_id): error for row_id, error in self.failed.items()},
                 "errors": self.errors, "attempts": [asdict(a) for a in self.attempts],
@@ -103,6 +113,7 @@ def label_pending(
     workers: int = 1,
     workdir: str | Path | None = None,
     recover_running: bool = False,
+    retry_failed: bool = False,
     keep_files: bool = False,
     min_distance: float = DEFAULT_MIN_DISTANCE,
 ) -> LabelReport:
@@ -116,12 +127,14 @@ def label_pending(
     workdir        job directories go to workdir/structure-<id>; default: labeling/<campaign>
                    beside a SQLite store
     recover_running  first send rows left `running` by a crashed labeller back to pending
+    retry_failed   first make every failed row pending again with its attempts reset (rows a
+                   different labeler failed are always made pending again)
     keep_files     keep the job directory of completed rows (failed ones are always kept)
     """
     check_settings(workers=workers, timeout_s=timeout_s)
     root = job_root(store, workdir)
     run = LabelingRun(store, spec, limit=limit, generation=generation, max_attempts=max_attempts,
-                      recover_running=recover_running)
+                      recover_running=recover_running, retry_failed=retry_failed)
     cancel = threading.Event()
 
     def label_in_thread(row_id: int) -> Attempt:
@@ -153,11 +166,18 @@ class LabelingRun:
     """
 
     def __init__(self, store: StructureStore, spec: CalculatorSpec, *, limit: int | None = None,
-                 generation: int | None = None, max_attempts: int = 3, recover_running: bool = False):
+                 generation: int | None = None, max_attempts: int = 3, recover_running: bool = False,
+                 retry_failed: bool = False):
         check_settings(max_attempts=max_attempts, limit=limit)
         self.store = store
+        self.spec = spec
         self.max_attempts = max_attempts
         self.report = LabelReport(labeler=spec.name)
+        self.report.reset = store.reset_failed(None if retry_failed else spec.digest())
+        if self.report.reset:
+            self.report.reset_reason = ("retry failed was asked for" if retry_failed else
+                                        f"the labeler changed since they failed, now {spec.name} "
+                                        f"digest {spec.digest()}")
         left_running = {row.id for row in store.select(Status.RUNNING)} if recover_running else set()
         requeued = store.requeue(max_attempts, include_running=recover_running)
         self.report.recovered = sorted(left_running.intersection(requeued))
@@ -204,7 +224,7 @@ class LabelingRun:
         if row.status is not Status.RUNNING:  # its worker stored the outcome before it went away
             self.report.attempts.append(Attempt(row_id, number, time.time(), 0.0, error=error, stored=False))
             return
-        self.store.fail(row_id, error)
+        self.store.fail(row_id, error, labeler_digest=self.spec.digest())
         self.record(Attempt(row_id, number, time.time(), 0.0, error=error))
 
 
@@ -270,7 +290,7 @@ def label_claimed(store: StructureStore, row_id: int, spec: CalculatorSpec, root
     except Exception as exc:  # LabelingError, or trouble writing the job files (disk full, ...)
         reason = str(exc) if isinstance(exc, LabelingError) else f"{type(exc).__name__}: {exc}"
         error = f"structure {row_id} (attempt {number}): {reason}"
-        store.fail(row_id, error)
+        store.fail(row_id, error, labeler_digest=spec.digest())
         return Attempt(row_id, number, started, time.perf_counter() - clock, error=error)
     seconds = time.perf_counter() - clock
     try:

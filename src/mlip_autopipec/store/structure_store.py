@@ -10,7 +10,8 @@ calculator results (energy, forces, stress) and key-value provenance:
     source        ingest, md, perturb, ...
     parent        id of the row this structure derives from (MD start, perturbation seed)
     fingerprint   canonical hash: a structure is never stored twice
-    labeler, labeler_digest, error, attempts, status_time (Unix seconds)
+    labeler, labeler_digest, error, attempts, status_time (Unix seconds),
+    failed_labeler_digest (which labeler failed a failed row: a different one retries it)
 
 Every change runs in one exclusive transaction, so concurrent labelling processes lose nothing
 and never insert the same fingerprint twice.
@@ -176,10 +177,26 @@ class StructureStore:
                 keys["energy_corrected"] = labels.energy_corrected
             db.update(row_id, atoms=labelled, delete_keys=["error"], **keys)
 
-    def fail(self, row_id: int, error: str) -> None:
+    def fail(self, row_id: int, error: str, labeler_digest: str | None = None) -> None:
+        """Mark a running row failed with the reason; `labeler_digest` records which labeler failed,
+        so that fixing the labeler makes the row pending again (`reset_failed`)."""
+        keys = {"failed_labeler_digest": labeler_digest} if labeler_digest else {}
         with self._transaction() as db:
             row = db.get(id=row_id)
-            self._update_status(db, row, Status.FAILED, error=error[-2000:] or "unknown error")
+            self._update_status(db, row, Status.FAILED, error=error[-2000:] or "unknown error", **keys)
+
+    def reset_failed(self, unless_digest: str | None = None) -> list[int]:
+        """Failed rows back to pending with their attempts reset to 0: all of them, or with
+        `unless_digest` only those a different labeler failed (a row failed before the labeler was
+        recorded counts as another labeler's). Returns their ids."""
+        reset = []
+        with self._transaction() as db:
+            for row in list(db.select(self._selection(status=Status.FAILED))):
+                if unless_digest is not None and row.get("failed_labeler_digest") == unless_digest:
+                    continue
+                self._update_status(db, row, Status.PENDING, attempts=0)
+                reset.append(row.id)
+        return reset
 
     def requeue(self, max_attempts: int, include_running: bool = False) -> list[int]:
         """Send failed rows (and, after a crash, rows left running) back to pending.
@@ -377,7 +394,7 @@ def _stored(row) -> StoredStructure:
         energy_corrected=row.get("energy_corrected"),
     )
     provenance = {key: row.get(key) for key in
-                  ("origin", "labeler", "labeler_digest", "error", "attempts",
+                  ("origin", "labeler", "labeler_digest", "failed_labeler_digest", "error", "attempts",
                    "status_time", "campaign")
                   if row.get(key) is not None}
     parent = row.get("parent")
