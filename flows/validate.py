@@ -11,7 +11,9 @@ publishes the report as Prefect markdown and table artifacts.
 
 --potential is a generation directory, its artifact.json, a Pacemaker .yaml/.yace or a MACE .model.
 Physical checks run when --structure or --reference is given (the structure defaults to the first
-element of the data in ASE's reference crystal).
+element of the data in ASE's reference crystal; for non-periodic data, molecules, they are skipped
+unless --structure is given). A check that does not apply or fails is skipped with its reason in the
+report; the errors and the report are written either way.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ from tasks.validation import validate_task
 @flow(name="validate", log_prints=True)
 def validate(potential: str, data: list[str], out: str, reference: str | None = None,
              structure: str | None = None, crystal: str | None = None, lattice: float | None = None,
-             key: str | None = None) -> dict:
-    result = validate_task(potential, data, out, reference, structure, crystal, lattice, key)
+             key: str | None = None, physical_skipped: str | None = None) -> dict:
+    result = validate_task(potential, data, out, reference, structure, crystal, lattice, key, physical_skipped)
     test = result["test_set"]
     print(f"{result['title']}: energy RMSE {test['energy_rmse_mev_per_atom']:.2f} meV/atom, "
           f"forces RMSE {test['forces_rmse_mev_per_angstrom']:.1f} meV/Å on {result['frames']} structures")
     physical = result.get("physical")
-    if physical:
+    if physical and "skipped" in physical:
+        print(f"physical checks skipped: {physical['skipped']}")
+    elif physical:
         mine = physical["potential"]["scalars"]
         rel = physical["relative_errors"]
         print("physical: " + ", ".join(
@@ -44,11 +48,15 @@ def validate(potential: str, data: list[str], out: str, reference: str | None = 
     return result
 
 
-def _first_element(paths: list[str]) -> str:
+def _default_structure(paths: list[str]) -> tuple[str | None, str | None]:
+    """(element of the crystal to check, None) from the data's first frame, or (None, why not)."""
     from mlip_autopipec.validation.report import load_validation_frames
 
     frames, _, _ = load_validation_frames(paths[:1])
-    return frames[0].atoms.get_chemical_symbols()[0]
+    if not any(frame.atoms.pbc.any() for frame in frames):
+        return None, (f"the data ({paths[0]}) are non-periodic (molecules or clusters): the equation of state "
+                      "and elastic constants of a bulk crystal do not apply; give --structure to check one anyway")
+    return frames[0].atoms.get_chemical_symbols()[0], None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {path} does not exist", file=sys.stderr)
             return 1
     try:
-        structure = args.structure
+        structure, skipped = args.structure, None
         if structure is None and (args.reference or args.crystal or args.lattice):
-            structure = _first_element(args.data)
-        validate(args.potential, args.data, args.out, args.reference, structure, args.crystal, args.lattice, args.key)
+            structure, skipped = _default_structure(args.data)
+        validate(args.potential, args.data, args.out, args.reference, structure, args.crystal, args.lattice, args.key,
+                 skipped)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

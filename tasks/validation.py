@@ -25,20 +25,29 @@ from tasks.publish import slug
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(potential: str, data: list[str], out: str, reference: str | None = None,
                   structure: str | None = None, crystal: str | None = None, lattice: float | None = None,
-                  key: str | None = None) -> dict:
-    """Validate the potential on `data`; physical checks on `structure` (and against `reference`)."""
+                  key: str | None = None, physical_skipped: str | None = None) -> dict:
+    """Validate the potential on `data`; physical checks on `structure` (and against `reference`)
+    unless `physical_skipped` says why they do not apply."""
     logger = get_run_logger()
     calculator, title = load_potential(potential)
     frames, labels, skipped = load_validation_frames(data)
     for problem in skipped[:10]:
         logger.warning(f"skipped {problem['file']} frame {problem['frame']}: {problem['problem']}")
     reference_calc = CalculatorSpec(factory=reference).build() if reference else None
-    crystal_atoms = cubic_crystal(structure, crystal, lattice) if structure else None
+    crystal_atoms = None
+    if structure and physical_skipped is None:
+        try:
+            crystal_atoms = cubic_crystal(structure, crystal, lattice)
+        except ValueError as exc:
+            physical_skipped = str(exc)
+    if physical_skipped is not None:
+        logger.warning(f"physical checks skipped: {physical_skipped}")
     logger.info(f"validating {title} on {len(frames)} structures"
                 + (f", physical checks on {structure}" if structure else "")
                 + (f" against {reference}" if reference else ""))
     metrics = validate_potential(calculator, frames, out, labels=labels, reference=reference_calc,
                                  reference_name=reference, structure=crystal_atoms, title=title,
+                                 physical_skipped=physical_skipped,
                                  skipped=skipped, energy_reference=potential_energy_reference(potential),
                                  extra={"potential": str(Path(potential).resolve()),
                                                          "data": [str(Path(p).resolve()) for p in data]})
@@ -67,7 +76,7 @@ def validation_table(metrics: dict) -> list[dict]:
               "relative_error": None} for element, row in metrics["per_element"].items()
              for name, value in row.items()]
     physical = metrics.get("physical")
-    if physical:
+    if physical and "skipped" not in physical:
         theirs = (physical.get("reference") or {}).get("scalars", {})
         for name, value in physical["potential"]["scalars"].items():
             rel = physical["relative_errors"].get(name)

@@ -150,3 +150,37 @@ def test_a_yaml_that_is_no_potential_is_named(tmp_path):
     (tmp_path / "input.yaml").write_text("cutoff: 5\nfit: {maxiter: 3}\n")
     with pytest.raises(ValueError, match="input.yaml is not a Pacemaker potential"):
         load_potential(tmp_path / "input.yaml")
+
+
+def test_a_check_the_reference_cannot_do_is_skipped_and_the_report_kept(tmp_path):
+    """EMT has no parameters for iron: the physical check fails, the errors and report stay."""
+    metrics = validate_potential(Shifted(), labelled_frames(4), tmp_path / "out", reference=EMT(),
+                                 reference_name="emt", structure=cubic_crystal("Fe", "bcc"), title="shifted EMT")
+    saved = json.loads((tmp_path / "out" / "validation_metrics.json").read_text())
+    assert saved["test_set"]["energy_rmse_mev_per_atom"] == pytest.approx(2.0, rel=1e-6)
+    assert saved["physical"]["skipped"].startswith("Fe2: NotImplementedError")
+    assert "eos" not in metrics["plots"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Physical checks" in report and "Skipped: Fe2: NotImplementedError" in report
+    assert "| energy (meV/atom) | 2.000 |" in report
+
+
+def test_molecules_skip_the_crystal_checks_with_the_reason(tmp_path, shared_data):
+    """`flows.validate --reference` on molecules used to build a bulk crystal of their first element
+    and lose the report; now the checks are skipped and the report says why."""
+    import ase.io
+
+    from flows.validate import _default_structure
+
+    molecules = tmp_path / "ethanol.extxyz"
+    ase.io.write(molecules, ase.io.read(shared_data / "ethanol-revMD17.extxyz", ":4"))
+    structure, skipped = _default_structure([str(molecules)])
+    assert structure is None and "non-periodic" in skipped
+    frames, labels, _ = load_validation_frames([molecules])
+    metrics = validate_potential(EMT(), frames, tmp_path / "out", labels=labels, reference=EMT(),
+                                 physical_skipped=skipped, title="EMT on ethanol")
+    assert metrics["physical"] == {"skipped": skipped}
+    assert math.isfinite(metrics["test_set"]["forces_rmse_mev_per_angstrom"])
+    assert f"Skipped: {skipped}" in (tmp_path / "out" / "report.md").read_text()
+    # a periodic file still gets its crystal
+    assert _default_structure([str(shared_data / "Cu-I.extxyz")]) == ("Cu", None)

@@ -128,8 +128,13 @@ def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], 
                        labels: Sequence[str] = (), reference: Calculator | None = None,
                        reference_name: str | None = None, structure: Atoms | None = None,
                        title: str = "potential", skipped: Sequence[dict] = (), extra: dict | None = None,
-                       energy_reference: EnergyReference = EnergyReference()) -> dict:
+                       energy_reference: EnergyReference = EnergyReference(),
+                       physical_skipped: str | None = None) -> dict:
     """Test-set errors (+ per element), physical checks when `structure` is given, plots and report.
+
+    A physical check that does not apply (`physical_skipped` says why) or fails (a reference that
+    cannot do an element, an equation of state without a minimum) is reported as skipped with its
+    reason; the errors, plots and report are written either way.
 
     Returns the metrics dictionary that is also written to `out_dir/validation_metrics.json`."""
     out = Path(out_dir)
@@ -146,11 +151,15 @@ def validate_potential(calculator: Calculator, frames: Sequence[LabelledFrame], 
         plots["gamma"] = gamma_histograms(predictions.max_gamma, predictions.atom_gamma, out / "gamma.png",
                                           title).name
     stress = stress_errors(calculator, frames)
-    physical = None
-    if structure is not None:
-        comparison = compare_physical(calculator, structure, reference, reference_name)
-        physical = comparison.to_dict()
-        plots["eos"] = eos_plot(comparison, out / "eos.png", title).name
+    physical = None if physical_skipped is None else {"skipped": physical_skipped}
+    if structure is not None and physical_skipped is None:
+        try:
+            comparison = compare_physical(calculator, structure, reference, reference_name)
+        except Exception as exc:  # any calculator's failure on the crystal: the rest of the report stands
+            physical = {"skipped": f"{structure.get_chemical_formula()}: {type(exc).__name__}: {exc}"}
+        else:
+            physical = comparison.to_dict()
+            plots["eos"] = eos_plot(comparison, out / "eos.png", title).name
     metrics = {
         "title": title,
         "frames": len(frames),
@@ -305,7 +314,9 @@ def report_markdown(metrics: dict) -> str:
     lines += [f"| {w['label']} | {w['atoms']} | {w['energy_error_mev_per_atom']:.2f} | "
               f"{w['forces_rmse_mev_per_angstrom']:.1f} |" for w in metrics["worst_frames"]]
     physical = metrics.get("physical")
-    if physical:
+    if physical and "skipped" in physical:
+        lines += ["", "## Physical checks", "", f"Skipped: {physical['skipped']}"]
+    elif physical:
         structure = physical["structure"]
         reference = physical.get("reference")
         name = physical.get("reference_name") or "reference"
