@@ -47,7 +47,7 @@ def prepare(config: CampaignConfig) -> dict:
         added = held_out.add([NewStructure(frame, "held-out") for frame in frames])
     elif not held_out.status_counts()["completed"]:
         snapshots = held_out_snapshots(seeds, config.validation, config.labeling.calculator, config.seed,
-                                       config.workdir / "held-out" / "md")
+                                       config.workdir / "held-out-md")  # not inside held-out/, the export target
         added = held_out.add([_pending(atoms, "held-out", 0) for atoms in snapshots])
     else:
         added = []
