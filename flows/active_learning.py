@@ -37,7 +37,7 @@ from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop
 from mlip_autopipec.campaign.steps import md_walker_indices
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.generations import find_matching
-from mlip_autopipec.store import Status, StructureStore
+from mlip_autopipec.store import Status, StoreError, StructureStore, check_writable
 from tasks.caching import run_with_outputs
 from tasks.campaign import (explore_task, explore_walker_task, learning_curve_task, prepare_task, record_task,
                             select_and_queue_task)
@@ -264,12 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.active_learning", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="campaign YAML (see campaigns/cuni-demo.yaml)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a configuration error")
     args = parser.parse_args(argv)
     try:
+        # The whole file is checked (keys, files, elements, the labeler's import) before a Prefect
+        # server, the workdir or the store is touched.
+        settings = CampaignConfig.load(args.config)
+        check_writable(settings.store_url)
         records = active_learning(args.config)
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:
+        if args.debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     header = f"{'gen':>3} {'train':>6} {'labels':>6} {'failed':>6} {'F RMSE meV/Å':>13} {'E RMSE meV/at':>13} " \
              f"{'known %':>7} {'selected':>8}"
     print(header)

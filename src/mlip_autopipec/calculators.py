@@ -48,10 +48,16 @@ class CalculatorSpec(BaseModel):
         return sha256_text(json.dumps({"factory": self.import_path, "kwargs": self.kwargs},
                                       sort_keys=True, default=str))[:16]
 
-    def build(self) -> Calculator:
+    def resolve(self):
+        """The callable `factory` names, imported (ValueError naming it when it cannot be)."""
         module_name, attribute = self.import_path.split(":", 1)
         try:
             factory = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"calculator {self.factory!r}: cannot import {self.import_path} ({exc})") from exc
-        return factory(**self.kwargs)
+        if not callable(factory):
+            raise ValueError(f"calculator {self.factory!r}: {self.import_path} is not callable")
+        return factory
+
+    def build(self) -> Calculator:
+        return self.resolve()(**self.kwargs)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from ase.data import chemical_symbols
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.config.execution import ExecutionSettings
-from mlip_autopipec.config.run_files import load_yaml_model
+from mlip_autopipec.config.run_files import ConfigError, load_yaml_model
 from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig, parse_training_config
 from mlip_autopipec.outbox import DEFAULT_NEAR_TOLERANCE
 
@@ -233,4 +234,44 @@ class CampaignConfig(_Strict):
             config.exploration.sampling_rules = base / rules
         if config.validation.data is not None and not config.validation.data.is_absolute():
             config.validation.data = base / config.validation.data
+        problems = config.problems()
+        if problems:
+            raise ConfigError(f"{path}: " + "; ".join(f"{key}: {problem}" for key, problem in problems))
         return config
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(dotted.key, problem) for what the schema cannot see: files that do not exist, unknown
+        elements, a labeler that cannot be imported or has no parameters for the campaign's
+        elements. Reads nothing but the file system and imports; creates nothing."""
+        found: list[tuple[str, str]] = []
+        elements: set[str] = set()
+        for index, seed in enumerate(self.seeds):
+            if seed.file is not None and not seed.file.is_file():
+                found.append((f"seeds.{index}.file", f"no such file {seed.file}"))
+            for key, element in ([("bulk", seed.bulk)] if seed.bulk else []) + \
+                    [(f"substitute.{element}", element) for element in seed.substitute]:
+                if element not in chemical_symbols[1:]:
+                    found.append((f"seeds.{index}.{key}", f"unknown element {element!r}"))
+                else:
+                    elements.add(element)
+        for index, pool_file in enumerate(self.bootstrap.pool):
+            if not pool_file.is_file():
+                found.append((f"bootstrap.pool.{index}", f"no such file {pool_file}"))
+        rules = self.exploration.sampling_rules
+        if rules is not None and not rules.is_file():
+            found.append(("exploration.sampling_rules", f"no such file {rules}"))
+        if self.validation.data is not None and not self.validation.data.is_file():
+            found.append(("validation.data", f"no such file {self.validation.data}"))
+        calculator = self.labeling.calculator
+        try:
+            factory = calculator.resolve()
+        except ValueError as exc:
+            found.append(("labeling.calculator.factory", str(exc)))
+        else:
+            from ase.calculators.emt import EMT, parameters as emt_parameters
+
+            unsupported = sorted(elements - set(emt_parameters)) if factory is EMT else []
+            if unsupported:
+                found.append(("labeling.calculator", f"EMT has no parameters for {', '.join(unsupported)} "
+                                                     f"(it knows {', '.join(sorted(emt_parameters))})"))
+        return found
