@@ -252,3 +252,14 @@ def test_frames_with_a_species_without_gamma_are_selected_as_uncertain(one_ni, t
     assert (queued["candidates"], queued["selected"], queued["queued"]) == (3, 1, 1)
     [row] = StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING, generation=1)
     assert "Ni" in row.frame.atoms.get_chemical_symbols()
+
+
+@pytest.mark.slow
+def test_a_seed_element_the_potential_never_saw_is_a_clear_error(generation_1, tmp_path):
+    """The Cu-only potential exploring a Cu-Ni seed: the error names the seed and Ni, before any MD."""
+    config = _config(tmp_path, MINIMAL)
+    for run in (lambda: steps.explore(config, generation_1.artifact, generation=0),
+                lambda: steps.explore_md_walker(config, generation_1.artifact, generation=0, index=0)):
+        with pytest.raises(ValueError, match=r"seeds\[0\] \(.*\) holds \['Ni'\], which the potential") as caught:
+            run()
+        assert "bootstrap" in str(caught.value)

@@ -82,7 +82,7 @@ def explore(config: CampaignConfig, artifact: PotentialArtifact, generation: int
     `md_walker_indices`, e.g. fanned out on a Dask cluster); by default they run here, one by one."""
     out = Path(artifact.generation_dir) / "explore"
     result = Exploration(trajectories=[], walkers=0, stopped_early=0)
-    seeds = build_seeds(config.seeds, config.seed)
+    seeds = _seeds_the_potential_knows(config, artifact)
     indices = md_walker_indices(config)
     sampling = config.exploration.engine in ("sampling", "both")
     calculator = None
@@ -119,9 +119,25 @@ def explore_md_walker(config: CampaignConfig, artifact: PotentialArtifact, gener
                       index: int) -> WalkerResult:
     """One MD walker of `explore`, on its own: the same seed structure, temperature, random seed
     and trajectory file as when `explore` runs it."""
+    seeds = _seeds_the_potential_knows(config, artifact)
     calculator = get_trainer(artifact.backend).make_calculator(artifact)
-    return _run_md_walker(config, calculator, build_seeds(config.seeds, config.seed), generation, index,
-                          Path(artifact.generation_dir) / "explore")
+    return _run_md_walker(config, calculator, seeds, generation, index, Path(artifact.generation_dir) / "explore")
+
+
+def _seeds_the_potential_knows(config: CampaignConfig, artifact: PotentialArtifact) -> list[Atoms]:
+    """The seed structures; a seed with an element the potential was never trained for (one that
+    would appear only in exploration, e.g. seeds not copied into generation 0 with a bootstrap
+    pool that lacks it) is a clear error naming the seed and the element."""
+    seeds = build_seeds(config.seeds, config.seed)
+    known = set(artifact.elements)
+    for index, atoms in enumerate(seeds):
+        unknown = sorted(set(atoms.get_chemical_symbols()) - known)
+        if unknown:
+            raise ValueError(f"seeds[{index}] ({atoms.get_chemical_formula()}) holds {unknown}, which the potential "
+                             f"of {artifact.generation_dir} was never trained for (elements {sorted(known)}); "
+                             "give generation 0 structures with them (bootstrap.per_seed > 0 or a bootstrap pool "
+                             "that contains them)")
+    return seeds
 
 
 def _run_md_walker(config: CampaignConfig, calculator, seeds: list[Atoms], generation: int, index: int,
