@@ -262,3 +262,11 @@ def test_delta_learning_trains_on_labels_minus_the_baseline(mace_manifest, tmp_p
     reference.calc = EMT()
     assert delta.info["REF_energy"] == pytest.approx(original.info["REF_energy"] - reference.get_potential_energy())
     assert artifact.baseline == CalculatorSpec(factory="emt")
+
+
+def test_e0s_without_an_element_of_the_data_is_refused_before_training(mace_manifest, tmp_path):
+    """A committee whose E0s lack Cu would have every member fail inside mace_run_train."""
+    config = MaceConfig(device="cpu", committee_size=2, E0s={"Ni": -1.5})
+    with pytest.raises(DatasetError, match=r"E0s gives isolated-atom energies for \['Ni'\].*include \['Cu'\]"):
+        MaceTrainer().train(mace_manifest, config, tmp_path / "gen-001")
+    assert not (tmp_path / "gen-001").exists()

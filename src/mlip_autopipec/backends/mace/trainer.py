@@ -373,6 +373,18 @@ def _dataset_files(manifest: DatasetManifest) -> dict[str, str]:
 
 def _model_elements(config: MaceConfig, manifest: DatasetManifest,
                     initial_potential: PotentialArtifact | None) -> list[str]:
+    elements = _elements_of_the_model(config, manifest, initial_potential)
+    if isinstance(config.E0s, dict):
+        missing = sorted(set(elements) - set(config.E0s))
+        if missing:  # mace_run_train would stop on the first such atom, in every committee member
+            raise DatasetError(f"E0s gives isolated-atom energies for {sorted(config.E0s)}, but the model's elements "
+                               f"{elements} include {missing} without one; add them to E0s, or use E0s: average "
+                               "(fitted by least squares on the training set)")
+    return elements
+
+
+def _elements_of_the_model(config: MaceConfig, manifest: DatasetManifest,
+                           initial_potential: PotentialArtifact | None) -> list[str]:
     data_elements = set(manifest.elements)
     if not data_elements:
         raise DatasetError("the dataset manifest lists no elements: the dataset is empty")
