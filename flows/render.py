@@ -33,7 +33,8 @@ def render(input: str, out: str, every: int = 1, size: tuple[int, int] = (640, 4
     result = render_trajectory_task(input, out, every, size, color_by, renderer, blender, movie, fps)
     scale = "" if result["value_range"] is None else " ({:.4g} to {:.4g})".format(*result["value_range"])
     print(f"{len(result['frames'])} frames coloured by {result['colour_by']}{scale} in {Path(out).resolve()}"
-          + (f", movie {Path(result['movie']).name}" if result["movie"] else ""))
+          + (f", movie {Path(result['movie']).name}" if result["movie"] else "")
+          + (f"; {result['note']}" if result.get("note") else ""))
     return result
 
 

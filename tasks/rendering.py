@@ -36,6 +36,8 @@ def render_most_uncertain_task(trajectories: list[str], report_dir: str, key: st
     if result is None:
         get_run_logger().info("no exploration trajectory carries a per-atom uncertainty: nothing rendered")
         return None
+    if result.note:
+        get_run_logger().info(f"most uncertain walker {Path(result.trajectory).name}: {result.note}")
     _publish(result, key)
     return result.to_dict()
 
@@ -51,6 +53,7 @@ def _publish(result: RenderResult, key: str) -> None:
         "",
         f"- trajectory: `{result.trajectory}`",
         *([f"- movie: `{result.movie}`"] if result.movie else []),
+        *([f"- note: {result.note}"] if result.note else []),
         f"- first frame: `{result.frames[0]}`",
         f"- last frame: `{result.frames[-1]}`",
     ]

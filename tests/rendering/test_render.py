@@ -212,3 +212,35 @@ def test_a_machine_without_a_vulkan_driver_gets_told_what_to_install(cu_md, tmp_
     assert result.returncode == 3, result.stdout + result.stderr
     assert "apt-get install libvulkan1 mesa-vulkan-drivers" in result.stdout
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_hydrogen_is_not_white_on_white_and_frames_carry_their_step(shared_data, tmp_path):
+    """Ethanol's hydrogens used to vanish on the white background; every frame now says which
+    trajectory frame and MD step it shows."""
+    from mlip_autopipec.rendering.frames import colouring, visible_on_white
+    from mlip_autopipec.rendering.ovito_scene import _data_collection
+
+    frames = ase.io.read(shared_data / "ethanol-revMD17.extxyz", ":2")
+    for step, atoms in enumerate(frames):
+        atoms.info["md_step"] = 10 * (step + 1)
+    source = tmp_path / "ethanol.extxyz"
+    ase.io.write(source, frames)
+    data = _data_collection(frames[0], ["C", "H", "O"], colouring(frames, "element"), 0)
+    hydrogen = [t for t in data.particles.particle_types.types if t.name == "H"][0]
+    assert max(hydrogen.color) < 0.85 and visible_on_white((1.0, 1.0, 1.0)) != (1.0, 1.0, 1.0)
+
+    result = render_trajectory(source, tmp_path / "out", size=(200, 150), color_by="element", movie=None)
+    corners = [pixels(path)[:16, :120] for path in result.frames]
+    assert all((corner < 128).any() for corner in corners)  # dark caption text top-left
+    assert changed_fraction(*corners) > 0  # "MD step 10" against "MD step 20"
+
+
+def test_a_single_frame_makes_no_movie_and_says_so(cu_md, tmp_path):
+    frames = ase.io.read(cu_md, ":1")
+    frames[0].info["md_step"] = 20
+    source = tmp_path / "stopped.extxyz"
+    ase.io.write(source, frames)
+    result = render_trajectory(source, tmp_path / "out", size=(96, 72), color_by="element", movie="mp4")
+    assert result.movie is None and result.note == "a single frame (frame 0, MD step 20): no movie"
+    assert json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["note"] == result.note
+    assert not list((tmp_path / "out").glob("trajectory.*"))

@@ -135,3 +135,10 @@ def test_pools_too_small_or_too_alike_for_the_clusters_asked():
     frames, groups = rattled_pool(sizes=(1, 1, 2, 1, 1))
     few = direct_sample(frames, n_clusters=10)  # 6 structures, 5 groups: no cluster stays empty
     assert len(few.picked) == len(few.cluster_sizes) <= 6 and set(groups[few.picked]) == set(range(5))
+
+
+def test_asking_for_more_structures_than_the_pool_holds_is_an_error():
+    frames, _ = rattled_pool(sizes=(2, 2, 1))
+    with pytest.raises(ValueError, match="n_select = 6, but the pool holds only 5 structures"):
+        direct_sample(frames, n_clusters=3, n_select=6)
+    assert len(direct_sample(frames, n_clusters=3, n_select=5).picked) == 5  # all of them is fine

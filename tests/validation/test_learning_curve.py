@@ -51,9 +51,11 @@ def test_learning_curve_plots_every_generation_from_its_record(tmp_path, plotted
         assert image.size == (1100, 462)  # figsize (10, 4.2) inches at 110 dpi
 
     energy_line, force_line = plotted[0]["lines"]
-    np.testing.assert_array_equal(energy_line[:, 0], [r.labels_total for r in written])
+    # x: the labels each generation was trained on, not the total after its own labelling step
+    trained_on = [r.labels_total - r.labels_added for r in written]
+    np.testing.assert_array_equal(energy_line[:, 0], trained_on)
     np.testing.assert_array_equal(energy_line[:, 1], [r.held_out_energy_rmse_mev_per_atom for r in written])
-    np.testing.assert_array_equal(force_line[:, 0], [r.labels_total for r in written])
+    np.testing.assert_array_equal(force_line[:, 0], trained_on)
     np.testing.assert_array_equal(force_line[:, 1], [r.held_out_forces_rmse_mev_per_angstrom for r in written])
     assert plotted[0]["scales"] == [("log", "log"), ("log", "log")]
     assert plotted[0]["texts"] == [[f"gen {r.generation}" for r in written]] * 2
@@ -62,7 +64,7 @@ def test_learning_curve_plots_every_generation_from_its_record(tmp_path, plotted
 def test_a_single_generation_is_plotted_on_linear_axes_and_no_records_is_an_error(tmp_path, plotted):
     plots.learning_curve([record(1, 36, 4.0, 80.0)], tmp_path / "one.png")
     assert_real_png(tmp_path / "one.png")
-    assert plotted[0]["lines"][0].tolist() == [[36.0, 4.0]] and plotted[0]["lines"][1].tolist() == [[36.0, 80.0]]
+    assert plotted[0]["lines"][0].tolist() == [[24.0, 4.0]] and plotted[0]["lines"][1].tolist() == [[24.0, 80.0]]
     assert plotted[0]["scales"] == [("linear", "linear")] * 2
     with pytest.raises(ValueError, match="no generation records"):
         plots.learning_curve([], tmp_path / "none.png")

@@ -50,6 +50,12 @@ class GenerationRecord(BaseModel):
         row.update({f"{step}_s": round(seconds, 1) for step, seconds in self.step_seconds.items()})
         return {key: round(value, 3) if isinstance(value, float) else value for key, value in row.items()}
 
+    @property
+    def labels_trained_on(self) -> int:
+        """Labelled structures this generation's potential was trained on (train and test splits):
+        the campaign's labels before its own labelling step."""
+        return self.labels_total - self.labels_added
+
 
 def load_records(generations_root: str | Path) -> list[GenerationRecord]:
     root = Path(generations_root)

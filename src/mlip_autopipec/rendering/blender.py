@@ -17,10 +17,10 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 from ase.data.colors import jmol_colors
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from mlip_autopipec import processes
-from mlip_autopipec.rendering.frames import Colouring
+from mlip_autopipec.rendering.frames import Colouring, label_font, visible_on_white
 from mlip_autopipec.rendering.ovito_scene import CAMERA_DIRECTION, RADIUS_SCALE, RenderingUnavailable
 
 BLENDER_ENV = "MLIP_BLENDER"
@@ -98,7 +98,7 @@ def _camera(atoms: Atoms, size: tuple[int, int]) -> dict:
 
 def _atom_colours(atoms: Atoms, colours: Colouring, index: int) -> np.ndarray:
     if colours.values is None:
-        return jmol_colors[atoms.numbers]
+        return np.array([visible_on_white(jmol_colors[number]) for number in atoms.numbers])
     from matplotlib import colormaps
 
     scaled = (colours.values[index] - colours.low) / (colours.high - colours.low)
@@ -109,15 +109,12 @@ def _draw_legend(path: Path, colours: Colouring, elements: list[str]) -> None:
     image = Image.open(path).convert("RGB")
     draw = ImageDraw.Draw(image)
     unit = max(8, image.height // 25)
-    try:  # DejaVu has γ and Å; Pillow's built-in font does not
-        font = ImageFont.truetype("DejaVuSans.ttf", unit)
-    except OSError:
-        font = ImageFont.load_default(size=unit)
+    font = label_font(unit)
     x = image.width - 4 * unit
     if colours.values is None:
         for row, symbol in enumerate(elements):
             y = unit + row * int(1.5 * unit)
-            rgb = tuple(int(255 * c) for c in jmol_colors[atomic_numbers[symbol]])
+            rgb = tuple(int(255 * c) for c in visible_on_white(jmol_colors[atomic_numbers[symbol]]))
             draw.rectangle([x, y, x + unit, y + unit], fill=rgb, outline=(60, 60, 60))
             draw.text((x + int(1.3 * unit), y), symbol, fill=(20, 20, 20), font=font)
     else:

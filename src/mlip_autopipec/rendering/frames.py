@@ -21,6 +21,40 @@ FORCES_STD = "forces_std"  # a MACE committee's per-atom force deviation
 AUTO = "auto"
 
 
+# An element colour this light (Jmol's and OVITO's white hydrogen) vanishes on the white background:
+# it is drawn in this grey instead.
+TOO_LIGHT = 0.85
+LIGHT_ELEMENT_GREY = (0.72, 0.72, 0.72)
+
+
+def visible_on_white(rgb) -> tuple[float, float, float]:
+    """An element colour as drawn on the white background: white hydrogen becomes light grey."""
+    rgb = tuple(float(c) for c in rgb[:3])
+    return LIGHT_ELEMENT_GREY if min(rgb) >= TOO_LIGHT else rgb
+
+
+def caption(atoms: Atoms) -> str:
+    """What a rendered frame shows in its corner: the trajectory frame, and the MD step or time."""
+    parts = [f"frame {atoms.info.get('source_frame', '?')}"]
+    if "md_step" in atoms.info:
+        parts.append(f"MD step {atoms.info['md_step']}")
+    elif "step" in atoms.info:
+        parts.append(f"step {atoms.info['step']}")
+    if "time" in atoms.info:
+        parts.append(f"t = {float(atoms.info['time']):.4g} fs")
+    return ", ".join(parts)
+
+
+def label_font(size: int):
+    """DejaVu Sans (it has γ and Å; Pillow's built-in font does not), else Pillow's default."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        return ImageFont.load_default(size=size)
+
+
 class TrajectoryError(ValueError):
     """A trajectory that cannot be rendered; the message names the file, the frame and the field."""
 

@@ -14,7 +14,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 
-from mlip_autopipec.rendering.frames import FORCE, Colouring
+from mlip_autopipec.rendering.frames import FORCE, Colouring, visible_on_white
 
 CAMERA_DIRECTION = (2.0, 1.2, -1.0)  # oblique: a cubic cell shows three faces, not one
 BACKGROUND = (1.0, 1.0, 1.0)
@@ -103,6 +103,7 @@ def _data_collection(atoms: Atoms, elements: list[str], colours: Colouring, inde
     for type_id, symbol in enumerate(elements, start=1):
         particle_type = ParticleType(id=type_id, name=symbol)
         particle_type.load_defaults()  # OVITO's element colours
+        particle_type.color = visible_on_white(particle_type.color)
         particle_type.radius = max(RADIUS_SCALE * float(covalent_radii[atomic_numbers[symbol]]), 0.25)
         types.types.append(particle_type)
     types[...] = [elements.index(symbol) + 1 for symbol in atoms.get_chemical_symbols()]

@@ -1,7 +1,8 @@
 """Render a trajectory to PNG frames and a movie, and a campaign's most uncertain exploration walker.
 
-Output in the target directory: frame-00000.png, ... (one per rendered frame), trajectory.mp4 or
-trajectory.gif, and render.json (what was rendered: source file and frames, colouring and its range,
+Output in the target directory: frame-00000.png, ... (one per rendered frame, captioned with its
+trajectory frame and MD step), trajectory.mp4 or trajectory.gif (not for a single frame: `note` says
+so), and render.json (what was rendered: source file and frames, colouring and its range,
 renderer, size). Input is checked completely first and the pictures are made in a scratch directory
 that is moved into place at the end, so a failure leaves the target as it was.
 """
@@ -22,7 +23,8 @@ import numpy as np
 from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.rendering import blender as blender_renderer
 from mlip_autopipec.rendering import ovito_scene
-from mlip_autopipec.rendering.frames import AUTO, FORCES_STD, GAMMA, TrajectoryError, colouring, read_trajectory
+from mlip_autopipec.rendering.frames import (AUTO, FORCES_STD, GAMMA, TrajectoryError, caption, colouring, label_font,
+                                             read_trajectory)
 from mlip_autopipec.rendering.movie import MOVIE_FORMATS, write_movie
 
 RENDERERS = ("ovito", "blender")
@@ -42,6 +44,7 @@ class RenderResult:
     value_range: tuple[float, float] | None  # of the colour bar; None when coloured by element
     renderer: str
     size: tuple[int, int]
+    note: str | None = None  # e.g. why there is no movie
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +92,12 @@ def render_trajectory(trajectory: str | os.PathLike, out_dir: str | os.PathLike,
             pictures = ovito_scene.render_frames(frames, colours, scratch, size)
         else:
             pictures = blender_renderer.render_frames(frames, colours, scratch, size, blender_path)
+        for picture, atoms in zip(pictures, frames):
+            _draw_caption(picture, caption(atoms))
+        note = None
+        if movie and len(pictures) < 2:
+            note = f"a single frame ({caption(frames[0])}): no movie"
+            movie = None
         movie_file = write_movie(pictures, scratch / f"trajectory.{movie}", fps) if movie else None
         for stale in [*out.glob("frame-*.png"), *(out / f"trajectory.{kind}" for kind in MOVIE_FORMATS)]:
             stale.unlink(missing_ok=True)
@@ -104,10 +113,20 @@ def render_trajectory(trajectory: str | os.PathLike, out_dir: str | os.PathLike,
         movie=str((out / movie_file.name).resolve()) if movie_file else None,
         colour_by=colours.by,
         value_range=None if colours.values is None else (colours.low, colours.high),
-        renderer=renderer, size=tuple(size),
+        renderer=renderer, size=tuple(size), note=note,
     )
     atomic_write_text(out / MANIFEST_NAME, json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def _draw_caption(path: Path, text: str) -> None:
+    """`text` in the picture's top-left corner (the legend sits top-right)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.open(path).convert("RGB")
+    unit = max(8, image.height // 25)
+    ImageDraw.Draw(image).text((unit // 2, unit // 2), text, fill=(20, 20, 20), font=label_font(unit))
+    image.save(path)
 
 
 def most_uncertain_trajectory(trajectories: list[str | os.PathLike],

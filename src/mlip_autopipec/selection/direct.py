@@ -200,6 +200,9 @@ def direct_sample(frames: Sequence[Atoms], n_clusters: int, n_select: int | None
         raise ValueError(f"n_select must be at least 1, got {n_select}")
     if not frames:
         raise ValueError("no structures to sample from")
+    if n_select is not None and n_select > len(frames):
+        raise ValueError(f"n_select = {n_select}, but the pool holds only {len(frames)} structures: "
+                         f"ask for at most {len(frames)}")
     coordinates, explained = principal_components(structure_descriptors(frames, settings), n_components)
     cluster_of_frame, threshold = birch_clusters(coordinates, n_clusters, birch_threshold)
     clusters = int(cluster_of_frame.max()) + 1

@@ -103,13 +103,13 @@ def _save(figure, target: str | Path) -> Path:
 
 
 def learning_curve(records: Sequence[GenerationRecord], target: str | Path, title: str = "") -> Path:
-    """Held-out RMSE (energy per atom and forces) against the number of labels, one point per
-    generation, labelled with its number. Log-log when every value is positive and the labels span
+    """Held-out RMSE (energy per atom and forces) against the number of labelled structures each
+    generation was trained on, one point per generation, labelled with its number. Log-log when every value is positive and the labels span
     more than a factor of 3 (the power-law regime of a learning curve); linear otherwise."""
     if not records:
         raise ValueError("no generation records: nothing to plot")
     ordered = sorted(records, key=lambda record: record.generation)
-    labels = np.array([record.labels_total for record in ordered], dtype=float)
+    labels = np.array([record.labels_trained_on for record in ordered], dtype=float)
     panels = [("held_out_energy_rmse_mev_per_atom", "energy RMSE (meV/atom)", "tab:blue"),
               ("held_out_forces_rmse_mev_per_angstrom", "force RMSE (meV/Å)", "tab:orange")]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -122,7 +122,7 @@ def learning_curve(records: Sequence[GenerationRecord], target: str | Path, titl
         if np.all(labels > 0) and np.all(rmse > 0) and labels.max() > 3 * labels.min():
             axis.set_xscale("log")
             axis.set_yscale("log")
-        axis.set_xlabel("labelled structures")
+        axis.set_xlabel("labelled structures trained on")
         axis.set_ylabel(f"held-out {axis_label}")
         axis.grid(True, which="both", alpha=0.3)
     figure.suptitle(title or "learning curve")
