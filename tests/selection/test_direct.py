@@ -142,3 +142,26 @@ def test_asking_for_more_structures_than_the_pool_holds_is_an_error():
     with pytest.raises(ValueError, match="n_select = 6, but the pool holds only 5 structures"):
         direct_sample(frames, n_clusters=3, n_select=6)
     assert len(direct_sample(frames, n_clusters=3, n_select=5).picked) == 5  # all of them is fine
+
+
+def test_a_rare_element_is_always_in_the_picks():
+    """Thirty Cu cells and one with a single Ni atom, all in one cluster: the round-robin pick takes
+    the central cell and one at random; step 5 swaps the Ni cell in for the random one."""
+    from mlip_autopipec.selection.direct import cover_every_element
+
+    frames = []
+    for index in range(31):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+        atoms.rattle(0.05, seed=index)
+        if index == 17:
+            atoms.symbols[3] = "Ni"
+        frames.append(atoms)
+    selection = direct_sample(frames, n_clusters=1, n_select=2, seed=0)
+    assert 17 in selection.picked and selection.added_for_elements == {"Ni": 17}
+    assert selection.summary()["added_for_elements"] == {"Ni": 17}
+    # What step 4 alone picked: the central cell first, and not the Ni cell.
+    alone = stratified_pick(selection.coordinates, selection.cluster_of_frame, 2, seed=0)
+    assert 17 not in alone and selection.picked == [alone[0], 17]
+    # Nothing to do where every element is picked already; no room with fewer picks than elements.
+    assert cover_every_element(frames, [17, 0]) == ([17, 0], {})
+    assert cover_every_element(frames, [0]) == ([0], {})  # Cu would be lost: one pick, two elements

@@ -12,7 +12,11 @@ Steps (after Chen et al., "DIRECT sampling", npj Comput. Mater. 2024):
 3. BIRCH clustering (scikit-learn) into `n_clusters`; the BIRCH threshold is halved until it yields at
    least that many subclusters, so near-identical structures never hide distinct ones;
 4. stratified pick, round-robin over clusters: every cluster gives its most central structure before any
-   cluster gives a second one; later picks within a cluster are in a seeded random order.
+   cluster gives a second one; later picks within a cluster are in a seeded random order;
+5. every element of the pool is in the picks (when there are at least as many picks as elements): for an
+   element none holds, the structure with most atoms of it replaces the latest pick that is not the only
+   holder of another element. A rare element (a dopant in a few structures) can sit in a big cluster and
+   be missed by step 4, and a first training set without it cannot fit it at all.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +61,7 @@ class DirectSelection:
     explained_variance_ratio: np.ndarray  # of the kept components
     birch_threshold: float
     clusters_requested: int
+    added_for_elements: dict[str, int] = field(default_factory=dict)  # element -> frame picked for it (step 5)
 
     @property
     def cluster_sizes(self) -> list[int]:
@@ -73,6 +79,7 @@ class DirectSelection:
             "birch_threshold": self.birch_threshold,
             "cluster_sizes": self.cluster_sizes,
             "picked_per_cluster": picked_per_cluster.tolist(),
+            "added_for_elements": dict(self.added_for_elements),
         }
 
 
@@ -207,7 +214,30 @@ def direct_sample(frames: Sequence[Atoms], n_clusters: int, n_select: int | None
     cluster_of_frame, threshold = birch_clusters(coordinates, n_clusters, birch_threshold)
     clusters = int(cluster_of_frame.max()) + 1
     picked = stratified_pick(coordinates, cluster_of_frame, clusters if n_select is None else n_select, seed)
-    return DirectSelection(picked, cluster_of_frame, coordinates, explained, threshold, n_clusters)
+    picked, added = cover_every_element(frames, picked)
+    return DirectSelection(picked, cluster_of_frame, coordinates, explained, threshold, n_clusters, added)
+
+
+def cover_every_element(frames: Sequence[Atoms], picked: list[int]) -> tuple[list[int], dict[str, int]]:
+    """`picked` with every element of `frames` in at least one pick (as far as the number of picks
+    allows), and element -> the frame added for it. For an element none of the picks holds, the
+    frame with most atoms of it (the first on ties) replaces the latest pick whose elements other
+    picks still cover."""
+    picked = list(picked)
+    counts = [Counter(atoms.get_chemical_symbols()) for atoms in frames]
+    added: dict[str, int] = {}
+    for element in sorted(set().union(*counts)):
+        if any(element in counts[i] for i in picked):
+            continue
+        holder = max((i for i in range(len(frames)) if i not in picked), key=lambda i: (counts[i][element], -i))
+        for position in range(len(picked) - 1, -1, -1):
+            others = [i for j, i in enumerate(picked) if j != position]
+            if picked[position] not in added.values() and \
+                    set(counts[picked[position]]) <= {e for i in others for e in counts[i]}:
+                picked[position] = holder
+                added[element] = holder
+                break
+    return picked, added
 
 
 # -- files ---------------------------------------------------------------------------------------
