@@ -85,6 +85,7 @@ def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, eval
         f"Energies are compared with the labels' {evaluation.get('energy_compared_with', 'energy')}: the energy the "
         "potential was fitted to.",
         "",
+        *per_element_lines(evaluation),
         *uncertainty_lines(artifact),
         "## Training tool's own metrics",
         "",
@@ -118,3 +119,14 @@ def uncertainty_lines(artifact: PotentialArtifact) -> list[str]:
             "with enough of their environments gets their active set.", "",
             "| element | why |", "|---|---|",
             *[f"| {element} | {why} |" for element, why in sorted(artifact.species_without_gamma.items())], ""]
+
+
+def per_element_lines(evaluation: dict) -> list[str]:
+    """Force errors per element (a rare element's error hides in the overall RMSE); absent in
+    evaluations cached before they were computed."""
+    rows = evaluation.get("per_element") or {}
+    if not rows:
+        return []
+    return ["## Forces per element", "", "| element | atoms | RMSE (meV/Å) | MAE (meV/Å) |", "|---|---|---|---|",
+            *[f"| {element} | {row['atoms']} | {row['forces_rmse_mev_per_angstrom']:.2f} | "
+              f"{row['forces_mae_mev_per_angstrom']:.2f} |" for element, row in sorted(rows.items())], ""]
