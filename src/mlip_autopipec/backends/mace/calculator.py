@@ -28,7 +28,13 @@ COMMITTEE_PROPERTIES = ["forces_std", "max_force_std", "energy_std", "energy_std
 
 
 def load_models(model_paths: Sequence[str | os.PathLike], device: str = "cpu") -> list:
-    """torch.load each MACE `.model` (a whole pickled module) onto `device`, ready for inference."""
+    """torch.load each MACE `.model` (a whole pickled module) onto `device`, ready for inference.
+
+    A `.model` file is code: MACE saves the whole module (e3nn's generated code included), which
+    torch can only load with weights_only=False, so loading one runs whatever it contains. Load
+    only model files you trust (your own runs, published models); weights files and checkpoints
+    (.pt, `weights=` of the export) are read with weights_only=True.
+    """
     torch = _import_torch_and_mace()
     models = []
     for path in model_paths:

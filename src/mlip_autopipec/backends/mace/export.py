@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,11 @@ def load_exported_models(manifest_path: str | os.PathLike, weights: str | os.Pat
     if weights_path is not None:
         if not weights_path.is_file():
             raise FileNotFoundError(f"{weights_path}: weights file does not exist")
-        state = torch.load(weights_path, map_location=device, weights_only=False)
+        try:  # tensors only: a weights file or checkpoint never runs code when it is read
+            state = torch.load(weights_path, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(f"{weights_path}: not a plain weights file or checkpoint (refused to unpickle "
+                             f"anything but tensors and containers: {str(exc).splitlines()[-1][:300]})") from None
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]  # a mace_run_train checkpoint: model, optimizer, lr_scheduler
         try:
