@@ -35,6 +35,7 @@ from mlip_autopipec.config.run_yaml import is_run_spec, load_run_spec
 from mlip_autopipec.config.train_run import TrainRunConfig
 from mlip_autopipec.config.training import parse_training_config
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
+from mlip_autopipec.store import StoreError, check_writable
 from tasks.caching import run_with_outputs
 from tasks.publish import publish_task
 from tasks.run_spec import run_spec_task
@@ -116,17 +117,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--initial-potential", metavar="GEN_DIR",
                         help="fine-tune from this generation directory (or its artifact.json)")
     parser.add_argument("--name", help="publish as the block NAME-gen-NNN (default: the --out directory's name)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a configuration error")
     args = parser.parse_args(argv)
     try:
-        if args.config and is_run_spec(read_yaml_mapping(Path(args.config), kind="config file")):
+        # The whole input is checked before a Prefect server, the output directory or a store is touched.
+        is_run = bool(args.config) and is_run_spec(read_yaml_mapping(Path(args.config), kind="config file"))
+        if is_run:
             if args.store or args.data or args.initial_potential:
                 parser.error("a run.yaml says everything itself (data, model_in, run_dir): "
                              "drop --store/--data/--initial-potential")
             spec = load_run_spec(args.config)
+        else:
+            if not (args.store or args.data):
+                parser.error("one of the arguments --store --data is required (or --config with a run.yaml)")
+            TrainRunConfig.load(args.config)
+            missing = [path for path in args.data or [] if not Path(path).is_file()]
+            if missing:
+                raise ConfigError(f"{missing[0]}: no such data file (--data)")
+            if args.initial_potential and not Path(args.initial_potential).exists():
+                raise ConfigError(f"{args.initial_potential}: no such generation (--initial-potential)")
+            check_writable(args.store or str(Path(args.out) / "structures.db"))
+    except (ConfigError, StoreError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if is_run:
             run_yaml(args.config, name=f"{spec.backend} {spec.task}")
             return 0
-        if not (args.store or args.data):
-            parser.error("one of the arguments --store --data is required (or --config with a run.yaml)")
         result = train(out=args.out, config=args.config, store=args.store, data=args.data,
                        initial_potential=args.initial_potential, name=args.name)
     except (ConfigError, BackendError, ValueError, FileNotFoundError, NotImplementedError) as exc:
