@@ -7,6 +7,7 @@ from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 
+from mlip_autopipec.backends import TrainingConfigError, TrainingError, TrainingTimeout
 from tasks.training import TRAINING_SLOT, training_slot
 
 
@@ -45,3 +46,26 @@ def test_a_deployment_run_holds_one_slot_while_it_trains(monkeypatch):
         assert _active_slots() == 0
     finally:
         _delete_limit()
+
+
+@pytest.mark.parametrize("error, retried", [
+    (TrainingError("pacemaker was killed by signal 9", retryable=True), True),
+    (TrainingError("pacemaker exited with status 1"), False),  # its own IndexError: the same again
+    (TrainingTimeout("time limit"), False),
+    (TrainingConfigError("number_of_functions_per_element: 0 functions"), False),
+])
+def test_only_a_training_killed_by_a_signal_is_retried(error, retried):
+    """The train task's retry rule, on the real Prefect state of a task that raised `error`."""
+    from prefect import flow, task
+
+    from tasks.training import _retry_crashes_only
+
+    @task
+    def fails():
+        raise error
+
+    @flow
+    def run() -> bool:
+        return _retry_crashes_only(None, None, fails(return_state=True))
+
+    assert run() is retried

@@ -81,7 +81,7 @@ class EnergyReference:
             return "energy"
         if self.atomic_energies is not None:
             return "energy_corrected (energy minus the fit's reference energies)"
-        return "energy_corrected (energy where a frame has none)"
+        return "energy_corrected"
 
 
 def _as_float(value) -> float:
