@@ -15,6 +15,7 @@ import sys
 from prefect import flow
 
 from mlip_autopipec.data.export import ALL_FORMATS, check_export_target
+from mlip_autopipec.store.secrets import password_to_environment
 from tasks.store import export_task
 
 
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a --out directory that holds files an export did not write")
     args = parser.parse_args(argv)
+    if args.store:  # its password (if any) goes to PGPASSWORD, never into flow parameters
+        args.store = password_to_environment(args.store)
     try:
         check_export_target(args.out, args.overwrite)  # before a flow (and a Prefect server) starts
         export(args.store, args.out, args.campaign, args.test_fraction, args.seed, args.formats,

@@ -17,6 +17,7 @@ from prefect.artifacts import create_table_artifact
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
 from mlip_autopipec.store import check_writable
 from mlip_autopipec.store.ingest import IngestReport
+from mlip_autopipec.store.secrets import password_to_environment
 from tasks.store import ingest_file_task
 
 
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-distance", type=float, default=DEFAULT_MIN_DISTANCE,
                         help="reject frames with two atoms closer than this (Å)")
     args = parser.parse_args(argv)
+    if args.store:  # its password (if any) goes to PGPASSWORD, never into flow parameters
+        args.store = password_to_environment(args.store)
     try:
         check_writable(args.store)  # before a flow (and a Prefect server) starts
         report = ingest(args.store, args.files, args.campaign, args.source, args.generation, args.min_distance)

@@ -35,6 +35,7 @@ from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.config.execution import ExecutionSettings
 from mlip_autopipec.labeling import DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, check_settings, fan_out, job_root
 from mlip_autopipec.store import StoreError, StructureStore, check_writable
+from mlip_autopipec.store.secrets import password_to_environment
 from tasks.labeling import label_row_task, publish_label_report
 from tasks.runners import build_task_runner, prefect_api_for_workers
 
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="first make every failed row pending again, its attempts reset (rows another "
                              "labeler failed are always retried)")
     args = parser.parse_args(argv)
+    if args.store:  # its password (if any) goes to PGPASSWORD, never into flow parameters
+        args.store = password_to_environment(args.store)
 
     try:
         kwargs = json.loads(args.calculator_kwargs)

@@ -22,6 +22,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from mlip_autopipec.outbox import DEFAULT_NEAR_TOLERANCE, OutboxReport
+from mlip_autopipec.store.secrets import password_to_environment
 from tasks.outbox import outbox_task
 
 
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generation", type=int, default=0)
     parser.add_argument("--source", default="outbox", help="provenance tag of the pending store rows")
     args = parser.parse_args(argv)
+    if args.store:  # its password (if any) goes to PGPASSWORD, never into flow parameters
+        args.store = password_to_environment(args.store)
     report = outbox(args.queue, args.store, args.out, args.tolerance, args.campaign, args.generation,
                     args.source)
     print(report.summary())

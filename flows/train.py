@@ -36,6 +36,7 @@ from mlip_autopipec.config.train_run import TrainRunConfig
 from mlip_autopipec.config.training import parse_training_config
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
 from mlip_autopipec.store import StoreError, check_writable
+from mlip_autopipec.store.secrets import password_to_environment
 from tasks.caching import run_with_outputs
 from tasks.publish import publish_task
 from tasks.run_spec import run_spec_task
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="publish as the block NAME-gen-NNN (default: the --out directory's name)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a configuration error")
     args = parser.parse_args(argv)
+    if args.store:  # its password (if any) goes to PGPASSWORD, never into flow parameters
+        args.store = password_to_environment(args.store)
     try:
         # The whole input is checked before a Prefect server, the output directory or a store is touched.
         is_run = bool(args.config) and is_run_spec(read_yaml_mapping(Path(args.config), kind="config file"))

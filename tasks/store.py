@@ -10,6 +10,7 @@ from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.store import StructureStore
 from mlip_autopipec.store.harvest import harvest_for_export
 from mlip_autopipec.store.ingest import FileIngestReport, ingest_file
+from mlip_autopipec.store.secrets import redact
 
 
 @task(task_run_name="ingest {path}", retries=2, retry_delay_seconds=5,
@@ -28,7 +29,7 @@ def export_task(store_url: str, campaign: str, out_dir: str, test_fraction: floa
     store = StructureStore(store_url, campaign=campaign)
     items = harvest_for_export(store, generation=generation, max_generation=max_generation, source=source)
     manifest = export_dataset(items, out_dir, test_fraction=test_fraction, seed=seed, formats=formats,
-                              source={"store": store_url, "campaign": campaign,
+                              source={"store": redact(store_url), "campaign": campaign,
                                       "generation": generation, "max_generation": max_generation,
                                       "source": source}, overwrite=overwrite)
     publish_manifest(manifest)

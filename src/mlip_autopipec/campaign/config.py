@@ -13,6 +13,7 @@ from mlip_autopipec.config.execution import ExecutionSettings
 from mlip_autopipec.config.run_files import ConfigError, load_yaml_model
 from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig, parse_training_config
 from mlip_autopipec.outbox import DEFAULT_NEAR_TOLERANCE
+from mlip_autopipec.store.secrets import password_to_environment
 
 
 class _Strict(BaseModel):
@@ -222,6 +223,8 @@ class CampaignConfig(_Strict):
         # Relative paths in the file are relative to the file, as users expect.
         base = Path(path).resolve().parent
         config.workdir = (base / config.workdir).resolve()
+        if config.store:  # a password in the URL goes to PGPASSWORD, never into a flow parameter or file
+            config.store = password_to_environment(config.store)
         if config.store and not config.store.startswith(("postgresql://", "postgres://")) \
                 and not Path(config.store).is_absolute():
             config.store = str(base / config.store)

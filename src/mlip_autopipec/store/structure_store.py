@@ -34,6 +34,7 @@ from ase import Atoms
 
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.store.fingerprint import fingerprint
+from mlip_autopipec.store.secrets import password_to_environment
 
 DEFAULT_CAMPAIGN = "default"
 # What SQLite says when the file or its directory is read-only (a journal cannot be created).
@@ -112,7 +113,8 @@ class StructureStore:
     """Campaign-scoped access to an ase.db structure database (SQLite path or PostgreSQL URL)."""
 
     def __init__(self, url: str | Path, campaign: str = DEFAULT_CAMPAIGN):
-        self.url = str(url)
+        # A password in a postgresql:// URL goes to PGPASSWORD; self.url never holds one (store/secrets.py).
+        self.url = password_to_environment(str(url))
         self.campaign = campaign
         if not self.is_server:
             try:
