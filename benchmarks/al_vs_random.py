@@ -204,7 +204,8 @@ def test_set_errors(artifact: PotentialArtifact, test: Sequence[LabelledFrame]) 
     from mlip_autopipec.validation.errors import predict
     from mlip_autopipec.validation.physical import per_element_force_errors
 
-    predictions = predict(make_calculator(artifact, with_active_set=False), test)
+    predictions = predict(make_calculator(artifact, with_active_set=False), test,
+                          energy_reference=artifact.energy_reference)
     metrics = predictions.summary()
     symbols = [symbol for frame in test for symbol in frame.atoms.get_chemical_symbols()]
     per_element = {element: row["forces_rmse_mev_per_angstrom"]
