@@ -30,7 +30,7 @@ except ImportError:  # an ASE that renamed it (requirements say ase>=3.23): the 
 DEFAULT_TOLERANCE = 1e-3  # Å: grid of the exact fingerprint
 
 
-def _fully_periodic(atoms: Atoms) -> bool:
+def fully_periodic(atoms: Atoms) -> bool:
     return bool(np.all(atoms.pbc)) and abs(np.linalg.det(atoms.cell.array)) > 1e-9
 
 
@@ -62,7 +62,7 @@ def _niggli_basis_change(cell: np.ndarray) -> np.ndarray:
 def canonicalize(atoms: Atoms) -> Atoms:
     """A new Atoms in the canonical description (the input is not modified)."""
     numbers = np.asarray(atoms.numbers)
-    if _fully_periodic(atoms):
+    if fully_periodic(atoms):
         cell, frac = reduced_cell(atoms)
         # standard orientation (a along x, b in the xy plane): the Cholesky factor of the metric
         standard = np.linalg.cholesky(cell @ cell.T)
@@ -119,7 +119,7 @@ def canonical_fingerprint(atoms: Atoms, tolerance: float = DEFAULT_TOLERANCE, ca
     digest = hashlib.sha256()
     if len(atoms) == 0:
         return hashlib.sha256(b"empty").hexdigest()[:32]
-    if not _fully_periodic(atoms):
+    if not fully_periodic(atoms):
         canon = canonicalize(atoms)
         pbc = np.asarray(canon.pbc, dtype=bool)
         coords = canon.positions.copy()

@@ -31,7 +31,7 @@ import numpy as np
 from ase import Atoms
 from scipy.optimize import linear_sum_assignment
 
-from mlip_autopipec.outbox.canonical import reduced_cell
+from mlip_autopipec.outbox.canonical import fully_periodic, reduced_cell
 
 _ROWS = np.array([r for r in itertools.product((-1, 0, 1), repeat=3) if any(r)], dtype=float)
 _UNMATCHED = 1e6  # assignment cost of a pair farther apart than allowed
@@ -54,13 +54,9 @@ def find_match(a: Atoms, b: Atoms, tolerance: float) -> Match | None:
         return None
     if len(a) == 0:
         return Match(np.eye(3), b.cell.array.copy(), np.zeros(3), np.zeros(0, int), 0.0)
-    if _fully_periodic(a) and _fully_periodic(b):
+    if fully_periodic(a) and fully_periodic(b):
         return _periodic_match(a, b, tolerance)
     return _partly_periodic_match(a, b, tolerance)
-
-
-def _fully_periodic(atoms: Atoms) -> bool:
-    return bool(np.all(atoms.pbc)) and abs(np.linalg.det(atoms.cell.array)) > 1e-9
 
 
 def _aligned(cell: np.ndarray, target: np.ndarray) -> np.ndarray:
