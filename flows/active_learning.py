@@ -34,7 +34,7 @@ from prefect.artifacts import create_table_artifact
 from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop_reason
-from mlip_autopipec.campaign.steps import md_walker_indices
+from mlip_autopipec.campaign.steps import HeldOutError, md_walker_indices
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.generations import find_matching
 from mlip_autopipec.store import Status, StoreError, StructureStore, check_writable
@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except HeldOutError as exc:  # every held-out MD run failed: the reasons are in the message
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     header = f"{'gen':>3} {'train':>6} {'labels':>6} {'failed':>6} {'F RMSE meV/Å':>13} {'E RMSE meV/at':>13} " \
              f"{'known %':>7} {'selected':>8}"
     print(header)

@@ -19,7 +19,12 @@ from tasks.publish import slug
 
 @task(name="prepare campaign", cache_policy=NO_CACHE)
 def prepare_task(config_path: str) -> dict:
-    return steps.prepare(CampaignConfig.load(config_path))
+    """Generation 0's structures and the held-out set; the held-out MD's progress and problems are logged."""
+    logger = get_run_logger()
+    prepared = steps.prepare(CampaignConfig.load(config_path), progress=logger.info)
+    for problem in prepared["held_out_problems"]:
+        logger.warning(f"held-out set: {problem}")
+    return prepared
 
 
 @task(name="explore", cache_policy=DIGEST_CACHE, persist_result=True)

@@ -134,12 +134,16 @@ class LabelingSettings(_Strict):
 
 class ValidationSettings(_Strict):
     """The fixed held-out set: a labelled file, or MD snapshots run with the labeler itself
-    (sensible for cheap labelers such as EMT) at the given temperatures."""
+    (sensible for cheap labelers such as EMT) at the given temperatures. With a DFT labeler every
+    MD step is a DFT calculation: a labelled `data` file is usually the better choice."""
 
     data: Path | None = None
     md_temperatures_K: list[float] = Field(default_factory=lambda: [600.0, 1200.0])
     md_steps: int = Field(400, ge=1)
     snapshots_per_run: int = Field(8, ge=1)
+    md_timeout_s: float | None = Field(None, gt=0, description="per held-out MD run (each is a labelling job, "
+                                                               "retried like one); default labeling.timeout_s "
+                                                               "x (md_steps + 1)")
 
 
 class StopSettings(_Strict):

@@ -3,6 +3,7 @@ prepare the starting structures, explore with a generation's potential, select a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from ase import Atoms
 from mlip_autopipec.backends import PotentialArtifact, get_trainer
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import gamma_statistics
-from mlip_autopipec.campaign.structures import build_seeds, held_out_snapshots, perturbed_copies
+from mlip_autopipec.campaign.structures import build_seeds, held_out_md, perturbed_copies
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.readers import read_labelled_frames
 from mlip_autopipec.exploration.md import WalkerResult, WalkerSettings, run_walker
@@ -28,8 +29,14 @@ from mlip_autopipec.selection.gamma import (
 from mlip_autopipec.store import NewStructure, Status, StructureStore
 
 
-def prepare(config: CampaignConfig) -> dict:
-    """Queue generation 0's perturbed seeds and the held-out set; idempotent (fingerprints)."""
+class HeldOutError(RuntimeError):
+    """No held-out set could be made: every MD run with the labeler failed."""
+
+
+def prepare(config: CampaignConfig, progress: Callable[[str], None] | None = None) -> dict:
+    """Queue generation 0's perturbed seeds and make the held-out set; idempotent (fingerprints).
+    `held_out_problems` lists held-out MD runs that failed every attempt and rejected snapshots."""
+    held_out_problems: list[str] = []
     seeds = build_seeds(config.seeds, config.seed)
     store = StructureStore(config.store_url, campaign=config.campaign)
     bootstrap = store.add([_pending(atoms, "bootstrap", 0)
@@ -46,12 +53,21 @@ def prepare(config: CampaignConfig) -> dict:
                   if isinstance(item, LabelledFrame)]
         added = held_out.add([NewStructure(frame, "held-out") for frame in frames])
     elif not held_out.status_counts()["completed"]:
-        snapshots = held_out_snapshots(seeds, config.validation, config.labeling.calculator, config.seed,
-                                       config.workdir / "held-out-md")  # not inside held-out/, the export target
-        added = held_out.add([_pending(atoms, "held-out", 0) for atoms in snapshots])
+        spec = config.labeling.calculator
+        md = held_out_md(seeds, config.validation, config.labeling, config.seed,
+                         config.workdir / "held-out-md", progress)  # not inside held-out/, the export target
+        if not md.frames:
+            raise HeldOutError(f"held-out set: none of the {md.runs} MD runs with the labeler gave labels; "
+                               "give validation.data (a labelled file) or fix the labeler: "
+                               + " | ".join(md.failures + md.rejected)[:3000])
+        # The MD's own labels: stored as completed rows, never labelled a second time.
+        added = held_out.add([NewStructure(frame, "held-out", labeler=spec.name, labeler_digest=spec.digest())
+                              for frame in md.frames])
+        held_out_problems = md.failures + md.rejected
     else:
         added = []
-    return {"bootstrap_added": sum(o.added for o in bootstrap), "held_out_added": sum(o.added for o in added)}
+    return {"bootstrap_added": sum(o.added for o in bootstrap), "held_out_added": sum(o.added for o in added),
+            "held_out_problems": held_out_problems}
 
 
 @dataclass

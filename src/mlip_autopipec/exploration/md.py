@@ -57,7 +57,11 @@ class WalkerResult:
 
 
 def run_walker(seed_structure: Atoms, calculator: Calculator, settings: WalkerSettings,
-               trajectory: str | Path, progress: Callable[[int, int], None] | None = None) -> WalkerResult:
+               trajectory: str | Path, progress: Callable[[int, int], None] | None = None,
+               keep_labels: bool = False) -> WalkerResult:
+    """Run the walker; `keep_labels` keeps the calculator's energy, forces (and stress) with each
+    recorded frame: when the calculator is the labeler, the frames are labelled without a second
+    calculation."""
     atoms = seed_structure.copy()
     atoms.set_constraint(FixCom())  # no drift of the whole cell (ASE's recommended form of fixcm)
     atoms.calc = calculator
@@ -75,7 +79,7 @@ def run_walker(seed_structure: Atoms, calculator: Calculator, settings: WalkerSe
         chunk = min(settings.record_every, settings.steps - steps_done)
         dynamics.run(chunk)
         steps_done += chunk
-        frame = _snapshot(atoms, steps_done)
+        frame = _snapshot(atoms, steps_done, keep_labels)
         frames.append(frame)
         value = frame.info.get(settings.uncertainty_key)
         if value is not None:
@@ -91,9 +95,18 @@ def run_walker(seed_structure: Atoms, calculator: Calculator, settings: WalkerSe
     return WalkerResult(Path(trajectory), len(frames), steps_done, stopped_early, uncertainty)
 
 
-def _snapshot(atoms: Atoms, step: int) -> Atoms:
-    """A calculator-free copy holding what selection needs: geometry, uncertainty, the model's energy."""
+def _snapshot(atoms: Atoms, step: int, keep_labels: bool = False) -> Atoms:
+    """A calculator-free copy holding what selection needs: geometry, uncertainty, the model's energy;
+    with `keep_labels` also the energy, forces and stress the calculator computed here (cached: the
+    dynamics just evaluated this geometry), on a SinglePointCalculator."""
     frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    if keep_labels:
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(apply_constraint=False)}
+        if atoms.pbc.all() and "stress" in atoms.calc.results:
+            labels["stress"] = atoms.calc.results["stress"]
+        frame.calc = SinglePointCalculator(frame, **labels)
     results = atoms.calc.results
     frame.info["md_step"] = step
     if "energy" in results:

@@ -85,13 +85,21 @@ def label_structure(atoms: Atoms, spec: CalculatorSpec, job_dir: str | os.PathLi
     ase.io.write(job_dir / STRUCTURE_FILE, atoms, format="traj")
     (job_dir / CALCULATOR_FILE).write_text(spec.model_dump_json())
 
+    run_worker("mlip_autopipec.labeling.worker", job_dir, spec.name, timeout_s, cancel)
+    return _read_result(job_dir / RESULT_FILE, atoms, spec, min_distance, job_dir / LOG_FILE)
+
+
+def run_worker(module: str, job_dir: Path, name: str, timeout_s: float,
+               cancel: Cancellation | None = None) -> None:
+    """`python -m module JOB_DIR --parent PID` in `job_dir`, output to its worker.log: the one way
+    every labelling job runs (single structures, the held-out MD). Raises LabelingError naming
+    `name` when it times out, is cancelled or exits non-zero, with the log's tail."""
     log_path = job_dir / LOG_FILE
     with open(log_path, "wb") as log:
         # Own process group; the worker watches this process itself (processes.watch_parent) so
         # that its whole group (MPI ranks of a DFT code) dies with a killed campaign.
         process = processes.start(
-            [sys.executable, "-m", "mlip_autopipec.labeling.worker", str(job_dir.resolve()),
-             "--parent", str(os.getpid())],
+            [sys.executable, "-m", module, str(job_dir.resolve()), "--parent", str(os.getpid())],
             cwd=job_dir, stdout=log, stderr=subprocess.STDOUT, env=_worker_environment(), die_with_parent=False,
         )
     try:
@@ -101,10 +109,9 @@ def label_structure(atoms: Atoms, spec: CalculatorSpec, job_dir: str | os.PathLi
             _terminate_group(process)
         processes.kill_group(process)  # whatever the worker left behind: MPI ranks, helper daemons
     if stopped is not None:
-        raise LabelingError(f"{spec.name} {stopped}; the worker was killed{_tail(log_path)}")
+        raise LabelingError(f"{name} {stopped}; the worker was killed{_tail(log_path)}")
     if process.returncode != 0:
-        raise LabelingError(f"{spec.name} worker {processes.exit_reason(process.returncode)}{_tail(log_path)}")
-    return _read_result(job_dir / RESULT_FILE, atoms, spec, min_distance, log_path)
+        raise LabelingError(f"{name} worker {processes.exit_reason(process.returncode)}{_tail(log_path)}")
 
 
 def _worker_environment() -> dict[str, str]:
