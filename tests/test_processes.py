@@ -147,3 +147,31 @@ def test_a_killed_training_flow_leaves_no_pacemaker_and_a_rerun_fits_alone(cu_ma
     assert (attempt / "pacemaker.log").read_text(errors="replace") == killed_log  # untouched since the kill
     assert "maxiter: 2000" not in (generation / "input.yaml").read_text()
     assert _processes_in(generation) == []
+
+
+def test_kill_9_of_a_flows_train_group_leaves_nothing_running(tmp_path, shared_data):
+    """The issue's own case: `python -m flows.train` (with its temporary Prefect server) killed
+    with SIGKILL to its process group while pacemaker fits."""
+    import ase.io
+    import yaml
+
+    data = tmp_path / "cu.extxyz"
+    ase.io.write(data, [a for a in ase.io.read(shared_data / "Cu-I.extxyz", ":") if len(a) <= 2][:30])
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"campaign": "kill", "training": {
+        "backend": "pacemaker", "number_of_functions_per_element": 10, "nradmax_by_orders": [5, 2],
+        "lmax_by_orders": [0, 1], "maxiter": 5000, "repulsion": None}}))
+    out = (tmp_path / "out").resolve()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    flow = subprocess.Popen([sys.executable, "-m", "flows.train", "--config", str(config), "--data", str(data),
+                             "--out", str(out)], cwd=PROJECT_ROOT, start_new_session=True, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    generation = out / "generations" / "gen-000"
+    try:
+        assert _wait_for(lambda: bool(_processes_in(generation)), 240), "pacemaker never started"
+        fitters = _processes_in(generation)
+        time.sleep(3)
+    finally:
+        _kill_flow(flow)
+    assert _wait_for(lambda: not any(_alive(pid) for pid in fitters), 5), "pacemaker outlived flows.train"
