@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = CalculatorSpec(factory=args.calculator, kwargs=kwargs)
     except (json.JSONDecodeError, ValidationError) as exc:
         parser.error(f"--calculator/--calculator-kwargs: {exc}")
+    try:
+        spec.resolve()  # a mistyped module:callable is found here, not once per structure
+    except ValueError as exc:
+        parser.error(f"--calculator: {exc}")
     is_server = args.store.startswith(("postgresql://", "postgres://"))
     if not is_server and not Path(args.store).is_file():
         parser.error(f"--store {args.store}: no such file")

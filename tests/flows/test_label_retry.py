@@ -30,3 +30,15 @@ def test_the_cli_says_when_failed_rows_are_retried(tmp_path, monkeypatch, capsys
     assert "EMT: 1 completed, 0 failed, 0 retried; 1 failed structures were made pending again (the labeler " \
            "changed since they failed" in out
     assert store.get(row).status is Status.COMPLETED
+
+
+def test_a_labeler_that_cannot_be_imported_is_a_usage_error(tmp_path, capsys):
+    store = StructureStore(tmp_path / "structures.db")
+    try:
+        label_flow.main(["--store", store.url, "--calculator", "my_labelers:Dft"])
+    except SystemExit as exit_:
+        assert exit_.code == 2
+    else:
+        raise AssertionError("no usage error")
+    assert "--calculator: calculator 'my_labelers:Dft': cannot import my_labelers:Dft (No module named " \
+           "'my_labelers')" in capsys.readouterr().err
