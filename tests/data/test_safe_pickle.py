@@ -33,7 +33,6 @@ def _write(path, obj):
 def test_a_crafted_pickle_is_refused_before_its_payload_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = _write(tmp_path / "data.pckl.gzip", _Payload(marker))
-    assert pickle.loads(pickle.dumps(0)) == 0
     [(index, problem)] = list(read_labelled_frames(path))
     assert isinstance(problem, FrameProblem)
     assert "refused to load posix.system" in problem.message and str(path) == problem.file
