@@ -77,6 +77,8 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
           f"{metrics['energy_rmse_mev_per_atom']:.2f} meV/atom (against {evaluation.get('energy_compared_with', 'energy')}), "
           "forces RMSE "
           f"{metrics['forces_rmse_mev_per_angstrom']:.1f} meV/Å; published as block {block}")
+    for element, why in sorted((evaluation.get("species_without_gamma") or {}).items()):
+        print(f"no γ yet for {element}: {why}")
     return {**trained, "evaluation": evaluation, "block": block}
 
 

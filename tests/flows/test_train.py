@@ -196,3 +196,19 @@ def test_a_run_yaml_runs_its_task_through_the_same_command(first_run, cu_subset,
     with pytest.raises(SystemExit) as refused:
         train_flow.main(["--config", str(run_yaml), "--data", str(cu_subset)])
     assert refused.value.code == 2
+
+
+def test_a_minority_species_trains_and_the_console_says_it_has_no_gamma_yet(tmp_path, caplog):
+    """Six Cu31Ni cells (EMT): Ni has too few environments for its functions. The run finishes,
+    publishes, and says so."""
+    from tests.conftest import doped_cu_cells
+
+    data = tmp_path / "cu-ni.extxyz"
+    ase.io.write(data, [frame.to_atoms() for frame in doped_cu_cells(6, {"Ni": 1}, seed=3)])
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"campaign": "cu-ni-minority", "export": {"test_fraction": 0.2, "seed": 0},
+                                      "training": {**TINY_TRAINING, "maxiter": 5}}))
+    result = train_flow.train(out=str(tmp_path / "run"), config=str(config), data=[str(data)])
+    assert set(result["evaluation"]["species_without_gamma"]) == {"Ni"}
+    assert set(result["evaluation"]["per_element"]) == {"Cu", "Ni"}
+    assert "no γ yet for Ni: " in caplog.text  # the flow's print, which Prefect logs (log_prints)
