@@ -197,9 +197,9 @@ class PacemakerTrainer:
         status = run_logged([pace_activeset, *active_set_arguments(config)], generation_dir, log_path, deadline)
         if status == 0 and (generation_dir / ACTIVE_SET).is_file():
             return {}
-        with open(log_path, encoding="utf-8", errors="replace") as log:
+        with open(log_path, "rb") as log:  # only what pace_activeset wrote
             log.seek(start)
-            under_determined = UNDER_DETERMINED_MESSAGE in log.read()
+            under_determined = UNDER_DETERMINED_MESSAGE in log.read().decode("utf-8", errors="replace")
         if not under_determined:
             failure = "could not compute the active set"
             if status == 0:
