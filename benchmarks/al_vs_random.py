@@ -385,7 +385,8 @@ def species_table(report: dict) -> str:
     """Lines for a person: per species, atoms in pool and test, and when each strategy's potentials got γ."""
     lines = []
     for element, count in report["pool"].get("atoms_per_element", {}).items():
-        line = f"{element}: {count} atoms in the pool, {report['test'].get('atoms_per_element', {}).get(element, 0)} in test"
+        tested = report["test"].get("atoms_per_element", {}).get(element, 0)
+        line = f"{element}: {count} atoms in the pool, {tested} in test"
         got = {strategy: seeds[element] for strategy, seeds in report.get("species_without_gamma", {}).items()
                if element in seeds}
         if got:
@@ -434,7 +435,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:  # --initial still chooses the starting size
         return QUICK if args.initial is None else replace(QUICK, initial=args.initial)
-    return Settings(initial=Settings.initial if args.initial is None else args.initial, batch=args.batch, rounds=args.rounds, seeds=args.seeds,
+    return Settings(initial=Settings.initial if args.initial is None else args.initial, batch=args.batch,
+                    rounds=args.rounds, seeds=args.seeds,
                     strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
                     functions=args.functions, maxiter_initial=args.maxiter_initial,
                     maxiter_round=args.maxiter_round, test_fraction=args.test_fraction,
@@ -453,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report_only is not None:
         report = finish_report(json.loads(args.report_only.read_text()), args.report_only)
         print(headline_table(report["headline"]))
+        print(species_table(report))
         return 0
     try:
         run_benchmark(args.pool, args.test, settings_from(args), args.out,
