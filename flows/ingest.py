@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.store:  # its password (if any) goes to PGPASSWORD, never into flow parameters
         args.store = password_to_environment(args.store)
+    missing = [path for path in args.files if not Path(path).is_file()]
+    if missing:  # before a flow (and a Prefect server) starts, and before the store is created
+        print(f"error: {missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+              file=sys.stderr)
+        return 2
     try:
         check_writable(args.store)  # before a flow (and a Prefect server) starts
         report = ingest(args.store, args.files, args.campaign, args.source, args.generation, args.min_distance)

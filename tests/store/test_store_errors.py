@@ -76,3 +76,12 @@ def test_ingest_into_a_read_only_store_is_one_line_before_anything_starts(tmp_pa
                                 text=True, timeout=120, env={**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [f"error: {path}: the structure store is read-only"]
+
+
+def test_ingest_of_a_missing_file_is_one_line_and_creates_no_store(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "flows.ingest", "--store", str(tmp_path / "s.db"),
+                             str(tmp_path / "gone.extxyz")], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'gone.extxyz'}: no such file"]
+    assert not (tmp_path / "s.db").exists()
