@@ -128,7 +128,7 @@ def test_pseudo_inverse_grades_known_environments_one_and_is_square():
     inverse = pseudo_inverse(rows, 5)
     assert inverse.shape == (5, 5)
     assert np.abs(rows @ inverse).max(axis=1) == pytest.approx(np.ones(3))
-    # A direction none of the three spans is invisible to it: the reason it is only a lower bound.
+    # A direction none of the three spans is invisible to it: why such a species counts as uncertain.
     unseen = np.linalg.svd(rows)[2][-1]
     assert np.abs(unseen @ inverse).max() == pytest.approx(0.0, abs=1e-9)
     many = pseudo_inverse(rng.standard_normal((8, 5)), 5)

@@ -13,8 +13,8 @@ a subprocess logged like the Pacemaker tools), which builds the same file specie
   square, which is what PyACECalculator and LAMMPS `pair_style pace/extrapolation` load), the
   projection pyace itself uses to invert an active set (`compute_A_active_inverse`). γ of such an
   atom is the largest coefficient of its B-projection expressed in the few known environments: about
-  1 for environments like them, but blind to every direction they do not span, so it can only
-  under-report novelty. Those species are listed as having no γ yet; selection treats their atoms as
+  1 for environments like them, but blind to every direction they do not span, so it misses
+  novelty there. Those species are listed as having no γ yet; selection treats their atoms as
   uncertain, the campaign labels more of them, and the next generation, with enough environments,
   gets a MaxVol active set for them.
 
@@ -60,8 +60,8 @@ class SpeciesActiveSet:
         """Why this species has no γ yet, for records and reports."""
         why = self.note or (f"{self.environments} training environments for {self.functions} B-functions "
                             "(under-determined)")
-        return (f"{why}: its γ is a pseudo-inverse projection onto those environments, a lower bound; "
-                "selection treats its atoms as uncertain until a generation has enough of them")
+        return (f"{why}: its γ is a pseudo-inverse projection onto those environments, blind to what they "
+                "do not span; selection treats its atoms as uncertain until a generation has enough of them")
 
 
 def build_active_set(potential_yaml: str | Path, structures: Sequence, gamma_tolerance: float = 1.01,
