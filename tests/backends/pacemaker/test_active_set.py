@@ -146,3 +146,22 @@ def test_an_element_without_environments_is_named(one_ni):
     assert (by_element["Cu"].method, by_element["Cu"].environments) == ("maxvol", 108)
     assert by_element["Ni"].environments == 0 and "no environments" in by_element["Ni"].note
     assert not by_element["Ni"].has_gamma and inverse["Ni"].shape == (10, 10)
+
+
+def test_the_module_names_a_bad_dataset_or_potential_without_a_traceback(tmp_path, capsys):
+    from mlip_autopipec.backends.pacemaker.active_set import main
+
+    dataset = tmp_path / "data.pckl.gzip"
+    dataset.write_bytes(b"not a pickle")
+    arguments = ["-o", str(tmp_path / "p.asi"), "-s", str(tmp_path / "p.json")]
+    assert main([str(tmp_path / "p.yaml"), "-d", str(dataset), *arguments]) == 2
+    assert f"error: {dataset}: cannot read the structures" in capsys.readouterr().err
+    import pandas as pd
+
+    pd.DataFrame({"ase_atoms": [bulk("Cu")]}).to_pickle(dataset, compression="gzip")
+    assert main([str(tmp_path / "p.yaml"), "-d", str(dataset), *arguments]) == 2
+    assert "p.yaml: no such potential file" in capsys.readouterr().err
+    (tmp_path / "p.yaml").write_text("elements: [Cu]\nnot: a potential\n")
+    assert main([str(tmp_path / "p.yaml"), "-d", str(dataset), *arguments]) == 2
+    assert "p.yaml: cannot build the active set" in capsys.readouterr().err
+    assert not (tmp_path / "p.asi").exists() and not (tmp_path / "p.json").exists()

@@ -156,10 +156,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         table = pd.read_pickle(args.dataset, compression="gzip")
         structures = list(table["ase_atoms"])
-    except (OSError, KeyError, ValueError) as exc:
-        print(f"error: {args.dataset}: cannot read the structures ({exc})", file=sys.stderr)
+    except (OSError, KeyError, ValueError, EOFError) as exc:
+        print(f"error: {args.dataset}: cannot read the structures ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
-    inverse, species = build_active_set(args.potential_file, structures, args.gamma_tolerance, args.maxvol_iters)
+    if not Path(args.potential_file).is_file():
+        print(f"error: {args.potential_file}: no such potential file", file=sys.stderr)
+        return 2
+    try:
+        inverse, species = build_active_set(args.potential_file, structures, args.gamma_tolerance,
+                                            args.maxvol_iters)
+    except (RuntimeError, ValueError) as exc:  # pyace: not a B-basis potential, or elements it lacks
+        print(f"error: {args.potential_file}: cannot build the active set ({exc})", file=sys.stderr)
+        return 2
     for s in species:
         print(f"active set: {s.element}: {s.environments} environments, {s.functions} functions -> {s.method}"
               + (f" ({s.note})" if s.note else ""))
