@@ -73,7 +73,7 @@ def held_out_md(seeds: list[Atoms], settings: ValidationSettings, labeling: Labe
     at a time, killed after `validation.md_timeout_s`, retried up to `labeling.max_attempts`; a run
     that fails every attempt is reported in `failures`, the others still count. The snapshots keep
     the labeler's energy and forces from the MD: they are not labelled a second time. `progress`
-    hears about every finished run."""
+    hears about every recorded MD step while a run goes and every finished run."""
     spec = md_labeler(labeling.calculator)
     record_every = max(1, settings.md_steps // settings.snapshots_per_run)
     timeout_s = settings.md_timeout_s or labeling.timeout_s * (settings.md_steps + 1)
@@ -89,8 +89,13 @@ def held_out_md(seeds: list[Atoms], settings: ValidationSettings, labeling: Labe
     lock = threading.Lock()
 
     def run(name: str, structure: Atoms, walker: WalkerSettings, job_dir: Path):
+        def on_step(done: int, total: int) -> None:
+            if progress is not None:
+                progress(f"held-out MD {name}: step {done}/{total}")
+
         try:
-            labels = label_by_md(structure, spec, walker, job_dir, timeout_s, max_attempts=labeling.max_attempts)
+            labels = label_by_md(structure, spec, walker, job_dir, timeout_s, max_attempts=labeling.max_attempts,
+                                 on_step=on_step)
         except LabelingError as exc:
             return name, None, str(exc)
         return name, labels, None

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -90,10 +91,11 @@ def label_structure(atoms: Atoms, spec: CalculatorSpec, job_dir: str | os.PathLi
 
 
 def run_worker(module: str, job_dir: Path, name: str, timeout_s: float,
-               cancel: Cancellation | None = None) -> None:
+               cancel: Cancellation | None = None, on_line: Callable[[str], None] | None = None) -> None:
     """`python -m module JOB_DIR --parent PID` in `job_dir`, output to its worker.log: the one way
     every labelling job runs (single structures, the held-out MD). Raises LabelingError naming
-    `name` when it times out, is cancelled or exits non-zero, with the log's tail."""
+    `name` when it times out, is cancelled or exits non-zero, with the log's tail. `on_line` sees
+    the worker's output lines while it runs (progress)."""
     log_path = job_dir / LOG_FILE
     with open(log_path, "wb") as log:
         # Own process group; the worker watches this process itself (processes.watch_parent) so
@@ -103,7 +105,7 @@ def run_worker(module: str, job_dir: Path, name: str, timeout_s: float,
             cwd=job_dir, stdout=log, stderr=subprocess.STDOUT, env=_worker_environment(), die_with_parent=False,
         )
     try:
-        stopped = _wait(process, timeout_s, cancel)
+        stopped = _wait(process, timeout_s, cancel, None if on_line is None else _LogFollower(log_path, on_line))
     finally:
         if process.poll() is None:  # interrupted while waiting (Ctrl-C in a single-threaded caller)
             _terminate_group(process)
@@ -122,22 +124,50 @@ def _worker_environment() -> dict[str, str]:
     return env
 
 
-def _wait(process: subprocess.Popen, timeout_s: float, cancel: Cancellation | None) -> str | None:
-    """Wait for the worker; return why it had to be stopped (timeout, cancelled) or None if it exited."""
+def _wait(process: subprocess.Popen, timeout_s: float, cancel: Cancellation | None,
+          watch: Callable[[], None] | None = None) -> str | None:
+    """Wait for the worker; return why it had to be stopped (timeout, cancelled) or None if it exited.
+    `watch` (if given) is called every poll while it runs, and once more at the end."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            _terminate_group(process)
-            return f"timed out after {timeout_s:g} s"
-        if cancel is not None and cancel.is_set():
-            _terminate_group(process)
-            return "was cancelled"
+    poll = cancel is not None or watch is not None
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _terminate_group(process)
+                return f"timed out after {timeout_s:g} s"
+            if cancel is not None and cancel.is_set():
+                _terminate_group(process)
+                return "was cancelled"
+            if watch is not None:
+                watch()
+            try:
+                process.wait(timeout=min(remaining, _CANCEL_POLL_S) if poll else remaining)
+                return None
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        if watch is not None:
+            watch()
+
+
+class _LogFollower:
+    """Hands each new complete line of a growing log file to `on_line`."""
+
+    def __init__(self, path: Path, on_line: Callable[[str], None]):
+        self.path, self.on_line, self.offset, self.partial = path, on_line, 0, ""
+
+    def __call__(self) -> None:
         try:
-            process.wait(timeout=min(remaining, _CANCEL_POLL_S) if cancel is not None else remaining)
-            return None
-        except subprocess.TimeoutExpired:
-            continue
+            with open(self.path, encoding="utf-8", errors="replace") as handle:
+                handle.seek(self.offset)
+                text = handle.read()
+                self.offset = handle.tell()
+        except OSError:
+            return
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            self.on_line(line)
 
 
 def _terminate_group(process: subprocess.Popen) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ from mlip_autopipec.labeling.job import Cancellation, LabelingError, run_worker
 from mlip_autopipec.labeling.job_files import CALCULATOR_FILE, STRUCTURE_FILE, TRAJECTORY_FILE, WALKER_FILE
 
 
+_STEP_LINE = re.compile(r"step (\d+)/(\d+)")  # what md_worker prints at every recorded snapshot
+
+
 @dataclass
 class MdLabels:
     frames: list[LabelledFrame] = field(default_factory=list)
@@ -34,11 +38,13 @@ class MdLabels:
 def label_by_md(structure: Atoms, spec: CalculatorSpec, walker: WalkerSettings, job_dir: str | os.PathLike,
                 timeout_s: float, max_attempts: int = 1, min_distance: float = DEFAULT_MIN_DISTANCE,
                 cancel: Cancellation | None = None,
-                on_attempt: Callable[[int, str | None], None] | None = None) -> MdLabels:
+                on_attempt: Callable[[int, str | None], None] | None = None,
+                on_step: Callable[[int, int], None] | None = None) -> MdLabels:
     """Run `walker` from `structure` with the labeler `spec` in a worker process; return the
     recorded snapshots with their labels. A failed attempt (crash, exception, `timeout_s`) is
     retried up to `max_attempts` tries in all; when all fail, LabelingError carries every reason.
-    `on_attempt(number, error or None)` sees each attempt end."""
+    `on_attempt(number, error or None)` sees each attempt end, `on_step(done, total)` the MD's
+    progress at every recorded snapshot while it runs."""
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     ase.io.write(job_dir / STRUCTURE_FILE, structure, format="traj")
@@ -49,7 +55,8 @@ def label_by_md(structure: Atoms, spec: CalculatorSpec, walker: WalkerSettings, 
         result.attempts = attempt
         (job_dir / TRAJECTORY_FILE).unlink(missing_ok=True)  # an earlier attempt's output must not count
         try:
-            run_worker("mlip_autopipec.labeling.md_worker", job_dir, f"{spec.name} MD", timeout_s, cancel)
+            run_worker("mlip_autopipec.labeling.md_worker", job_dir, f"{spec.name} MD", timeout_s, cancel,
+                       on_line=None if on_step is None else lambda line: _step(line, on_step))
             snapshots = ase.io.read(job_dir / TRAJECTORY_FILE, ":")
         except (LabelingError, OSError, ValueError) as exc:
             error = f"attempt {attempt}: {exc}"
@@ -69,6 +76,12 @@ def label_by_md(structure: Atoms, spec: CalculatorSpec, walker: WalkerSettings, 
             on_attempt(attempt, None)
         return result
     raise LabelingError(f"{spec.name} MD in {job_dir} failed {max_attempts} time(s): " + " | ".join(result.errors))
+
+
+def _step(line: str, on_step: Callable[[int, int], None]) -> None:
+    match = _STEP_LINE.fullmatch(line.strip())
+    if match:
+        on_step(int(match[1]), int(match[2]))
 
 
 __all__ = ["MdLabels", "label_by_md"]
