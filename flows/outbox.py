@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from mlip_autopipec.outbox import DEFAULT_NEAR_TOLERANCE, OutboxReport
+from mlip_autopipec.store import check_writable
 from mlip_autopipec.store.secrets import password_to_environment
 from tasks.outbox import outbox_task
 
@@ -55,6 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.store:  # its password (if any) goes to PGPASSWORD, never into flow parameters
         args.store = password_to_environment(args.store)
+    missing = [path for path in args.queue if not Path(path).is_file()]
+    try:  # before a flow (and a Prefect server) starts
+        if missing:
+            raise ValueError(f"{missing[0]}: no such queue file")
+        if args.store:
+            check_writable(args.store)
+    except ValueError as exc:  # StoreError too: names the store's path
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report = outbox(args.queue, args.store, args.out, args.tolerance, args.campaign, args.generation,
                     args.source)
     print(report.summary())

@@ -40,3 +40,18 @@ def test_a_broken_and_a_truncated_line_are_named_and_the_good_lines_go_through(t
     assert len(read_submitted(tmp_path / "out" / SUBMIT_FILE, submitted_problems)) == 4
     assert submitted_problems == [f"{tmp_path / 'out' / SUBMIT_FILE}:5: not JSON (Unterminated string starting at, "
                                   "column 8; a truncated line is what a kill mid-write leaves); line skipped"]
+
+
+def test_the_outbox_command_names_a_missing_queue_file_before_anything_starts(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    result = subprocess.run([sys.executable, "-m", "flows.outbox", "--queue", str(tmp_path / "gone.jsonl"),
+                             "--out", str(tmp_path / "out")], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'gone.jsonl'}: no such queue file"]
+    assert not (tmp_path / "out").exists()
