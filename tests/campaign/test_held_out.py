@@ -99,3 +99,28 @@ def test_gpaw_runs_md_without_symmetry_unless_told():
     told = CalculatorSpec(factory="gpaw", kwargs={"symmetry": {"point_group": False}})
     assert md_labeler(told) == told
     assert md_labeler(CalculatorSpec(factory="emt")).kwargs == {}
+
+
+def test_a_killed_campaign_takes_its_held_out_md_workers_along(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_processes import _alive, _wait_for
+
+    path = tmp_path / "campaign.yaml"
+    path.write_text(TWO_SEEDS + "labeling: {calculator: {factory: 'tests.labeling.faulty_calculators:Hanging'}, "
+                    "timeout_s: 600, workers: 2}\nvalidation: {md_temperatures_K: [600], md_steps: 20}\n")
+    campaign = subprocess.Popen(
+        [sys.executable, "-c", "from mlip_autopipec.campaign import steps; "
+         f"from mlip_autopipec.campaign.config import CampaignConfig; steps.prepare(CampaignConfig.load({str(path)!r}))"],
+        cwd=PROJECT_ROOT, start_new_session=True)
+    jobs = [(tmp_path / "run" / "held-out-md" / f"held-out-{i}-0").resolve() for i in (0, 1)]
+    try:
+        assert _wait_for(lambda: all(_processes_in(job) for job in jobs), 60), "the MD workers never started"
+        workers = [pid for job in jobs for pid in _processes_in(job)]
+    finally:
+        os.killpg(campaign.pid, signal.SIGKILL)
+        campaign.wait()
+    assert _wait_for(lambda: not any(_alive(pid) for pid in workers), 5), "an MD worker outlived the campaign"
