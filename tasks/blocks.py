@@ -9,7 +9,8 @@ from pydantic import Field
 class PotentialGeneration(Block):
     """One trained generation of a campaign's potential: where its files are and how good it is.
 
-    Load it anywhere with `PotentialGeneration.load("<campaign>-gen-003")`.
+    Load it anywhere with `PotentialGeneration.load("<campaign>-gen-003")` (a campaign's) or
+    `PotentialGeneration.load("<name>-gen-000")` (a `flows.train` run's, see `--name`).
     """
 
     _block_type_name = "Potential Generation"

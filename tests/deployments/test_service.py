@@ -193,9 +193,11 @@ def test_a_triggered_training_run_publishes_a_generation_on_the_gpu_pool(service
     for name in ("potential.yaml", "potential.yace", "potential.asi"):
         assert (generation / name).stat().st_size > 0
     with _client(service) as client:  # the block's document, read without Block.load's events
-        document = client.read_block_document_by_name("service-train-gen-000", "potential-generation")
+        # named after the run (--out's directory), so two runs of one campaign never share a block
+        document = client.read_block_document_by_name("train-run-gen-000", "potential-generation")
     block = PotentialGeneration.model_validate(document.data)
     assert block.generation == 0 and Path(block.generation_dir) == generation.resolve()
+    assert block.campaign == "service-train"
 
 
 # -- helpers ------------------------------------------------------------------------------------
