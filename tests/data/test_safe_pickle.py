@@ -71,3 +71,19 @@ def test_real_pacemaker_dataframes_read_as_with_pandas(shared_data, generation_1
     # pacemaker's own outputs (a DataFrameWithMetadata, SinglePointCalculators) read too
     for written in generation_1.directory.glob("*.pckl.gzip"):
         assert len(load_dataframe(written, "gzip")) == len(pd.read_pickle(written, compression="gzip"))
+
+
+def test_a_method_that_writes_files_cannot_be_looked_up(tmp_path):
+    """getattr(ndarray, 'tofile')(path): no dunder, a numpy object, and still a file writer."""
+    import numpy as np
+
+    target = tmp_path / "written.txt"
+
+    class _WritesFile:
+        def __reduce__(self):
+            return getattr(np.frombuffer(b"owned", dtype=np.uint8), "tofile"), (str(target),)
+
+    path = _write(tmp_path / "data.pckl.gzip", _WritesFile())
+    with pytest.raises(UnsafePickle, match="refused getattr"):
+        load_dataframe(path, "gzip")
+    assert not target.exists()

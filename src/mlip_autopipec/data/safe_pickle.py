@@ -45,10 +45,15 @@ class UnsafePickle(pickle.UnpicklingError):
     """The pickle wants to call something a Pacemaker DataFrame never needs."""
 
 
+# ASE pickles a calculator's deprecated bound method as getattr(calc, name); nothing else may be
+# looked up: any other method (ndarray.tofile, DataFrame.to_pickle, Atoms.write) would write files.
+_CALCULATOR_ATTRIBUTES = {"_deprecated_get_spin_polarized"}
+
+
 def _safe_getattr(obj, name: str, *default):
-    # ASE pickles a SinglePointCalculator's deprecated bound method as getattr(calc, name)
-    if name.startswith("__") or type(obj).__module__.split(".")[0] not in {"ase", "pandas", "numpy"}:
-        raise UnsafePickle(f"refused getattr({type(obj).__name__}, {name!r})")
+    if name not in _CALCULATOR_ATTRIBUTES or not type(obj).__module__.startswith("ase.calculators."):
+        raise UnsafePickle(f"refused getattr({type(obj).__name__}, {name!r}): a pickled DataFrame never "
+                           "needs it (nothing in the file was run)")
     return getattr(obj, name, *default)
 
 
