@@ -42,7 +42,7 @@ from tasks.caching import run_with_outputs
 from tasks.campaign import (explore_task, explore_walker_task, learning_curve_task, prepare_task, record_task,
                             select_and_queue_task)
 from tasks.labeling import label_task
-from tasks.publish import publish_task, slug
+from tasks.publish import BlockConflict, publish_task, slug
 from tasks.rendering import render_most_uncertain_task
 from tasks.store import export_task
 from tasks.training import artifact_summary, evaluate_task, plot_files, potential_files, train_task
@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BlockConflict as exc:  # another campaign of this name published this generation's block
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except HeldOutError as exc:  # every held-out MD run failed: the reasons are in the message
         print(f"error: {exc}", file=sys.stderr)
         return 1

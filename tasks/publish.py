@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from mlip_autopipec.backends import PotentialArtifact
+from mlip_autopipec.backends.base import ARTIFACT_NAME
 from mlip_autopipec.generations import generation_index
 from tasks.blocks import PotentialGeneration
 
@@ -29,18 +30,24 @@ class BlockConflict(ValueError):
 def publish_task(campaign: str, artifact_path: str, evaluation: dict, name: str | None = None) -> str:
     """Save the generation as the PotentialGeneration block `<name>-gen-NNN` (`name` defaults to the
     campaign). Re-publishing the same potential updates its block; a block of that name that holds
-    another potential (another run, other data) is never replaced: BlockConflict says so."""
+    another potential that still exists (another run, other data) is never replaced: BlockConflict
+    says so. A block whose potential is gone from its generation directory (the run was deleted) is
+    replaced, with a warning."""
     artifact = PotentialArtifact.load(artifact_path)
     index = generation_index(artifact.generation_dir)
     test_metrics = {f"eval_{key}": value for key, value in evaluation["metrics"].items()}
     block_name = f"{slug(name or campaign)}-gen-{index:03d}"
     existing = _existing_block(block_name)
     if existing is not None and existing.potential_digest != artifact.digest:
-        raise BlockConflict(
-            f"block {block_name} already holds another potential (digest {existing.potential_digest[:12]}, "
-            f"{existing.generation_dir}); not replacing it with {artifact.generation_dir} "
-            f"(digest {artifact.digest[:12]}): publish under another name (flows.train --name, or another campaign "
-            "name)")
+        if not _still_there(existing):
+            get_run_logger().warning(f"block {block_name} described a potential no longer in "
+                                     f"{existing.generation_dir}: it now describes {artifact.generation_dir}")
+        else:
+            raise BlockConflict(
+                f"block {block_name} already holds another potential (digest {existing.potential_digest[:12]}, "
+                f"{existing.generation_dir}); not replacing it with {artifact.generation_dir} "
+                f"(digest {artifact.digest[:12]}): publish under another name (flows.train --name, or another "
+                "campaign name)")
     PotentialGeneration(
         campaign=campaign, generation=index, backend=artifact.backend, version=artifact.version,
         generation_dir=str(Path(artifact.generation_dir).resolve()),
@@ -60,6 +67,12 @@ def publish_task(campaign: str, artifact_path: str, evaluation: dict, name: str 
                              markdown=report_markdown(campaign, index, artifact, evaluation, block_name),
                              description=f"{campaign} generation {index}: report")
     return block_name
+
+
+def _still_there(block: PotentialGeneration) -> bool:
+    """Whether the block's generation directory still holds the potential it describes."""
+    artifact_file = Path(block.generation_dir) / ARTIFACT_NAME
+    return artifact_file.is_file() and PotentialArtifact.load(artifact_file).digest == block.potential_digest
 
 
 def _existing_block(block_name: str) -> PotentialGeneration | None:

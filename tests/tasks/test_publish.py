@@ -60,6 +60,19 @@ def test_a_block_of_another_potential_is_never_replaced(tmp_path):
     assert kept.energy_compared_with.startswith("energy_corrected")
 
 
+def test_a_block_whose_run_was_deleted_is_replaced(tmp_path):
+    """Delete the run directory, train again: the old block describes nothing that exists any more."""
+    import shutil
+
+    campaign = f"cu-{uuid.uuid4().hex[:8]}"
+    first = generation(tmp_path / "run-a", "potential A")
+    block = publish(campaign, first)
+    shutil.rmtree(tmp_path / "run-a")
+    second = generation(tmp_path / "run-a", "potential B")
+    assert publish(campaign, second) == block
+    assert PotentialGeneration.load(block).potential_digest == PotentialArtifact.load(second).digest
+
+
 # -- issue 22: per-element errors and the species without γ in the published report ----------------
 
 PER_ELEMENT = {"Cu": {"atoms": 93, "forces_rmse_mev_per_angstrom": 35.0, "forces_mae_mev_per_angstrom": 25.0},
