@@ -78,12 +78,12 @@ def test_a_transient_failure_is_retried(tmp_path):
 
 def test_a_hang_is_killed_at_the_time_limit_and_nothing_is_left_running(tmp_path):
     config = _config(tmp_path, "{factory: 'tests.labeling.faulty_calculators:Hanging', kwargs: {element: Ni}}",
-                     validation=", md_timeout_s: 3", max_attempts=1)
+                     validation=", md_timeout_s: 10", max_attempts=1)
     started = time.monotonic()
     prepared = steps.prepare(config)
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 60  # the Cu run must still finish within its 10 s on a busy machine
     [problem] = prepared["held_out_problems"]
-    assert "timed out after 3 s; the worker was killed" in problem
+    assert "timed out after 10 s; the worker was killed" in problem
     assert _processes_in(config.workdir / "held-out-md" / "held-out-1-0") == []
 
 

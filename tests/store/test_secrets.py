@@ -21,13 +21,18 @@ PASSWORD = "Pa55-w0rd%21x"  # %21 is '!' URL-encoded
 
 
 def test_redact_and_password_to_environment(monkeypatch):
-    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSWORD", "")  # recorded, so the password set below is undone after the test
+    monkeypatch.delenv("PGPASSWORD")
     url = f"postgresql://mlip:{PASSWORD}@db.example:5432/structures"
     assert redact(f"store {url} failed") == "store postgresql://mlip:***@db.example:5432/structures failed"
     assert password_to_environment(url) == "postgresql://mlip@db.example:5432/structures"
     assert os.environ["PGPASSWORD"] == "Pa55-w0rd!x"
     assert password_to_environment("postgresql://mlip@host/db") == "postgresql://mlip@host/db"
     assert password_to_environment("runs/structures.db") == "runs/structures.db"
+    # a raw "@" in the password (unescaped) stays with the password, not with the host
+    assert password_to_environment("postgresql://mlip:p@ss@db.example/s") == "postgresql://mlip@db.example/s"
+    assert os.environ["PGPASSWORD"] == "p@ss"
+    assert redact("postgresql://mlip:p@ss@db.example/s") == "postgresql://mlip:***@db.example/s"
     assert redact("postgresql+asyncpg://u:p@h/d and /plain/path") == "postgresql+asyncpg://u:***@h/d and /plain/path"
 
 
@@ -51,7 +56,8 @@ def _files_holding(root: Path, secret: bytes) -> list[Path]:
 
 def test_a_url_with_its_password_works_and_the_password_is_written_nowhere(password_server, tmp_path,
                                                                               shared_data, monkeypatch):
-    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSWORD", "")  # recorded, so the password set below is undone after the test
+    monkeypatch.delenv("PGPASSWORD")
     base = f"postgresql://{password_server.user}@{password_server.host}:{password_server.port}"
     import psycopg2
 

@@ -14,7 +14,8 @@ import os
 import re
 from urllib.parse import unquote
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s/]*)(?P<at>@)",
+# The password runs to the last "@" of the authority: a raw "@" in it (unescaped) stays with it.
+_PASSWORD_IN_URL = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^\s/]*)(?P<at>@)",
                               re.IGNORECASE)
 REDACTED = "***"
 
