@@ -41,6 +41,12 @@ def test_a_broken_and_a_truncated_line_are_named_and_the_good_lines_go_through(t
     assert submitted_problems == [f"{tmp_path / 'out' / SUBMIT_FILE}:5: not JSON (Unterminated string starting at, "
                                   "column 8; a truncated line is what a kill mid-write leaves); line skipped"]
 
+    # valid JSON that is no structure, in the queue the outbox reads back: skipped, not a KeyError
+    with open(tmp_path / "out" / SUBMIT_FILE, "a") as handle:
+        handle.write('\n{"id": "x", "numbers": [29]}\n')
+    again = process_outbox([candidates[0]], None, None, tmp_path / "out")
+    assert again.counts["skipped_exact"] == 1 and not again.submitted
+
 
 def test_the_outbox_command_names_a_missing_queue_file_before_anything_starts(tmp_path):
     import os

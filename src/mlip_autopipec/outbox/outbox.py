@@ -98,13 +98,7 @@ def read_candidates(paths: list[str | Path], problems: list[str] | None = None) 
     candidates: list[Candidate] = []
     for path in map(Path, paths):
         if path.suffix == ".jsonl":
-            for line_no, record in _jsonl_records(path, problems):
-                try:
-                    atoms = atoms_from_json(record)
-                except (KeyError, ValueError, TypeError) as exc:
-                    _report_bad_line(path, line_no, f"not a structure record ({type(exc).__name__}: {exc})",
-                                     problems)
-                    continue
+            for line_no, record, atoms in _structure_records(path, problems):
                 ident = str(record.get("id", f"{path.name}:{line_no}"))
                 candidates.append(Candidate(ident, atoms, f"{path}:{line_no}"))
         else:
@@ -114,10 +108,28 @@ def read_candidates(paths: list[str | Path], problems: list[str] | None = None) 
 
 
 def read_submitted(path: Path, problems: list[str] | None = None) -> list[dict]:
-    """The records of a submit queue; unreadable lines are skipped and reported as in read_candidates."""
+    """The records of a submit queue; unreadable lines (and records without an id) are skipped and
+    reported as in read_candidates."""
     if not path.exists():
         return []
-    return [record for _, record in _jsonl_records(path, problems)]
+    records = []
+    for line_no, record, _ in _structure_records(path, problems):
+        if "id" in record:
+            records.append(record)
+        else:
+            _report_bad_line(path, line_no, "a submitted record without an id", problems)
+    return records
+
+
+def _structure_records(path: Path, problems: list[str] | None):
+    """(line, record, Atoms) of every `.jsonl` line that holds a structure; the others are reported."""
+    for line_no, record in _jsonl_records(path, problems):
+        try:
+            atoms = atoms_from_json(record)
+        except (KeyError, ValueError, TypeError) as exc:
+            _report_bad_line(path, line_no, f"not a structure record ({type(exc).__name__}: {exc})", problems)
+            continue
+        yield line_no, record, atoms
 
 
 def _jsonl_records(path: Path, problems: list[str] | None):
