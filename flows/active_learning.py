@@ -61,8 +61,9 @@ def active_learning(config: str) -> list[dict]:
 
     prepare_task(config)
     label_structures(settings, settings.held_out_campaign, None, recover_running=True)
+    # the campaign's own directory: a workdir from before held-out-md/ still holds held-out/md/ beside it
     held_out = export_task(settings.store_url, settings.held_out_campaign, str(settings.workdir / "held-out"),
-                           0.0, settings.seed, ["extxyz"])
+                           0.0, settings.seed, ["extxyz"], overwrite=True)
     first = len(records)
     label_structures(settings, settings.campaign, first, recover_running=True)
 

@@ -84,8 +84,9 @@ def canonicalize(atoms: Atoms) -> Atoms:
     return Atoms(numbers=numbers[order], positions=centred[order], cell=atoms.cell.array.copy(), pbc=pbc)
 
 
-_ROWS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=float)
-_ROWS = _ROWS[np.any(_ROWS != 0, axis=1)]
+# Integer vectors with entries in {-1, 0, 1}: the rows of every basis change between Niggli-reduced cells
+BASIS_ROWS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=float)
+BASIS_ROWS = BASIS_ROWS[np.any(BASIS_ROWS != 0, axis=1)]
 
 
 @lru_cache(maxsize=4096)
@@ -97,8 +98,8 @@ def _automorphisms(metric_key: tuple, tol: float) -> np.ndarray:
     """
     metric = np.array(metric_key, dtype=float).reshape(3, 3)
     scale = max(np.max(np.abs(np.diag(metric))), 1e-12)
-    norms = np.einsum("ri,ij,rj->r", _ROWS, metric, _ROWS)
-    choices = [_ROWS[np.abs(norms - metric[i, i]) <= tol * scale] for i in range(3)]
+    norms = np.einsum("ri,ij,rj->r", BASIS_ROWS, metric, BASIS_ROWS)
+    choices = [BASIS_ROWS[np.abs(norms - metric[i, i]) <= tol * scale] for i in range(3)]
     found = []
     for r0 in choices[0]:
         for r1 in choices[1]:

@@ -31,9 +31,8 @@ import numpy as np
 from ase import Atoms
 from scipy.optimize import linear_sum_assignment
 
-from mlip_autopipec.outbox.canonical import fully_periodic, reduced_cell
+from mlip_autopipec.outbox.canonical import BASIS_ROWS, fully_periodic, reduced_cell
 
-_ROWS = np.array([r for r in itertools.product((-1, 0, 1), repeat=3) if any(r)], dtype=float)
 _UNMATCHED = 1e6  # assignment cost of a pair farther apart than allowed
 
 
@@ -72,16 +71,16 @@ def _equivalent_cells(target: np.ndarray, cell: np.ndarray, tolerance: float):
 
     Both cells are Niggli-reduced, so U has entries in {-1, 0, 1}; rows are pruned by length first.
     """
-    candidates = _ROWS @ cell
+    candidates = BASIS_ROWS @ cell
     lengths = np.linalg.norm(candidates, axis=1)
     target_lengths = np.linalg.norm(target, axis=1)
     choices = [np.flatnonzero(np.abs(lengths - target_lengths[i]) <= tolerance) for i in range(3)]
-    identity = [int(np.flatnonzero(np.all(_ROWS == row, axis=1))[0]) for row in np.eye(3)]
+    identity = [int(np.flatnonzero(np.all(BASIS_ROWS == row, axis=1))[0]) for row in np.eye(3)]
     combos = itertools.product(*choices)
     if all(identity[i] in choices[i] for i in range(3)):  # the same basis first: the usual case
         combos = itertools.chain([tuple(identity)], (c for c in combos if list(c) != identity))
     for rows in combos:
-        change = _ROWS[list(rows)]
+        change = BASIS_ROWS[list(rows)]
         if abs(abs(np.linalg.det(change)) - 1) > 1e-6:
             continue
         for compared in (change @ cell, _aligned(change @ cell, target)):

@@ -96,8 +96,9 @@ def potential_energy_reference(path: str | os.PathLike) -> EnergyReference:
         from mlip_autopipec.backends.pacemaker.trainer import fit_reference_energies
 
         return EnergyReference("energy_corrected", fit_reference_energies(path))
-    if path.suffix == ".yace":
-        return EnergyReference("energy_corrected")
+    if path.suffix == ".yace":  # reference energies live in the .yaml it was converted from
+        yaml_file = path.with_suffix(".yaml")
+        return potential_energy_reference(yaml_file) if yaml_file.is_file() else EnergyReference("energy_corrected")
     return EnergyReference()
 
 
