@@ -5,7 +5,9 @@ parent.
 Parent death: the child asks the kernel (Linux prctl PR_SET_PDEATHSIG) for SIGKILL the moment the
 process that started it dies, `kill -9` included, so a killed flow never leaves a fit running or a
 second fit writing beside a re-run. The kernel ties this to the *thread* that started the child:
-start a child from the thread that waits for it (all callers here do). Children that start children
+start a child from the thread that waits for it (the runner and labelling jobs do). The FairChem
+calculator's server may start from a worker thread; when that thread ends the server dies with it
+and the calculator starts it again at its next call. Children that start children
 of their own (a labelling worker running MPI ranks) call `watch_parent` instead, which takes their
 whole process group down.
 """
