@@ -9,11 +9,10 @@ from pydantic import ValidationError
 from mlip_autopipec.config.mace import MaceConfig
 from mlip_autopipec.config.run_files import ConfigError, load_yaml_model
 from mlip_autopipec.config.train_run import TrainRunConfig
-from mlip_autopipec.config.training import TRAINING_CONFIGS, parse_training_config
+from mlip_autopipec.config.training import parse_training_config
 
 
-def test_mace_is_a_registered_backend_with_small_cpu_friendly_defaults():
-    assert TRAINING_CONFIGS["mace"] is MaceConfig
+def test_mace_is_a_backend_of_the_union_with_small_cpu_friendly_defaults():
     config = parse_training_config({"backend": "mace"})
     assert isinstance(config, MaceConfig)
     assert (config.num_channels, config.max_L, config.epochs) == (32, 1, 50)

@@ -11,18 +11,37 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from ase.calculators.calculator import Calculator
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlip_autopipec.calculators import CalculatorSpec
-from mlip_autopipec.config.training import BaseTrainingConfig
 from mlip_autopipec.data.frames import EnergyReference
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file, sha256_text
 
 ARTIFACT_NAME = "artifact.json"
+
+
+class BaseTrainingConfig(BaseModel):
+    """Settings every backend's training config shares (backend name, seed, timeout, optional
+    delta-learning baseline); each backend's own config lives next to it (backends/*/config.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    seed: int = 42
+    timeout_seconds: float = Field(3600.0, gt=0, description="wall-clock limit of the whole training step")
+    baseline: CalculatorSpec | None = Field(
+        None, description="delta learning: fit labels minus this calculator's energy and forces")
+
+    # Fields that change how a run is watched, not the potential it produces: left out of `digest`.
+    RUNTIME_ONLY: ClassVar[frozenset[str]] = frozenset({"timeout_seconds"})
+
+    def digest(self) -> str:
+        payload = self.model_dump(mode="json", exclude=set(self.RUNTIME_ONLY))
+        return sha256_text(json.dumps(payload, sort_keys=True))
 
 
 class BackendError(Exception):

@@ -1,13 +1,11 @@
-"""What every backend's run.yaml task runner shares: reading and sampling the data splits, the
-backend environment around a subprocess, and the tqdm progress bar over the training."""
+"""What every backend's run.yaml task runner shares: reading and sampling the data splits and the
+tqdm progress bar over the training."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from ase import Atoms
@@ -56,21 +54,6 @@ def select_frames(spec: RunSpec, split: str, frames: list[Atoms]) -> list[Atoms]
 def split_frames(spec: RunSpec, split: str) -> list[Atoms]:
     """data.<split> read and sampled."""
     return select_frames(spec, split, read_split(spec, split))
-
-
-@contextlib.contextmanager
-def backend_environment(variables: dict[str, str]) -> Iterator[None]:
-    """backend_env for the training subprocess (set around it, restored after)."""
-    previous = {key: os.environ.get(key) for key in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ or when the flow dies (mlip_autopipec.processes).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shlex
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from mlip_autopipec import processes
@@ -97,6 +98,21 @@ def run_logged(
                 _terminate_group(process)
             processes.kill_group(process)  # whatever the tool left behind in its group
             reader.join(timeout=_KILL_GRACE_SECONDS)
+
+
+@contextlib.contextmanager
+def backend_environment(variables: dict[str, str]) -> Iterator[None]:
+    """backend_env for the training subprocess (set around it, restored after)."""
+    previous = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

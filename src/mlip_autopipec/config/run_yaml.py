@@ -98,7 +98,7 @@ class DataSection(_Strict):
 
 
 class TrainSection(_Strict):
-    """The seed's core-trainer knobs; None means: the backend's own default."""
+    """The trainer knobs some backend honours (see KNOBS); None means: the backend's own default."""
 
     input_json: Path | None = Field(None, description="MACE: JSON of MaceConfig keys (model.json)")
     config_yml: Path | None = Field(None, description="FairChem: its native config")
@@ -111,28 +111,13 @@ class TrainSection(_Strict):
     lr: float | None = Field(None, gt=0)
     weight_decay: float | None = Field(None, ge=0)
     optimizer: str | None = None
-    amp: bool | None = None
-    accum_steps: int | None = Field(None, ge=1)
-    drop_last: bool | None = None
-    cycle_steps: int | None = Field(None, description="optimizer updates per cycle; <= 0 disables cycles")
     max_grad_norm: float | None = Field(None, gt=0)
     save_every: int | None = Field(None, ge=1)
-    log_every: int | None = Field(None, ge=1)
     progress_bar: Literal["auto"] | bool = "auto"
     progress_mininterval: float = Field(0.5, ge=0)
-    freeze: Literal["head_only"] | None = None
-    scheduler_step_unit: Literal["epoch", "cycle"] | None = None
     energy_weight: float | None = Field(None, ge=0)
     force_weight: float | None = Field(None, ge=0)
     head_key: str | None = None
-    early_stop_factor: float | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _cycles_drop_last(self) -> TrainSection:
-        # Step cycles checkpoint and evaluate every cycle; a ragged last batch would shift them.
-        if self.cycle_steps is not None and self.cycle_steps > 0:
-            self.drop_last = True
-        return self
 
     def knobs_set(self) -> dict[str, Any]:
         """The optimisation knobs given in the file (not input_json/config_yml/identifier/display)."""

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from mlip_autopipec.config.training import TRAINING_CONFIGS, BaseTrainingConfig
+from mlip_autopipec.backends.base import BaseTrainingConfig
 
 FAIRCHEM_BACKENDS = ("equiformer_v2", "gemnet_oc")
 
@@ -57,6 +57,3 @@ class FairChemConfig(BaseTrainingConfig):
 
     RUNTIME_ONLY: ClassVar[frozenset[str]] = frozenset({"timeout_seconds", "device", "print_every", "num_workers"})
 
-
-for _backend in FAIRCHEM_BACKENDS:
-    TRAINING_CONFIGS[_backend] = FairChemConfig

@@ -51,8 +51,7 @@ from mlip_autopipec.backends.fairchem.native_config import (
     with_datasets,
     write_native_config,
 )
-from mlip_autopipec.backends.run_data import backend_environment
-from mlip_autopipec.backends.runner import log_tail, run_logged, tool_failed
+from mlip_autopipec.backends.runner import backend_environment, log_tail, run_logged, tool_failed
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file, sha256_text

@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlip_autopipec.config.mace import MaceConfig
+from mlip_autopipec.backends.mace.config import MaceConfig
 
 # The keys our exporter writes (data/export.py: format "mace").
 ENERGY_KEY = "REF_energy"

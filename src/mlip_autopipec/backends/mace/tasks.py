@@ -23,7 +23,8 @@ import numpy as np
 from ase import Atoms
 
 from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialArtifact, ProgressCallback
-from mlip_autopipec.backends.run_data import backend_environment, progress_bar, read_split, select_frames
+from mlip_autopipec.backends.run_data import progress_bar, read_split, select_frames
+from mlip_autopipec.backends.runner import backend_environment
 from mlip_autopipec.config.run_yaml import RunSpec
 from mlip_autopipec.data.manifest import DatasetManifest, ManifestFile
 from mlip_autopipec.files import atomic_write_text, sha256_file
@@ -117,7 +118,7 @@ def _task_config(spec: RunSpec):
     """MaceConfig of the task. Without train.input_json, fine-tuning takes the architecture from its
     starting model, and resuming takes the whole config of the run it continues (its
     mace_config.json), so the checkpoint fits; the train knobs (e.g. more epochs) apply on top."""
-    from mlip_autopipec.config.mace import MaceConfig
+    from mlip_autopipec.backends.mace.config import MaceConfig
     from mlip_autopipec.config.run_files import ConfigError
 
     if spec.train.input_json is not None or spec.task == "train":

@@ -36,7 +36,7 @@ from ase.calculators.calculator import Calculator
 
 from mlip_autopipec.backends.base import (
     ARTIFACT_NAME,
-    BackendNotFound,
+    BaseTrainingConfig,
     DatasetError,
     GenerationExistsError,
     PotentialArtifact,
@@ -47,11 +47,10 @@ from mlip_autopipec.backends.base import (
 )
 from mlip_autopipec.backends.mace.calculator import make_calculator
 from mlip_autopipec.backends.mace.command import RunFiles, resolve_device, train_arguments
+from mlip_autopipec.backends.mace.config import MaceConfig
 from mlip_autopipec.backends.mace.log_watch import MaceLogWatcher
 from mlip_autopipec.backends.mace.metrics import MetricsFormatError, collect_metrics, read_results
 from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged, tool_failed
-from mlip_autopipec.config.mace import MaceConfig
-from mlip_autopipec.config.training import BaseTrainingConfig
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file
 

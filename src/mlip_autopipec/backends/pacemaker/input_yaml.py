@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from mlip_autopipec.config.training import PacemakerConfig
+from mlip_autopipec.backends.pacemaker.config import PacemakerConfig
 from mlip_autopipec.files import atomic_write_text
 
 

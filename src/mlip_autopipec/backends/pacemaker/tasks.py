@@ -26,7 +26,8 @@ from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialArtifact, ProgressCallback
-from mlip_autopipec.backends.run_data import backend_environment, progress_bar, split_frames
+from mlip_autopipec.backends.run_data import progress_bar, split_frames
+from mlip_autopipec.backends.runner import backend_environment
 from mlip_autopipec.config.run_yaml import RunSpec
 from mlip_autopipec.data.export import ExportItem, export_dataset
 from mlip_autopipec.data.frames import EnergyReference, LabelledFrame

@@ -30,6 +30,7 @@ from ase.calculators.calculator import Calculator
 
 from mlip_autopipec.backends.base import (
     ARTIFACT_NAME,
+    BaseTrainingConfig,
     DatasetError,
     GenerationExistsError,
     PotentialArtifact,
@@ -39,12 +40,12 @@ from mlip_autopipec.backends.base import (
     TrainingTimeout,
 )
 from mlip_autopipec.backends.pacemaker.calculator import make_calculator
+from mlip_autopipec.backends.pacemaker.config import PacemakerConfig
 from mlip_autopipec.backends.pacemaker.delta import write_delta_dataframe
 from mlip_autopipec.backends.pacemaker.input_yaml import build_input, check_basis, write_input_yaml
 from mlip_autopipec.backends.pacemaker.log_watch import FIT_SHARE, PacemakerLogWatcher
 from mlip_autopipec.backends.pacemaker.metrics import MetricsFormatError, collect_metrics
 from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged, tool_failed
-from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file
 
