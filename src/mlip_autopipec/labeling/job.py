@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -67,7 +67,7 @@ class JobResult:
 
 def label_structure(atoms: Atoms, spec: CalculatorSpec, job_dir: str | os.PathLike, timeout_s: float,
                     min_distance: float = DEFAULT_MIN_DISTANCE,
-                    cancel: Cancellation | None = None) -> JobResult:
+                    cancel: Cancellation | None = None, launcher: Sequence[str] = ()) -> JobResult:
     """Label `atoms` with `spec` in a worker process; raise LabelingError with the reason if it fails.
 
     `timeout_s` bounds the whole job, interpreter start-up included. Setting `cancel` (from another
@@ -86,22 +86,24 @@ def label_structure(atoms: Atoms, spec: CalculatorSpec, job_dir: str | os.PathLi
     ase.io.write(job_dir / STRUCTURE_FILE, atoms, format="traj")
     (job_dir / CALCULATOR_FILE).write_text(spec.model_dump_json())
 
-    run_worker("mlip_autopipec.labeling.worker", job_dir, spec.name, timeout_s, cancel)
+    run_worker("mlip_autopipec.labeling.worker", job_dir, spec.name, timeout_s, cancel, launcher=launcher)
     return _read_result(job_dir / RESULT_FILE, atoms, spec, min_distance, job_dir / LOG_FILE)
 
 
 def run_worker(module: str, job_dir: Path, name: str, timeout_s: float,
-               cancel: Cancellation | None = None, on_line: Callable[[str], None] | None = None) -> None:
+               cancel: Cancellation | None = None, on_line: Callable[[str], None] | None = None,
+               launcher: Sequence[str] = ()) -> None:
     """`python -m module JOB_DIR --parent PID` in `job_dir`, output to its worker.log: the one way
     every labelling job runs (single structures, the held-out MD). Raises LabelingError naming
     `name` when it times out, is cancelled or exits non-zero, with the log's tail. `on_line` sees
-    the worker's output lines while it runs (progress)."""
+    the worker's output lines while it runs (progress). `launcher` prefixes the command line: an MPI
+    launcher (`mpiexec -n 2`, `srun`) runs the worker as that many ranks."""
     log_path = job_dir / LOG_FILE
     with open(log_path, "wb") as log:
         # Own process group; the worker watches this process itself (processes.watch_parent) so
         # that its whole group (MPI ranks of a DFT code) dies with a killed campaign.
         process = processes.start(
-            [sys.executable, "-m", module, str(job_dir.resolve()), "--parent", str(os.getpid())],
+            [*launcher, sys.executable, "-m", module, str(job_dir.resolve()), "--parent", str(os.getpid())],
             cwd=job_dir, stdout=log, stderr=subprocess.STDOUT, env=_worker_environment(), die_with_parent=False,
         )
     try:
