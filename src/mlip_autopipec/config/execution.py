@@ -49,3 +49,56 @@ class ExecutionSettings(BaseModel):
                              "dask_cluster_kwargs and dask_adapt_kwargs describe a temporary one: give one or "
                              "the other")
         return self
+
+
+class SlurmSettings(BaseModel):
+    """Labelling as SLURM batch jobs: one `sbatch` job per batch of `structures_per_job` structures.
+
+        labeling:
+          executor: slurm
+          slurm:
+            partition: compute
+            account: proj123
+            walltime: "02:00:00"        # per job: room for structures_per_job x the labelling timeout
+            ntasks: 4                   # MPI ranks of each DFT calculation (sbatch --ntasks)
+            structures_per_job: 8
+            max_jobs: 20                # jobs queued or running at once
+            modules: [gpaw/24.1]        # `module load` lines in the job script
+            setup: ["source /home/me/venv/bin/activate"]
+            environment: {OMP_NUM_THREADS: "1"}
+            mpi_command: "srun"         # prefix of the labelling worker: srun, mpiexec -n 4, ...
+
+    The job directory (labeling.workdir) must be on a filesystem the compute nodes share; the store
+    need not be reachable from them: the jobs write result files, the submitting process stores them.
+    Library side only: mlip_autopipec.labeling.slurm submits and watches the jobs.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    partition: str | None = Field(None, description="sbatch --partition; default: the cluster's default")
+    account: str | None = Field(None, description="sbatch --account")
+    qos: str | None = Field(None, description="sbatch --qos")
+    walltime: str = Field("01:00:00", description="sbatch --time of each job, e.g. 02:00:00 or 1-00:00:00")
+    ntasks: int = Field(1, ge=1, description="sbatch --ntasks: MPI ranks per DFT calculation")
+    cpus_per_task: int = Field(1, ge=1, description="sbatch --cpus-per-task (threads per rank)")
+    memory: str | None = Field(None, description="sbatch --mem, e.g. 16G")
+    structures_per_job: int = Field(8, ge=1, description="structures labelled one after another in one job")
+    max_jobs: int = Field(4, ge=1, description="jobs queued or running at once")
+    job_name: str = Field("mlip-label", pattern=r"^[A-Za-z0-9._-]+$",
+                          description="prefix of the job names: <job_name>-<campaign>-<first structure id>")
+    modules: list[str] = Field(default_factory=list, description="`module load` each, first in the job script")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before labelling (activate an "
+                                                               "environment, cd, ulimit)")
+    environment: dict[str, str] = Field(default_factory=dict, description="exported in the job script, e.g. "
+                                                                          "ASE_VASP_COMMAND or OMP_NUM_THREADS")
+    mpi_command: str | None = Field(None, description="launches each labelling worker, e.g. `srun` or "
+                                                      "`mpiexec -n 4`; unset: one serial worker process")
+    python: str | None = Field(None, description="interpreter on the compute nodes; default the submitting one")
+    sbatch_options: list[str] = Field(default_factory=list, description="further sbatch options, e.g. "
+                                                                        "['--constraint=skylake', '--exclusive']")
+    pending_timeout_s: float = Field(3600.0, gt=0, description="a job that has not started (held, no resources, "
+                                                               "drained nodes) after this long is cancelled and "
+                                                               "its structures fail (retried)")
+    poll_s: float = Field(5.0, gt=0, description="seconds between squeue polls")
+    commands: dict[Literal["sbatch", "squeue", "scancel", "scontrol", "sacct"], str] = Field(
+        default_factory=dict, description="other paths or wrappers for the SLURM commands")

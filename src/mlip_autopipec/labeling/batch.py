@@ -71,6 +71,7 @@ class LabelReport:
     recovered: list[int] = field(default_factory=list)  # rows a crashed labeller had left running
     reset: list[int] = field(default_factory=list)  # failed rows made pending again, attempts reset
     reset_reason: str = ""
+    jobs: list[dict] = field(default_factory=list)  # batch jobs (SLURM): id, name, final state, structures
 
     @property
     def errors(self) -> list[str]:
@@ -98,7 +99,7 @@ class LabelReport:
                 "reset_reason": self.reset_reason,
                 "completed_ids": list(self.completed),
                 "failures": {str(row_id): error for row_id, error in self.failed.items()},
-                "errors": self.errors, "attempts": [asdict(a) for a in self.attempts],
+                "errors": self.errors, "attempts": [asdict(a) for a in self.attempts], "jobs": list(self.jobs),
                 "summary": self.summary()}
 
 

@@ -4,10 +4,12 @@
 
 Reads JOB_DIR/structure.traj and JOB_DIR/calculator.json (a CalculatorSpec), computes energy,
 forces and, for fully periodic cells with a calculator that implements it, stress, then writes
-JOB_DIR/result.json atomically. Any failure is an uncaught exception: a traceback on stderr and
-a non-zero exit, which the parent reports. The parent runs this in its own process group with
-JOB_DIR as working directory (where DFT codes leave their files). When process PID (default:
-the one that started the worker) is gone, the worker kills its process group.
+JOB_DIR/result.json atomically. Under an MPI launcher (`mpiexec -n 2 python -m
+mlip_autopipec.labeling.worker JOB_DIR`, `srun ...`) every rank computes and rank 0 writes; GPAW then
+gets GPAW_MPI_BACKEND=cgpaw unless set (its plain-python MPI). Any failure is an uncaught exception:
+a traceback on stderr and a non-zero exit, which the parent reports. The parent runs this in its own process group with
+JOB_DIR as working directory (where DFT codes leave their files). When process PID (default: the one that
+started the worker) is gone, the worker kills its process group.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     # The worker runs in its own session, so signals to the parent's group never reach it; without
     # this watch a killed campaign would leave DFT runs (and their MPI ranks) computing for nobody.
     watch_parent(args.parent, _PARENT_POLL_S)
+    if _mpi_size() > 1:  # GPAW refuses to run under a launcher in plain python without it
+        os.environ.setdefault("GPAW_MPI_BACKEND", "cgpaw")
     job_dir = args.job_dir
     atoms = ase.io.read(job_dir / STRUCTURE_FILE, format="traj")
     spec = CalculatorSpec.model_validate_json((job_dir / CALCULATOR_FILE).read_text())
@@ -54,7 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     result = {"energy": float(energy), "forces": forces.tolist(),
               "stress": None if stress is None else stress.tolist(),
               "calculator": spec.name, "compute_seconds": compute_seconds}
-    atomic_write_text(job_dir / RESULT_FILE, json.dumps(result))
+    if mpi_rank() == 0:  # under an MPI launcher every rank computes; one writes
+        atomic_write_text(job_dir / RESULT_FILE, json.dumps(result))
+    return 0
+
+
+def _mpi_size() -> int:
+    for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"):
+        value = os.environ.get(name)
+        if value and value.isdigit():
+            return int(value)
+    return 1
+
+
+def mpi_rank() -> int:
+    """This process's rank when an MPI launcher (Open MPI, MPICH/PMI, srun) started it, else 0."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"):
+        value = os.environ.get(name)
+        if value and value.isdigit():
+            return int(value)
     return 0
 
 
