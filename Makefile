@@ -2,7 +2,7 @@
 PYTHON := .venv/bin/python
 DATA ?= ../shared/data
 
-.PHONY: install demo train-demo test bench help
+.PHONY: install demo train-demo test bench stop ui help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -11,7 +11,15 @@ install:  ## create .venv with the pinned stack (quick when nothing changed)
 	./scripts/bootstrap.sh
 
 demo: install  ## run the 3-generation Cu-Ni active-learning campaign (EMT labels, small ACE basis)
+	@$(PYTHON) -m flows.cli server start  # the local Prefect server (reused if running): its UI URL first
 	$(PYTHON) -m flows.active_learning --config campaigns/cuni-demo.yaml
+	@$(PYTHON) -m flows.cli server status | sed 's/^Prefect UI: \([^ ]*\).*/The runs, subflows, artifacts and blocks stay in the Prefect UI at \1 (make stop ends the server)/'
+
+ui: install  ## start (or find) the local Prefect server and print its UI URL
+	@$(PYTHON) -m flows.cli server start
+
+stop:  ## stop the local Prefect server the commands share
+	@$(PYTHON) -m flows.cli server stop
 
 train-demo: install  ## fit an ACE potential to the real Cu DFT data (Cu-I) and report test errors
 	$(PYTHON) -m flows.train --data $(DATA)/Cu-I.extxyz --out runs/cu-train

@@ -1,27 +1,28 @@
 """DIRECT sampling: pick a diverse, labelled-or-not subset of a structure pool, no potential needed.
 
-    python -m flows.direct_sample --input pool.extxyz --output picked.extxyz --n_clusters 50
-    python -m flows.direct_sample --input a.extxyz b.pckl.gzip --output picked.extxyz --n_clusters 20 --n_select 60 --seed 1
+    python -m flows.direct_sample --input pool.extxyz --out picked.extxyz --n-clusters 50
+    python -m flows.direct_sample --input a.extxyz b.pckl.gzip --out picked.extxyz --n-clusters 20 \\
+        --n-select 60 --seed 1
 
 Per-structure ACE B-projections (pyace, a small basis for the pool's elements) are standardised,
-reduced by PCA and clustered by BIRCH into --n_clusters; the pick goes round-robin over the clusters
-(every cluster once, most central structure first, before any cluster twice). --n_select defaults
+reduced by PCA and clustered by BIRCH into --n-clusters; the pick goes round-robin over the clusters
+(every cluster once, most central structure first, before any cluster twice). --n-select defaults
 to one per cluster.
 
-Writes OUTPUT (extxyz: the picked frames in pick order with their energy/forces/stress labels,
-info direct_source=file:frame and direct_cluster), OUTPUT.clusters.json (cluster sizes, picks per
-cluster, PCA and BIRCH settings) and OUTPUT.pca.png (first two principal components coloured by
+Writes OUT (extxyz: the picked frames in pick order with their energy/forces/stress labels,
+info direct_source=file:frame and direct_cluster), OUT.clusters.json (cluster sizes, picks per
+cluster, PCA and BIRCH settings) and OUT.pca.png (first two principal components coloured by
 cluster, picks circled), and the cluster table as a Prefect artifact.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from prefect import flow
 
+from flows import cli
 from mlip_autopipec.files import sha256_file
 from tasks.caching import run_with_outputs
 from tasks.direct_sample import direct_sample_task
@@ -45,13 +46,12 @@ def describe(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.direct_sample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("direct_sample", __doc__, renames={"--output": "--out"})
     parser.add_argument("--input", required=True, nargs="+", metavar="FILE",
                         help="structure files (extxyz, Pacemaker .pckl.gzip, anything ase.io reads)")
-    parser.add_argument("--output", required=True, metavar="FILE", help="extxyz file of the picked frames")
-    parser.add_argument("--n_clusters", required=True, type=int, help="number of BIRCH clusters")
-    parser.add_argument("--n_select", type=int, default=None, help="structures to pick (default: one per cluster)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="extxyz file of the picked frames")
+    parser.add_argument("--n-clusters", required=True, type=int, help="number of BIRCH clusters")
+    parser.add_argument("--n-select", type=int, default=None, help="structures to pick (default: one per cluster)")
     parser.add_argument("--seed", type=int, default=0, help="order of the later picks within a cluster")
     parser.add_argument("--key", default="direct-sample", help="Prefect artifact key prefix")
     args = parser.parse_args(argv)
@@ -60,10 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: input file {path} does not exist", file=sys.stderr)
             return 1
     if args.n_clusters < 1 or (args.n_select is not None and args.n_select < 1):
-        print("error: --n_clusters and --n_select must be at least 1", file=sys.stderr)
+        print("error: --n-clusters and --n-select must be at least 1", file=sys.stderr)
         return 1
     try:
-        result = direct_sample(args.input, args.output, args.n_clusters, args.n_select, args.seed, args.key)
+        with cli.prefect_api():
+            result = direct_sample(args.input, args.out, args.n_clusters, args.n_select, args.seed, args.key)
     except ValueError as exc:  # InputError too: names file, frame and field
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -9,20 +9,26 @@ directory holding files an export did not write is refused unless --overwrite.
 
 from __future__ import annotations
 
-import argparse
 import sys
+import typing
+from pathlib import Path
 
 from prefect import flow
 
-from mlip_autopipec.data.export import ALL_FORMATS, check_export_target
-from mlip_autopipec.store.secrets import password_to_environment
-from tasks.store import export_task
+from flows import cli
+from mlip_autopipec.data.manifest import ExportFormat
+from mlip_autopipec.store.secrets import password_to_environment, redact
+
+
+ALL_FORMATS = typing.get_args(ExportFormat)  # the library's export (ase.io) is imported when needed
 
 
 @flow(name="export", log_prints=True)
 def export(store: str, out: str, campaign: str = "default", test_fraction: float = 0.1, seed: int = 0,
            formats: list[str] = list(ALL_FORMATS), generation: int | None = None,
            source: str | None = None, overwrite: bool = False) -> dict:
+    from tasks.store import export_task
+
     result = export_task(store, campaign, out, test_fraction, seed, formats,
                          generation=generation, source=source, overwrite=overwrite)
     print(f"exported {result['counts']['train']} train / {result['counts']['test']} test frames "
@@ -30,9 +36,19 @@ def export(store: str, out: str, campaign: str = "default", test_fraction: float
     return result
 
 
+def _check_not_empty(store: str, campaign: str) -> None:
+    """An empty store is a one-line error, not a flow run that fails (and no server is started for it)."""
+    from mlip_autopipec.store import StructureStore
+
+    is_server = store.startswith(("postgresql://", "postgres://"))
+    if not is_server and not Path(store).is_file():
+        raise ValueError(f"{store}: no such store")
+    if not StructureStore(store, campaign=campaign).status_counts().get("completed"):
+        raise ValueError(f"nothing to export: {redact(store)} has no completed structures in campaign {campaign!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("export", __doc__)
     parser.add_argument("--store", required=True, help="SQLite path or postgresql:// URL")
     parser.add_argument("--out", required=True, help="directory for the dataset files")
     parser.add_argument("--campaign", default="default")
@@ -47,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.store:  # its password (if any) goes to PGPASSWORD, never into flow parameters
         args.store = password_to_environment(args.store)
     try:
-        check_export_target(args.out, args.overwrite)  # before a flow (and a Prefect server) starts
-        export(args.store, args.out, args.campaign, args.test_fraction, args.seed, args.formats,
-               args.generation, args.source, args.overwrite)
+        _check_not_empty(args.store, args.campaign)  # before a flow (and a Prefect server) starts
+        from mlip_autopipec.data.export import check_export_target
+
+        check_export_target(args.out, args.overwrite)
+        with cli.prefect_api():
+            export(args.store, args.out, args.campaign, args.test_fraction, args.seed, args.formats,
+                   args.generation, args.source, args.overwrite)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

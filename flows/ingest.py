@@ -8,13 +8,13 @@ Bad frames are reported (file, frame, field) and skipped; the exit code is 1 if 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from flows import cli
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
 from mlip_autopipec.store import check_writable
 from mlip_autopipec.store.ingest import IngestReport
@@ -42,8 +42,7 @@ def ingest(store: str, files: list[str], campaign: str = "default", source: str 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.ingest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("ingest", __doc__)
     parser.add_argument("files", nargs="+", metavar="FILE", help="labelled structure files")
     parser.add_argument("--store", required=True, help="SQLite path or postgresql:// URL")
     parser.add_argument("--campaign", default="default")
@@ -61,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_writable(args.store)  # before a flow (and a Prefect server) starts
-        report = ingest(args.store, args.files, args.campaign, args.source, args.generation, args.min_distance)
+        with cli.prefect_api():
+            report = ingest(args.store, args.files, args.campaign, args.source, args.generation, args.min_distance)
     except ValueError as exc:  # StoreError: names the store's path
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,13 +15,13 @@ always submitted.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from flows import cli
 from mlip_autopipec.outbox import DEFAULT_NEAR_TOLERANCE, OutboxReport
 from mlip_autopipec.store import check_writable
 from mlip_autopipec.store.secrets import password_to_environment
@@ -43,8 +43,7 @@ def outbox(queue: list[str], store: str | None, out: str, tolerance: float = DEF
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.outbox", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("outbox", __doc__)
     parser.add_argument("--queue", nargs="+", required=True, metavar="FILE",
                         help="dft_queue.jsonl files (numbers/positions/cell/pbc, optional id) or ASE-readable files")
     parser.add_argument("--store", default=None, help="SQLite path or postgresql:// URL (omit: no store)")
@@ -66,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # StoreError too: names the store's path
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = outbox(args.queue, args.store, args.out, args.tolerance, args.campaign, args.generation,
-                    args.source)
+    with cli.prefect_api():
+        report = outbox(args.queue, args.store, args.out, args.tolerance, args.campaign, args.generation,
+                        args.source)
     print(report.summary())
     return 0
 

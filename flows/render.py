@@ -15,12 +15,12 @@ $MLIP_BLENDER. Bad input stops with an error naming the file, frame and field, a
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from prefect import flow
 
+from flows import cli
 from mlip_autopipec.rendering import RENDERERS, RenderingUnavailable, TrajectoryError, parse_size
 from mlip_autopipec.rendering.blender import find_blender
 from tasks.rendering import render_trajectory_task
@@ -39,8 +39,7 @@ def render(input: str, out: str, every: int = 1, size: tuple[int, int] = (640, 4
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.render", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("render", __doc__)
     parser.add_argument("--input", required=True, help="trajectory: extxyz or anything ase.io reads")
     parser.add_argument("--out", required=True, help="directory for the PNG frames, the movie and render.json")
     parser.add_argument("--every", type=int, default=1, help="render every K-th frame (default 1)")
@@ -60,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             find_blender(args.blender)  # before a Prefect server is started for nothing
         if not Path(args.input).is_file():
             raise TrajectoryError(f"{args.input}: no such file")
-        render(args.input, args.out, args.every, size, args.color_by, args.renderer, args.blender,
-               None if args.movie == "none" else args.movie, args.fps)
+        with cli.prefect_api():
+            render(args.input, args.out, args.every, size, args.color_by, args.renderer, args.blender,
+                   None if args.movie == "none" else args.movie, args.fps)
     except (TrajectoryError, RenderingUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

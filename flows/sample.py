@@ -1,7 +1,7 @@
 """Explore by sampling rules: actions, validators, quench, basin registry, DFT trigger.
 
-    python -m flows.sample --run_dir runs/sample-cu --structure start.json --config campaigns/sampling-rules.yaml \\
-        --steps 200 --target_basins 5 --quench fire --quench_fmax 0.05
+    python -m flows.sample --out runs/sample-cu --structure start.json --config campaigns/sampling-rules.yaml \\
+        --steps 200 --target-basins 5 --quench fire --quench-fmax 0.05
     python -m flows.sample ... --resume            # continue a run (killed or finished) up to --steps
     python -m flows.sample ... --model campaign/generations/gen-003   # a generation's potential (γ with ACE)
 
@@ -9,19 +9,19 @@
 reads (FixAtoms constraints mark fixed atoms). --model is a generation directory, artifact.json,
 Pacemaker .yaml/.yace (γ from the .asi beside it), MACE .model, or a calculator name (default: emt).
 
-Writes to --run_dir: steps.jsonl (one line per attempted step), basins.jsonl, dft_queue.jsonl
+Writes to --out: steps.jsonl (one line per attempted step), basins.jsonl, dft_queue.jsonl
 (feed it to `python -m flows.outbox --queue`), structures/<step>.npz; prints the closing summary
 (attempts_total, attempts_rejected, basins, candidates) and publishes the candidates as a table.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from prefect import flow
 
+from flows import cli
 from mlip_autopipec.sampling import load_rules, read_structure
 from tasks.sampling import sample_task
 
@@ -44,20 +44,22 @@ def summary_line(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.sample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run_dir", required=True, help="output directory (steps.jsonl, basins.jsonl, dft_queue.jsonl, structures/)")
-    parser.add_argument("--structure", required=True, help="start structure: JSON (numbers/positions/cell/fixed/tags) or ASE-readable")
+    parser = cli.parser("sample", __doc__, renames={"--run-dir": "--out"})
+    parser.add_argument("--out", required=True,
+                        help="output directory (steps.jsonl, basins.jsonl, dft_queue.jsonl, structures/)")
+    parser.add_argument("--structure", required=True,
+                        help="start structure: JSON (numbers/positions/cell/fixed/tags) or ASE-readable")
     parser.add_argument("--config", required=True, help="sampling rules YAML (see campaigns/sampling-rules.yaml)")
     parser.add_argument("--steps", type=int, required=True, help="attempted steps in the run directory in total")
-    parser.add_argument("--target_basins", type=int, default=None, help="stop once this many new basins were found")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --run_dir (appends)")
-    parser.add_argument("--model", default=None, help="generation dir, artifact.json, .yaml/.yace, .model or a calculator name (default: emt)")
+    parser.add_argument("--target-basins", type=int, default=None, help="stop once this many new basins were found")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out (appends)")
+    parser.add_argument("--model", default=None,
+                        help="generation dir, artifact.json, .yaml/.yace, .model or a calculator name (default: emt)")
     parser.add_argument("--device", default="auto", help="device of a MACE model: auto, cpu, cuda")
     parser.add_argument("--quench", choices=["none", "fire", "cg", "bfgs", "lbfgs"], default=None,
                         help="optimizer of the quench (default: the rules' quench.method)")
-    parser.add_argument("--quench_fmax", type=float, default=None, help="eV/Å (default: the rules' quench.fmax)")
-    parser.add_argument("--quench_steps", type=int, default=None, help="(default: the rules' quench.steps)")
+    parser.add_argument("--quench-fmax", type=float, default=None, help="eV/Å (default: the rules' quench.fmax)")
+    parser.add_argument("--quench-steps", type=int, default=None, help="(default: the rules' quench.steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
     args = parser.parse_args(argv)
@@ -65,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         # checked before Prefect starts, so a bad file fails in a second with its own message
         load_rules(args.config)
         read_structure(args.structure)
-        summary = sample(args.structure, args.config, args.run_dir, args.steps, args.seed, args.target_basins,
-                         args.resume, args.model, args.device, args.quench, args.quench_fmax, args.quench_steps)
+        with cli.prefect_api():
+            summary = sample(args.structure, args.config, args.out, args.steps, args.seed, args.target_basins,
+                             args.resume, args.model, args.device, args.quench, args.quench_fmax, args.quench_steps)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -18,12 +18,12 @@ report; the errors and the report are written either way.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from prefect import flow
 
+from flows import cli
 from tasks.validation import validate_task
 
 
@@ -60,12 +60,12 @@ def _default_structure(paths: list[str]) -> tuple[str | None, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.validate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("validate", __doc__)
     parser.add_argument("--potential", required=True, help="generation directory, artifact.json, .yaml/.yace or .model")
     parser.add_argument("--data", required=True, nargs="+", help="labelled frames (extxyz, Pacemaker .pckl.gzip, ...)")
     parser.add_argument("--out", required=True, help="directory for validation_metrics.json, report.md and plots")
-    parser.add_argument("--reference", default=None, help="reference calculator for physical checks: emt, gpaw, module:callable")
+    parser.add_argument("--reference", default=None,
+                        help="reference calculator for physical checks: emt, gpaw, module:callable")
     parser.add_argument("--structure", default=None, help="element of the crystal for physical checks, e.g. Cu")
     parser.add_argument("--crystal", default=None, help="fcc, bcc, sc, diamond (default: ASE's reference state)")
     parser.add_argument("--lattice", type=float, default=None, help="cubic lattice constant in Å (default: ASE's)")
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         structure, skipped = args.structure, None
         if structure is None and (args.reference or args.crystal or args.lattice):
             structure, skipped = _default_structure(args.data)
-        validate(args.potential, args.data, args.out, args.reference, structure, args.crystal, args.lattice, args.key,
-                 skipped)
+        with cli.prefect_api():
+            validate(args.potential, args.data, args.out, args.reference, structure, args.crystal, args.lattice,
+                     args.key, skipped)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

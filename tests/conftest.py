@@ -27,6 +27,20 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_local_prefect_server():
+    """Commands the tests run as subprocesses (`python -m flows.x`, no PREFECT_API_URL) share one
+    background Prefect server under this session's PREFECT_HOME (flows/cli.py); stop the one they
+    started, if any, when the session ends."""
+    state = Path(os.environ["PREFECT_HOME"]) / "mlip-local-server.json"
+    before = state.read_text() if state.exists() else None
+    yield
+    if state.exists() and state.read_text() != before:
+        from flows.cli import stop_local_server
+
+        stop_local_server()
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One temporary Prefect server (SQLite) for every flow and task test of the session."""

@@ -17,7 +17,7 @@ def test_action_quality_cli_prints_and_publishes_the_counts(tmp_path, capsys):
     run_sampling(adatom_on_cu111(), EMT(), sampling, run_dir, steps=8, seed=1)
     steps = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
 
-    assert action_quality_flow.main(["--run_dir", str(run_dir)]) == 0
+    assert action_quality_flow.main(["--run-dir", str(run_dir)]) == 0
     printed = capsys.readouterr().out.splitlines()
     for action in ("rigid_translate", "jitter", "all"):
         mine = [s for s in steps if action in ("all", s["action"])]
@@ -37,11 +37,11 @@ def test_action_quality_cli_prints_and_publishes_the_counts(tmp_path, capsys):
 
 
 def test_action_quality_cli_names_a_missing_run(tmp_path, capsys):
-    assert action_quality_flow.main(["--run_dir", str(tmp_path)]) == 1
+    assert action_quality_flow.main(["--run-dir", str(tmp_path)]) == 1
     assert "steps.jsonl does not exist" in capsys.readouterr().err
 
 
 def test_action_quality_help(capsys):
     with pytest.raises(SystemExit) as exited:
         action_quality_flow.main(["--help"])
-    assert exited.value.code == 0 and "--run_dir" in capsys.readouterr().out
+    assert exited.value.code == 0 and "--run-dir" in capsys.readouterr().out

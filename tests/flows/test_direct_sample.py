@@ -28,7 +28,7 @@ def _latest_artifact(key: str):
 def test_flow_picks_labelled_frames_from_every_cluster(shared_data, tmp_path, capsys):
     source = shared_data / "Cu-I.extxyz"
     output = tmp_path / "picked" / "cu.extxyz"
-    args = ["--input", str(source), "--output", str(output), "--n_clusters", "8", "--n_select", "12",
+    args = ["--input", str(source), "--out", str(output), "--n-clusters", "8", "--n-select", "12",
             "--seed", "1", "--key", "cu-i direct"]
     assert direct_sample_flow.main(args) == 0
     pool = ase.io.read(source, ":")
@@ -56,14 +56,14 @@ def test_flow_picks_labelled_frames_from_every_cluster(shared_data, tmp_path, ca
 def test_cli_help_and_bad_input(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-m", "flows.direct_sample", "--help"], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "--n_clusters" in done.stdout and "--n_select" in done.stdout
+    assert done.returncode == 0 and "--n-clusters" in done.stdout and "--n-select" in done.stdout
     missing = tmp_path / "missing.extxyz"
-    assert direct_sample_flow.main(["--input", str(missing), "--output", str(tmp_path / "o.extxyz"),
-                                    "--n_clusters", "2"]) == 1
+    assert direct_sample_flow.main(["--input", str(missing), "--out", str(tmp_path / "o.extxyz"),
+                                    "--n-clusters", "2"]) == 1
     assert "missing.extxyz" in capsys.readouterr().err
     garbage = tmp_path / "garbage.extxyz"
     garbage.write_text("2\nLattice=\"3 0 0 0 3 0 0 0 3\" Properties=species:S:1:pos:R:3\nCu 0 0 0\nCu 1.5 x 1.5\n")
-    assert direct_sample_flow.main(["--input", str(garbage), "--output", str(tmp_path / "o.extxyz"),
-                                    "--n_clusters", "2"]) == 1
+    assert direct_sample_flow.main(["--input", str(garbage), "--out", str(tmp_path / "o.extxyz"),
+                                    "--n-clusters", "2"]) == 1
     assert "garbage.extxyz: frame 0: file: cannot parse" in capsys.readouterr().err
     assert not (tmp_path / "o.extxyz").exists()

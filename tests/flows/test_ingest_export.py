@@ -33,7 +33,8 @@ def test_ingest_then_export_on_real_data(tmp_path, shared_data):
 
 def test_export_of_an_empty_store_fails_clearly(tmp_path, capsys):
     code = export_flow.main(["--store", str(tmp_path / "empty.db"), "--out", str(tmp_path / "out")])
-    assert code == 2 and "dataset is empty" in capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'empty.db'}: no such store" in capsys.readouterr().err
+    assert not (tmp_path / "empty.db").exists()  # the check creates no store (tests/flows/test_cli.py: an empty one)
 
 
 def test_cli_exit_code_and_messages_for_bad_input(tmp_path, shared_data):

@@ -22,8 +22,8 @@ def test_sample_cli_resumes_and_its_queue_goes_through_the_outbox(tmp_path, caps
     structure = tmp_path / "start.json"
     structure.write_text(json.dumps(structure_to_json(slab_with_adsorbate())))
     run_dir = tmp_path / "run-cu-o2"
-    args = ["--run_dir", str(run_dir), "--structure", str(structure), "--config", str(RULES),
-            "--quench", "fire", "--quench_fmax", "0.1", "--quench_steps", "100", "--seed", "4"]
+    args = ["--out", str(run_dir), "--structure", str(structure), "--config", str(RULES),
+            "--quench", "fire", "--quench-fmax", "0.1", "--quench-steps", "100", "--seed", "4"]
 
     assert sample_flow.main(args + ["--steps", "4"]) == 0
     assert sample_flow.main(args + ["--steps", "7", "--resume", "--json"]) == 0
@@ -63,7 +63,7 @@ def test_bad_rules_fail_before_sampling_with_file_and_key(tmp_path, capsys):
     rules.write_text("jitter: {sigma: 0.1}\npipeline:\n  trigger: {max_forse: 2}\n")
     structure = tmp_path / "start.json"
     structure.write_text(json.dumps(structure_to_json(slab_with_adsorbate())))
-    code = sample_flow.main(["--run_dir", str(tmp_path / "run"), "--structure", str(structure),
+    code = sample_flow.main(["--out", str(tmp_path / "run"), "--structure", str(structure),
                              "--config", str(rules), "--steps", "3"])
     assert code == 1
     assert f"error: {rules}: pipeline.trigger.max_forse: unknown key" in capsys.readouterr().err
@@ -74,6 +74,6 @@ def test_sample_help():
     result = subprocess.run([sys.executable, "-m", "flows.sample", "--help"], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
-    for option in ("--run_dir", "--structure", "--config", "--steps", "--target_basins", "--resume", "--model",
-                   "--device", "--quench", "--quench_fmax", "--quench_steps", "--seed", "dft_queue.jsonl"):
+    for option in ("--out", "--structure", "--config", "--steps", "--target-basins", "--resume", "--model",
+                   "--device", "--quench", "--quench-fmax", "--quench-steps", "--seed", "dft_queue.jsonl"):
         assert option in result.stdout

@@ -1,0 +1,94 @@
+"""One flag style and one local Prefect server shared by every command (flows/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows import cli
+from flows import export as export_flow
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_old_spellings_still_work_with_a_note(capsys):
+    parser = cli.parser("demo", None, renames={"--run-dir": "--out"})
+    parser.add_argument("--out")
+    parser.add_argument("--n-clusters", type=int)
+    parser.add_argument("files", nargs="*")
+    args = parser.parse_args(["--run_dir", "r", "--n_clusters=3", "--", "--not_a_flag"])
+    assert (args.out, args.n_clusters, args.files) == ("r", 3, ["--not_a_flag"])
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == ["note: --run_dir is deprecated, use --out (the old spelling goes in the next release)",
+                     "note: --n_clusters is deprecated, use --n-clusters (the old spelling goes in the next release)"]
+    assert parser.parse_args(["--out", "x"]).out == "x" and capsys.readouterr().err == ""
+
+
+def test_mlip_autopipec_dispatches_to_the_flows(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "direct-sample" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["direct-sample", "--help"])
+    assert exited.value.code == 0 and "--n-clusters" in capsys.readouterr().out
+    assert cli.main(["no-such-command"]) == 2
+
+
+def test_a_configured_api_wins(monkeypatch):
+    """The session's test harness sets PREFECT_API_URL through settings, not the environment."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert cli.configured_api_url()
+    with cli.prefect_api() as url:
+        assert url is None
+
+
+def test_two_commands_at_once_share_one_local_server(tmp_path, shared_data):
+    """No PREFECT_API_URL: the first command starts a server in the background, the other waits for
+    it on the lock; both run their flows there; `server stop` ends it."""
+    from mlip_autopipec.store import StructureStore
+    from mlip_autopipec.store.ingest import ingest_file
+
+    home = tmp_path / "prefect-home"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(home)
+    store = tmp_path / "s.db"
+    ingest_file(StructureStore(store), shared_data / "Cu-I.extxyz")
+    commands = [subprocess.Popen([sys.executable, "-m", "flows.export", "--store", str(store),
+                                  "--out", str(tmp_path / f"out-{index}"), "--formats", "extxyz"],
+                                 cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for index in range(2)]
+    try:
+        results = [command.communicate(timeout=400) for command in commands]
+        assert [command.returncode for command in commands] == [0, 0], results
+        state = json.loads((home / cli.STATE_FILE).read_text())
+        assert state["url"].startswith("http://127.0.0.1:")
+        for _, stderr in results:
+            assert f"Prefect UI: {state['url']}" in stderr
+        assert (home / cli.PID_FILE).read_text() == str(state["pid"])  # `prefect server stop` works too
+        assert all("exported" in stdout + stderr for stdout, stderr in results)
+        started = time.monotonic()  # a later command finds it again
+        again = subprocess.run([sys.executable, "-m", "flows.cli", "server", "status"], cwd=PROJECT_ROOT, env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert f"Prefect UI: {state['url']} (pid {state['pid']}" in again.stdout
+        print(f"second look-up in {time.monotonic() - started:.1f} s")
+    finally:
+        stopped = subprocess.run([sys.executable, "-m", "flows.cli", "server", "stop"], cwd=PROJECT_ROOT, env=env,
+                                 capture_output=True, text=True, timeout=120)
+    assert "stopped" in stopped.stdout
+    assert not cli._alive(state["pid"])
+    assert not (home / cli.STATE_FILE).exists() and not (home / cli.PID_FILE).exists()
+
+
+def test_an_empty_store_is_one_line_and_starts_nothing(tmp_path, capsys):
+    from mlip_autopipec.store import StructureStore
+
+    StructureStore(tmp_path / "empty.db").status_counts()
+    assert export_flow.main(["--store", str(tmp_path / "empty.db"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: nothing to export: {tmp_path / 'empty.db'} has no "
+                                               "completed structures in campaign 'default'")
+    assert not (tmp_path / "out").exists()
