@@ -1,5 +1,6 @@
 """The training slot: one slot of the server's `gpu` limit per training, strict in deployments."""
 
+import logging
 import uuid
 
 import pytest
@@ -24,8 +25,27 @@ def _delete_limit() -> None:
 def test_outside_a_deployment_training_runs_without_the_limit():
     with pytest.raises(ObjectNotFound):  # the session's server was never set up
         _active_slots()
-    with training_slot():  # no `gpu` limit: neither a failure (strict) nor a wait
-        pass
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("prefect").addHandler(handler)
+    try:
+        with training_slot():  # no `gpu` limit: neither a failure (strict) nor a wait
+            pass
+    finally:
+        logging.getLogger("prefect").removeHandler(handler)
+    assert not [r for r in records if r.levelno >= logging.WARNING], [r.getMessage() for r in records]
+
+
+def test_outside_a_deployment_an_existing_limit_is_still_held():
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINING_SLOT, limit=1))
+    try:
+        with training_slot():
+            assert _active_slots() == 1
+        assert _active_slots() == 0
+    finally:
+        _delete_limit()
 
 
 def test_a_deployment_run_on_a_server_without_the_limit_fails_clearly(monkeypatch):
