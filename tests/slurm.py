@@ -56,11 +56,15 @@ class SlurmCluster:
             jobs.append(fields)
         return jobs
 
-    def set_node_state(self, state: str, reason: str = "test") -> None:
+    def scancel(self, job_id: str) -> None:
+        _run(["scancel", job_id], self.environment())
+
+    def set_node_state(self, state: str, reason: str = "test", check: bool = True) -> None:
+        """DRAIN, DOWN (with `reason`) or RESUME the node; RESUME of a node in service fails unless not `check`."""
         args = ["update", f"NodeName={self.node}", f"State={state}"]
         if state.upper() in ("DRAIN", "DOWN"):
             args.append(f"Reason={reason}")
-        self.scontrol(*args)
+        _run(["scontrol", *args], self.environment(), check=check)
 
     def log(self, name: str) -> str:
         path = self.root / f"{name}.log"
@@ -138,6 +142,9 @@ def write_config(root: Path, node: str, cpus: int, memory_mb: int, partition: st
         "MessageTimeout": 10,
         "SlurmctldDebug": "info",
         "SlurmdDebug": "info",
+        # The node offers more CPUs than the machine has (jobs of the tests mostly wait), without
+        # slurmd draining it for the mismatch.
+        "SlurmdParameters": "config_overrides",
     }
     lines = [f"{key}={value}" for key, value in settings.items()]
     lines.append(f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN")
@@ -150,7 +157,7 @@ def write_config(root: Path, node: str, cpus: int, memory_mb: int, partition: st
 def start_cluster(root: Path) -> SlurmCluster:
     """munged, slurmctld and slurmd in the foreground; returns once the node is idle."""
     node = socket.gethostname().split(".")[0]
-    cpus = os.cpu_count() or 1
+    cpus = max(4, os.cpu_count() or 1)
     conf = write_config(root, node, cpus, memory_mb=1024)
     cluster = SlurmCluster(root, conf, node, "debug", cpus)
     env = {**os.environ, **cluster.environment()}

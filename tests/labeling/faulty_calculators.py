@@ -61,3 +61,19 @@ class Flaky(_FaultyEMT):
         if not marker.exists():
             marker.touch()
             raise RuntimeError("transient failure on purpose")
+
+
+class HangingWhileFlagged(EMT):
+    """EMT, but first waits (up to `max_s`) while `flag_dir`/<job directory name> exists, e.g.
+    flag_dir/structure-7: a test holds one structure's job running until it removes the flag."""
+
+    def __init__(self, flag_dir: str, max_s: float = 120.0, **kwargs):
+        super().__init__(**kwargs)
+        self.flag_dir, self.max_s = flag_dir, max_s
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        flag = Path(self.flag_dir) / Path.cwd().name
+        deadline = time.monotonic() + self.max_s
+        while flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        super().calculate(atoms, properties, system_changes)

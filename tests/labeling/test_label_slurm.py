@@ -45,3 +45,113 @@ def test_batches_run_as_named_slurm_jobs_with_the_local_labels(slurm_cluster, pe
         assert row.frame.energy == pytest.approx(reference.get_potential_energy(), abs=1e-10)
         np.testing.assert_allclose(row.frame.forces, reference.get_forces(), atol=1e-10)
     assert not list((tmp_path / "jobs").iterdir())  # completed batches leave nothing behind
+
+
+def _job_of(cluster, row_id: int, states: tuple[str, ...]) -> dict | None:
+    """The first job labelling structure `row_id` alone that is in one of `states` (retries come later)."""
+    jobs = [job for job in cluster.jobs() if job.get("JobName") == f"mlip-label-test-{row_id}"
+            and job["JobState"] in states]
+    return min(jobs, key=lambda job: int(job["JobId"]), default=None)
+
+
+def _in_background(target) -> threading.Thread:
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            target()
+        except BaseException as exc:  # surfaces in the test through thread.errors
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.errors = errors
+    thread.start()
+    return thread
+
+
+def _wait(condition, timeout_s: float = 90.0, what: str = ""):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_scancel_walltime_and_a_held_job_fail_and_retry_only_their_structures(slurm_cluster, pending, tmp_path):
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    store, ids = pending(*(fcc_cell("Cu", seed=seed) for seed in range(4)))
+    cancelled, timed_out, held, untouched = ids
+    for row_id in (cancelled, timed_out):  # their first jobs compute until the fault hits them
+        (flags / f"structure-{row_id}").touch()
+    # sbatch through a wrapper that holds the first job of `held` (scontrol hold, as an admin would).
+    wrapper = tmp_path / "sbatch-holding"
+    wrapper.write_text(f"""#!/bin/bash
+if [[ "${{@: -1}}" == *"/mlip-label-test-{held}-"* && ! -e {tmp_path}/held-once ]]; then
+  touch {tmp_path}/held-once; exec sbatch --hold "$@"
+fi
+exec sbatch "$@"
+""")
+    wrapper.chmod(0o755)
+
+    def inject_faults():
+        job = _wait(lambda: _job_of(slurm_cluster, cancelled, ("RUNNING",)), what="the job to scancel")
+        slurm_cluster.scancel(job["JobId"])
+        job = _wait(lambda: _job_of(slurm_cluster, timed_out, ("RUNNING",)), what="the job to time out")
+        # Its walltime ends now: slurmctld's next time-limit check (every 30 s) kills it as TIMEOUT.
+        slurm_cluster.scontrol("update", f"JobId={job['JobId']}", f"EndTime={time.strftime('%Y-%m-%dT%H:%M:%S')}")
+        _wait(lambda: _job_of(slurm_cluster, timed_out, ("TIMEOUT",)), what="the walltime to hit")
+        for flag in flags.iterdir():  # retries compute at once
+            flag.unlink()
+
+    faults = _in_background(inject_faults)
+    spec = CalculatorSpec(factory="tests.labeling.faulty_calculators:HangingWhileFlagged",
+                          kwargs={"flag_dir": str(flags)})
+    report = label_pending_slurm(store, spec, settings(structures_per_job=1, pending_timeout_s=4,
+                                                       commands={"sbatch": str(wrapper)}),
+                                 workdir=tmp_path / "jobs", max_attempts=3)
+    faults.join(timeout=5)
+    assert not faults.errors, faults.errors
+
+    assert sorted(report.completed) == ids and not report.failed, report.errors  # each stored once
+    attempts = {row_id: store.get(row_id).provenance["attempts"] for row_id in ids}
+    assert attempts == {cancelled: 2, timed_out: 2, held: 2, untouched: 1}
+    assert report.retried == 3 and len(report.errors) == 3
+    first_errors = {int(error.split()[1]): error for error in report.errors}
+    assert "ended CANCELLED before labelling it" in first_errors[cancelled]
+    assert "ended TIMEOUT (TimeLimit) before labelling it" in first_errors[timed_out]
+    assert "did not start within 4 s (pending, reason: JobHeldUser)" in first_errors[held]
+    states = sorted(job["state"] for job in report.jobs)
+    assert states == ["CANCELLED", "CANCELLED", "COMPLETED", "COMPLETED", "COMPLETED", "COMPLETED", "TIMEOUT"]
+    assert all(row.status is Status.COMPLETED for row in store.select())
+
+
+def test_a_node_drained_mid_run_finishes_its_job_and_the_next_one_is_retried(slurm_cluster, pending, tmp_path):
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    store, [running, queued] = pending(fcc_cell("Cu", seed=1), fcc_cell("Ni", seed=2))
+    (flags / f"structure-{running}").touch()
+
+    def drain_then_resume():
+        _wait(lambda: _job_of(slurm_cluster, running, ("RUNNING",)), what="the first job")
+        slurm_cluster.set_node_state("DRAIN", reason="maintenance")
+        (flags / f"structure-{running}").unlink()  # it finishes on the draining node
+        _wait(lambda: _job_of(slurm_cluster, queued, ("CANCELLED",)), what="the queued job to be given up")
+        slurm_cluster.set_node_state("RESUME")
+
+    injector = _in_background(drain_then_resume)
+    spec = CalculatorSpec(factory="tests.labeling.faulty_calculators:HangingWhileFlagged",
+                          kwargs={"flag_dir": str(flags)})
+    try:
+        report = label_pending_slurm(store, spec, settings(structures_per_job=1, max_jobs=1, pending_timeout_s=3),
+                                     workdir=tmp_path / "jobs")
+    finally:
+        injector.join(timeout=5)
+        slurm_cluster.set_node_state("RESUME", check=False)  # whatever happened, the next test gets the node
+    assert not injector.errors, injector.errors
+    assert sorted(report.completed) == [running, queued] and not report.failed, report.errors
+    assert store.get(running).provenance["attempts"] == 1 and store.get(queued).provenance["attempts"] == 2
+    [error] = report.errors
+    assert error.startswith(f"structure {queued} (attempt 1): SLURM job ") and "did not start within 3 s" in error

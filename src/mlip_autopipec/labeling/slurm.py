@@ -246,7 +246,7 @@ class _SlurmLabeling:
                 self._finish(batch)
             elif state.state == "PENDING":
                 if not batch.cancelled_because and now - batch.submitted > self.settings.pending_timeout_s:
-                    batch.cancelled_because = (f"it did not start within {self.settings.pending_timeout_s:g} s "
+                    batch.cancelled_because = (f"did not start within {self.settings.pending_timeout_s:g} s "
                                                f"(pending, reason: {state.reason or 'none given'}) and was cancelled")
                     log.warning(f"SLURM job {job_id} ({batch.name}) {batch.cancelled_because}")
                     self.slurm.cancel([job_id])
