@@ -27,10 +27,24 @@ TINY_CAMPAIGN = {
 }
 
 
+# Issue 22: three elements, one of them rare. One Au atom per 8-atom cell of the second seed: 4
+# bootstrap cells give Au 4 environments for its 8 functions, so generation 0 has no γ for Au.
+# Every test of this module reads (and the last ones resume) this one campaign: a campaign per
+# test cost a minute and a half each on 2 cores.
+RARE_SPECIES_CAMPAIGN = {
+    **TINY_CAMPAIGN, "campaign": "cu-ni-au",
+    "seeds": [{"bulk": "Cu", "a": 3.61, "repeat": [1, 1, 2], "substitute": {"Ni": 0.5}},
+              {"bulk": "Cu", "a": 3.65, "repeat": [1, 1, 2], "substitute": {"Au": 0.125}}],
+    "bootstrap": {"per_seed": 4, "rattle_stdev": 0.05, "max_strain": 0.02},
+    "selection": {"method": "d_optimal", "gamma_lower": 1.05, "gamma_upper": 50.0, "max_per_generation": 6},
+    "export_test_fraction": 0.0,
+}
+
+
 @pytest.fixture(scope="module")
 def finished_campaign(tmp_path_factory):
     path = tmp_path_factory.mktemp("campaign") / "campaign.yaml"
-    path.write_text(yaml.safe_dump(TINY_CAMPAIGN))
+    path.write_text(yaml.safe_dump(RARE_SPECIES_CAMPAIGN))
     return path, campaign_flow.active_learning(str(path))
 
 
@@ -66,6 +80,25 @@ def test_generations_train_explore_select_and_label(finished_campaign):
         assert curve.size[0] > 300 and len(set(curve.convert("L").getdata())) > 10
 
 
+def test_a_rare_species_gets_labelled_and_its_gamma_appears_in_generation_1(finished_campaign):
+    from mlip_autopipec.backends import PotentialArtifact
+
+    path, records = finished_campaign
+    config = CampaignConfig.load(path)
+    assert [r["generation"] for r in records] == [0, 1]
+    assert set(records[0]["species_without_gamma"]) == {"Au"}
+    assert "4 training environments for 8 B-functions" in records[0]["species_without_gamma"]["Au"]
+    assert records[1]["species_without_gamma"] == {}
+    first = PotentialArtifact.load(config.workdir / "generations" / "gen-000")
+    assert set(first.species_without_gamma) == {"Au"}
+    # What generation 0 selected for labelling: cells with Au first (its atoms count as uncertain).
+    md_rows = [row for row in StructureStore(config.store_url, campaign=config.campaign).select()
+               if row.source == "md" and row.generation == 1]
+    assert md_rows and all("Au" in row.frame.atoms.get_chemical_symbols() for row in md_rows)
+    second = PotentialArtifact.load(config.workdir / "generations" / "gen-001")
+    assert second.species_without_gamma == {} and "active_set_summary" not in second.files
+
+
 def test_a_finished_campaign_does_nothing(finished_campaign):
     path, records = finished_campaign
     config = CampaignConfig.load(path)
@@ -88,48 +121,14 @@ def test_resume_after_a_kill_labels_nothing_twice(finished_campaign):
     [added] = store.add([NewStructure(LabelledFrame(orphan, None, None), "md", status=Status.PENDING, generation=2)])
     assert [row.id for row in store.claim(1, generation=2)] == [added.id]
     labelled_before = {row.id: (row.frame.energy, row.provenance["attempts"]) for row in store.harvest()}
+    explored = sorted((config.workdir / "generations" / "gen-001" / "explore").glob("walker-*.extxyz"))
+    explored_before = [path.stat().st_mtime_ns for path in explored]
 
     resumed = campaign_flow.active_learning(str(path))
     assert [r["generation"] for r in resumed] == [0, 1]
     assert resumed[1]["potential_digest"] == records[1]["potential_digest"]  # training was not redone
+    # The unchanged generation's exploration came from Prefect's cache (content digests): not run again.
+    assert explored and [path.stat().st_mtime_ns for path in explored] == explored_before
     after = {row.id: (row.frame.energy, row.provenance["attempts"]) for row in store.harvest()}
     assert after.pop(added.id)[0] is not None  # the orphan got its label
     assert after == labelled_before  # every other label untouched: nothing labelled twice
-
-
-# Issue 22: three elements, one of them rare. One Au atom per 8-atom cell of the second seed: 4
-# bootstrap cells give Au 4 environments for its 8 functions, so generation 0 has no γ for Au.
-RARE_SPECIES_CAMPAIGN = {
-    **TINY_CAMPAIGN, "campaign": "cu-ni-au",
-    "seeds": [{"bulk": "Cu", "a": 3.61, "repeat": [1, 1, 2], "substitute": {"Ni": 0.5}},
-              {"bulk": "Cu", "a": 3.65, "repeat": [1, 1, 2], "substitute": {"Au": 0.125}}],
-    "bootstrap": {"per_seed": 4, "rattle_stdev": 0.05, "max_strain": 0.02},
-    "selection": {"method": "d_optimal", "gamma_lower": 1.05, "gamma_upper": 50.0, "max_per_generation": 6},
-    "export_test_fraction": 0.0,
-}
-
-
-@pytest.fixture(scope="module")
-def rare_species_campaign(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rare-species") / "campaign.yaml"
-    path.write_text(yaml.safe_dump(RARE_SPECIES_CAMPAIGN))
-    return path, campaign_flow.active_learning(str(path))
-
-
-def test_a_rare_species_gets_labelled_and_its_gamma_appears_in_generation_1(rare_species_campaign):
-    from mlip_autopipec.backends import PotentialArtifact
-
-    path, records = rare_species_campaign
-    config = CampaignConfig.load(path)
-    assert [r["generation"] for r in records] == [0, 1]
-    assert set(records[0]["species_without_gamma"]) == {"Au"}
-    assert "4 training environments for 8 B-functions" in records[0]["species_without_gamma"]["Au"]
-    assert records[1]["species_without_gamma"] == {}
-    first = PotentialArtifact.load(config.workdir / "generations" / "gen-000")
-    assert set(first.species_without_gamma) == {"Au"}
-    # What generation 0 selected for labelling: cells with Au first (its atoms count as uncertain).
-    md_rows = [row for row in StructureStore(config.store_url, campaign=config.campaign).select()
-               if row.source == "md" and row.generation == 1]
-    assert md_rows and all("Au" in row.frame.atoms.get_chemical_symbols() for row in md_rows)
-    second = PotentialArtifact.load(config.workdir / "generations" / "gen-001")
-    assert second.species_without_gamma == {} and "active_set_summary" not in second.files
