@@ -129,7 +129,7 @@ def test_indices_apply_to_the_active_split(inputs):
 
 
 def test_cuda_falls_back_to_cpu_with_a_warning(inputs, monkeypatch):
-    import mlip_autopipec.backends.mace.command as command
+    import mlip_autopipec.backends.runner as command
 
     monkeypatch.setattr(command, "_cuda_available", lambda: False)
     spec = load_run_spec(_write(inputs, _mace_train(inputs)))

@@ -15,13 +15,12 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from mlip_autopipec import processes
 from mlip_autopipec.backends.base import BackendNotFound, TrainingError, TrainingTimeout
-
-_KILL_GRACE_SECONDS = 5.0
 
 
 def resolve_executable(name: str, explicit: str | os.PathLike | None = None, install_hint: str = "") -> Path:
@@ -76,7 +75,7 @@ def run_logged(
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    _terminate_group(process)
+                    processes.stop(process)
                     raise TrainingTimeout(f"{Path(args[0]).name} exceeded its time limit and was killed",
                                           log_tail(log_path), log_path)
                 try:
@@ -90,14 +89,14 @@ def run_logged(
             try:
                 return process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                _terminate_group(process)
+                processes.stop(process)
                 raise TrainingTimeout(f"{Path(args[0]).name} closed its output but did not exit in time",
                                       log_tail(log_path), log_path) from None
         finally:
             if process.poll() is None:  # an exception (a raising on_line, Ctrl-C) must not leave it running
-                _terminate_group(process)
+                processes.stop(process)
             processes.kill_group(process)  # whatever the tool left behind in its group
-            reader.join(timeout=_KILL_GRACE_SECONDS)
+            reader.join(timeout=processes.DEFAULT_GRACE_S)
 
 
 @contextlib.contextmanager
@@ -113,6 +112,34 @@ def backend_environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def resolve_device(requested: str, other_interpreter: bool = False) -> str:
+    """'cpu', or 'cuda' when CUDA is usable; a requested 'cuda' without CUDA falls back with a warning.
+    `other_interpreter`: the tool's torch lives in another interpreter (FairChem) and cannot be asked
+    from here, so CUDA counts as usable where an NVIDIA driver is visible."""
+    if requested == "cpu":
+        return "cpu"
+    if _nvidia_driver_visible() if other_interpreter else _cuda_available():
+        return "cuda"
+    if requested == "cuda":
+        warnings.warn("device 'cuda' requested but CUDA is not available here; training on the CPU instead",
+                      RuntimeWarning, stacklevel=2)
+    return "cpu"
+
+
+def _cuda_available() -> bool:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _nvidia_driver_visible() -> bool:
+    return os.environ.get("CUDA_VISIBLE_DEVICES", None) != "" and shutil.which("nvidia-smi") is not None
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -148,12 +175,11 @@ def _last_traceback(log_lines: list[str], frames: int = 12) -> list[str]:
 
 
 def tool_failed(tool: str, status: int, log_path: Path, failure: str = "") -> TrainingError:
-    """The error for a tool that exited with `status`. Killed by a signal (the kernel's OOM killer,
-    a crash): another attempt may succeed. An exit status of its own (a Python exception, a bad
-    setting): it will fail the same way again, so it is not retried."""
-    what = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
-    return TrainingError(f"{tool} {what}" + (f": {failure}" if failure else ""), log_tail(log_path), log_path,
-                         retryable=status < 0)
+    """The error for a tool that exited with `status` (worded by processes.exit_reason). Killed by a
+    signal (the kernel's OOM killer, a crash): another attempt may succeed. An exit status of its own
+    (a Python exception, a bad setting): it will fail the same way again, so it is not retried."""
+    return TrainingError(f"{tool} {processes.exit_reason(status)}" + (f": {failure}" if failure else ""),
+                         log_tail(log_path), log_path, retryable=status < 0)
 
 
 def _copy_lines(process: subprocess.Popen, log, lines: queue.Queue) -> None:
@@ -165,6 +191,3 @@ def _copy_lines(process: subprocess.Popen, log, lines: queue.Queue) -> None:
     finally:
         lines.put(None)
 
-
-def _terminate_group(process: subprocess.Popen) -> None:
-    processes.stop(process, _KILL_GRACE_SECONDS)

@@ -213,7 +213,7 @@ class RunSpec(_Strict):
 
     def resolved_device(self) -> str:
         """'cuda' or 'cpu'; a requested cuda without CUDA falls back to cpu with a warning."""
-        from mlip_autopipec.backends.mace.command import resolve_device
+        from mlip_autopipec.backends.runner import resolve_device
 
         return resolve_device(self.device)
 

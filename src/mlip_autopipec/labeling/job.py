@@ -28,7 +28,6 @@ from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE, frame_problems
 from mlip_autopipec.labeling.job_files import CALCULATOR_FILE, LOG_FILE, RESULT_FILE, STRUCTURE_FILE
 
-_KILL_GRACE_S = 3.0  # between SIGTERM and SIGKILL: lets an MPI launcher stop its ranks
 _CANCEL_POLL_S = 0.2
 _LOG_TAIL_LINES = 15
 _LOG_TAIL_CHARS = 1200  # the store keeps 2000 characters of an error; leave room for the headline
@@ -173,7 +172,7 @@ class _LogFollower:
 
 
 def _terminate_group(process: subprocess.Popen) -> None:
-    processes.stop(process, _KILL_GRACE_S)
+    processes.stop(process)  # SIGTERM, processes.DEFAULT_GRACE_S for an MPI launcher to stop its ranks, SIGKILL
 
 
 def _read_result(path: Path, atoms: Atoms, spec: CalculatorSpec, min_distance: float,

@@ -1,40 +1,22 @@
-"""Failures a campaign meets with MACE: a crashing, hanging or lying `mace_run_train`, a missing
-install, bad data, a retry after a timeout. A fake `mace_run_train` (a Python script without torch,
-given as an explicit executable) stands in for the real one, so these run in seconds."""
+"""MACE's own failures: a lying `mace_run_train`, bad data, a retry after a timeout that resumes
+(the shared faults are the Trainer contract: tests/backends/test_trainer_contract.py). A fake
+`mace_run_train` (a Python script without torch) stands in for the real one, so these run in seconds."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from pathlib import Path
 
 import pytest
-from conftest import fake_successful_run, write_fake_mace
 
-from mlip_autopipec.backends import (
-    BackendNotFound,
-    DatasetError,
-    PotentialArtifact,
-    TrainingError,
-    TrainingTimeout,
-)
+from mlip_autopipec.backends import DatasetError, PotentialArtifact, TrainingError, TrainingTimeout
 from mlip_autopipec.backends.mace import MaceTrainer
-from mlip_autopipec.backends.runner import resolve_executable
 from mlip_autopipec.config.mace import MaceConfig
-from mlip_autopipec.data.manifest import DatasetManifest
+from tests.backends.fakes import fake_successful_run, write_fake_mace
 
 
 def fake_trainer(directory: Path, body: str) -> MaceTrainer:
     return MaceTrainer(executables={"mace_run_train": write_fake_mace(directory, body)})
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in {"Z", "X"}
 
 
 @pytest.fixture
@@ -43,37 +25,6 @@ def a_model(tmp_path) -> Path:
     path = tmp_path / "source.model"
     path.write_bytes(b"not really a model")
     return path
-
-
-def test_crash_raises_training_error_with_the_log_tail(mace_manifest, tmp_path):
-    trainer = fake_trainer(tmp_path, """
-        print("Traceback (most recent call last):")
-        print("RuntimeError: boom in the model", file=sys.stderr)
-        sys.exit(3)
-    """)
-    generation = tmp_path / "gen-001"
-    with pytest.raises(TrainingError, match="exited with status 3") as failure:
-        trainer.train(mace_manifest, MaceConfig(device="cpu"), generation)
-    assert "RuntimeError: boom in the model" in failure.value.log_tail
-    assert failure.value.log_path == generation / "mace_train.log"
-    assert not (generation / "artifact.json").exists()
-
-
-def test_hang_is_killed_at_the_time_limit_with_its_children(mace_manifest, tmp_path):
-    trainer = fake_trainer(tmp_path, """
-        import subprocess
-        print("INFO: ===========TRAINING===========", flush=True)
-        child = subprocess.Popen(["sleep", "300"])
-        Path("sleeper.pid").write_text(str(child.pid))
-        time.sleep(300)
-    """)
-    generation = tmp_path / "gen-001"
-    started = time.monotonic()
-    with pytest.raises(TrainingTimeout, match="time limit") as failure:
-        trainer.train(mace_manifest, MaceConfig(device="cpu", timeout_seconds=3), generation)
-    assert time.monotonic() - started < 15
-    assert "TRAINING" in failure.value.log_tail
-    assert not _process_alive(int((generation / "sleeper.pid").read_text()))
 
 
 def test_exit_without_a_model_file_is_an_error(mace_manifest, tmp_path):
@@ -201,31 +152,10 @@ def test_resume_from_a_directory_without_checkpoints_is_refused_before_training(
     assert not (tmp_path / "gen-001").exists()
 
 
-def test_missing_executable_is_backend_not_found(mace_manifest, tmp_path):
-    trainer = MaceTrainer(executables={"mace_run_train": tmp_path / "not-installed" / "mace_run_train"})
-    with pytest.raises(BackendNotFound, match="does not exist"):
-        trainer.train(mace_manifest, MaceConfig(device="cpu"), tmp_path / "gen-001")
-    with pytest.raises(BackendNotFound, match="nor on PATH"):
-        resolve_executable("mace_run_train_that_is_not_installed")
-    with pytest.raises(ValueError, match="unknown MACE tool"):
-        MaceTrainer(executables={"pacemaker": "x"})
-
-
-def test_empty_dataset_and_wrong_format_are_dataset_errors(cu_manifest, tmp_path):
-    empty = DatasetManifest(seed=0, test_fraction=0.1, elements=[], counts={"train": 0}, files=[], source={})
-    with pytest.raises(DatasetError, match="empty or was exported without the 'mace' format"):
-        MaceTrainer().train(empty, MaceConfig(device="cpu"), tmp_path / "gen-001")
+def test_a_dataset_without_the_mace_format_is_a_dataset_error(cu_manifest, tmp_path):
     with pytest.raises(DatasetError, match="without the 'mace' format"):
         MaceTrainer().train(cu_manifest, MaceConfig(device="cpu"), tmp_path / "gen-001")  # pacemaker + extxyz only
     assert not (tmp_path / "gen-001").exists()
-
-
-def test_dataset_changed_since_export_is_a_dataset_error(mace_manifest, tmp_path):
-    copy = Path(shutil.copytree(mace_manifest.directory, tmp_path / "export"))
-    with open(copy / "train_mace.extxyz", "a") as handle:
-        handle.write("tampered\n")
-    with pytest.raises(DatasetError, match="changed since export"):
-        MaceTrainer().train(DatasetManifest.load(copy), MaceConfig(device="cpu"), tmp_path / "gen-001")
 
 
 def test_fine_tuning_from_another_backend_or_without_the_elements_is_refused(mace_manifest, tmp_path):

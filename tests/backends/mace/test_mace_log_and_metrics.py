@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mlip_autopipec.backends.mace.calculator import committee_deviations
-from mlip_autopipec.backends.mace.command import RunFiles, resolve_device, train_arguments
+from mlip_autopipec.backends.mace.command import RunFiles, train_arguments
+from mlip_autopipec.backends.runner import resolve_device
 from mlip_autopipec.backends.mace.log_watch import MaceLogWatcher
 from mlip_autopipec.backends.mace.metrics import (
     MetricsFormatError,
@@ -122,7 +123,7 @@ def test_command_line_uses_maces_option_names():
 
 
 def test_cuda_request_without_cuda_falls_back_to_cpu_with_a_warning(monkeypatch):
-    import mlip_autopipec.backends.mace.command as command
+    import mlip_autopipec.backends.runner as command
 
     monkeypatch.setattr(command, "_cuda_available", lambda: False)
     with pytest.warns(RuntimeWarning, match="CUDA is not available"):

@@ -12,13 +12,13 @@ from pathlib import Path
 import ase.io
 import pytest
 import yaml
-from conftest import fake_successful_run, write_fake_mace
 
 from mlip_autopipec.backends.base import PotentialArtifact
 from mlip_autopipec.backends.mace.export import ExportManifest
 from mlip_autopipec.backends.mace.tasks import run_task
 from mlip_autopipec.config.run_yaml import load_run_spec
 from mlip_autopipec.data.ase_lmdb import read_ase_lmdb, write_ase_lmdb
+from tests.backends.fakes import fake_successful_run, write_fake_mace
 
 
 def _spec(directory: Path, content: dict):

@@ -116,7 +116,7 @@ def test_another_active_set_failure_still_fails_the_training(ethanol, tiny_confi
     manifest = DatasetManifest.load(tmp_path / "data")
     trainer = PacemakerTrainer(executables={"pacemaker": fake, "pace_activeset": broken})
     config = tiny_config(number_of_functions_per_element=12, maxiter=10, display_step=10)
-    with pytest.raises(TrainingError, match="pace_activeset exited with status 1") as failure:
+    with pytest.raises(TrainingError, match="pace_activeset failed with exit code 1") as failure:
         trainer.train(manifest, config, tmp_path / "gen-000")
     assert "MemoryError" in failure.value.log_tail
     assert not (tmp_path / "gen-000" / "artifact.json").exists()

@@ -26,9 +26,6 @@ from mlip_autopipec.backends.base import BackendError, PotentialArtifact
 from mlip_autopipec.backends.fairchem.interpreter import WORKER, find_python, worker_environment
 from mlip_autopipec.backends.runner import log_tail
 
-_STOP_SECONDS = 10.0
-
-
 class FairChemCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces"]
 
@@ -84,8 +81,8 @@ class FairChemCalculator(Calculator):
                                f"log: {self.log_path}\n{log_tail(self.log_path)}")
         line = result[0] if result else ""
         if not line:
-            process.wait(timeout=_STOP_SECONDS)
-            raise BackendError(f"FairChem server for {self.checkpoint} exited (status {process.returncode})\n"
+            process.wait(timeout=processes.DEFAULT_GRACE_S)
+            raise BackendError(f"FairChem server for {self.checkpoint} {processes.exit_reason(process.returncode)}\n"
                                f"--- {self.log_path} ---\n{log_tail(self.log_path)}")
         return json.loads(line)
 
@@ -129,7 +126,7 @@ def _stop(process: subprocess.Popen) -> None:
         return
     try:
         process.stdin.close()
-        process.wait(timeout=_STOP_SECONDS)
+        process.wait(timeout=processes.DEFAULT_GRACE_S)
     except (OSError, subprocess.TimeoutExpired):
         processes.kill_group(process)
         process.wait()

@@ -80,7 +80,7 @@ def call_worker(python: Path, arguments: list[str], log_path: Path, timeout: flo
     except json.JSONDecodeError:
         answer = {"error": f"unreadable answer {lines[-1]!r:.200}"}
     if completed.returncode != 0 or "error" in answer or not answer:
-        reason = answer.get("error") or f"exit status {completed.returncode}, no answer"
+        reason = answer.get("error") or f"no answer; it {processes.exit_reason(completed.returncode)}"
         raise WorkerError(f"FairChem worker `{arguments[0]}` failed with {python}: {reason}\n"
                           f"--- last lines of {log_path} ---\n{log_tail(log_path)}")
     return answer

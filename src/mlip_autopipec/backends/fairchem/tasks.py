@@ -113,14 +113,9 @@ def _evaluate_or_infer(spec: RunSpec, run_dir: Path, python: Path) -> dict:
 
 
 def _device(spec: RunSpec) -> str:
-    """run.yaml's device: cuda falls back to cpu with a warning where no NVIDIA driver is visible."""
-    from mlip_autopipec.backends.fairchem.trainer import _device as resolve
+    from mlip_autopipec.backends.runner import resolve_device
 
-    resolved = resolve("auto") if spec.device == "cuda" else "cpu"
-    if spec.device == "cuda" and resolved == "cpu":
-        warnings.warn("device 'cuda' requested but no GPU is visible; FairChem runs on the CPU (--cpu)",
-                      RuntimeWarning, stacklevel=3)
-    return resolved
+    return resolve_device(spec.device, other_interpreter=True)
 
 
 def _is_generation(path: Path) -> bool:

@@ -24,21 +24,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from ase.calculators.calculator import Calculator
 
-from mlip_autopipec.backends.base import (
-    ARTIFACT_NAME,
-    DatasetError,
-    GenerationExistsError,
-    PotentialArtifact,
-    ProgressCallback,
-    TrainingError,
-    TrainingProgress,
-)
+from mlip_autopipec.backends.base import DatasetError, PotentialArtifact
 from mlip_autopipec.backends.fairchem.calculator import make_calculator
 from mlip_autopipec.backends.fairchem.config import FairChemConfig
 from mlip_autopipec.backends.fairchem.interpreter import call_worker, fairchem_entry_point, find_python
@@ -51,28 +42,28 @@ from mlip_autopipec.backends.fairchem.native_config import (
     with_datasets,
     write_native_config,
 )
-from mlip_autopipec.backends.runner import backend_environment, log_tail, run_logged, tool_failed
+from mlip_autopipec.backends.runner import backend_environment, resolve_device
+from mlip_autopipec.backends.template import Backend, TrainingRun, dataset_files
 from mlip_autopipec.config.run_files import ConfigError
-from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file, sha256_text
 
 CONFIG_YML = "fairchem_config.yml"
 RUN_JSON = "fairchem_run.json"
 LOG = "fairchem_train.log"
 WORKER_LOG = "fairchem_worker.log"
-METRICS_JSON = "metrics.json"
 DATA_DIR = "data"
 START_CHECKPOINT = "start_checkpoint.pt"
 RESUME_CHECKPOINT = "resume_checkpoint.pt"
-FAILED_ATTEMPTS = "failed-attempts"
 DEFAULT_IDENTIFIER = "fairchem"
 
 
-class FairChemTrainer:
+class FairChemTrainer(Backend):
     """Trains `backend` (equiformer_v2 | gemnet_oc) with the FairChem interpreter `python`
     (default: $MLIP_FAIRCHEM_PYTHON, else .venv-fairchem at the project root)."""
 
     name = "fairchem"
+    config_class = FairChemConfig
+    log_name = LOG
 
     def __init__(self, python: str | os.PathLike | None = None, env: dict[str, str] | None = None,
                  extra_args: list[str] | None = None):
@@ -82,136 +73,104 @@ class FairChemTrainer:
 
     def make_calculator(self, artifact: PotentialArtifact, with_uncertainty: bool = True) -> Calculator:
         """FairChemCalculator (a server in the FairChem interpreter); no uncertainty: one model."""
-        return make_calculator(artifact, python=self.python, cpu=_device(artifact_device(artifact)) == "cpu")
+        device = resolve_device(artifact_device(artifact), other_interpreter=True)
+        return make_calculator(artifact, python=self.python, cpu=device == "cpu")
 
-    def train(
-        self,
-        manifest: DatasetManifest,
-        config: FairChemConfig,
-        generation_dir: Path,
-        initial_potential: PotentialArtifact | None = None,
-        progress: ProgressCallback | None = None,
-        *,
-        start_checkpoint: str | os.PathLike | None = None,
-        resume_from: str | os.PathLike | None = None,
-        native_config: str | os.PathLike | dict | None = None,
-        identifier: str | None = None,
-        valid_file: str | os.PathLike | None = None,
-    ) -> PotentialArtifact:
-        """Train one generation; see the module docstring. `native_config` (a FairChem config yml or
-        dict) replaces the one written from `config`; its dataset is pointed at the manifest's data.
-        `valid_file` (extxyz with energy and forces) is FairChem's validation set, which picks
-        best_checkpoint.pt; without it there is no validation and the last checkpoint is the model."""
-        if not isinstance(config, FairChemConfig):
-            raise TypeError(f"{type(self).__name__} needs a FairChemConfig, got {type(config).__name__}")
+    def _prepare(self, run: TrainingRun, *, start_checkpoint: str | os.PathLike | None = None,
+                 resume_from: str | os.PathLike | None = None, native_config: str | os.PathLike | dict | None = None,
+                 identifier: str | None = None, valid_file: str | os.PathLike | None = None) -> dict:
+        """See the module docstring. `native_config` (a FairChem config yml or dict) replaces the one
+        written from the config; its dataset is pointed at the manifest's data. `valid_file` (extxyz
+        with energy and forces) is FairChem's validation set, which picks best_checkpoint.pt; without
+        it there is no validation and the last checkpoint is the model."""
+        config = run.config
         if self.name != "fairchem" and config.backend != self.name:
             raise ValueError(f"config.backend is {config.backend!r}, this trainer trains {self.name!r}")
-        starts = [value is not None for value in (initial_potential, start_checkpoint, resume_from)]
+        starts = [value is not None for value in (run.initial_potential, start_checkpoint, resume_from)]
         if sum(starts) > 1:
             raise ValueError("give one of initial_potential, start_checkpoint and resume_from")
-        started = time.monotonic()
-        deadline = started + config.timeout_seconds
-        identifier = identifier or DEFAULT_IDENTIFIER
-
-        # Everything that can be checked before training is checked first.
         python = find_python(self.python)
-        entry_point = fairchem_entry_point(python)
-        data_files = _dataset_files(manifest)
+        plan = {"python": python, "entry_point": fairchem_entry_point(python),
+                "data_files": dataset_files(run.manifest, ["extxyz", "mace"]), "valid_file": valid_file,
+                "resume": resume_from is not None, "identifier": identifier or DEFAULT_IDENTIFIER,
+                "native_name": str(native_config or "config"), "native_given": native_config is not None}
         if valid_file is not None:
-            valid_file = Path(valid_file).resolve()
-            if not valid_file.is_file():
-                raise DatasetError(f"{valid_file}: validation file does not exist")
-        checkpoint_source = _checkpoint_source(initial_potential, start_checkpoint, resume_from)
-        source_config = _source_native_config(initial_potential, checkpoint_source, resume_from is not None)
-        user_config = (native_config if isinstance(native_config, dict) or native_config is None
-                       else load_native_config(native_config))
+            plan["valid_file"] = Path(valid_file).resolve()
+            if not plan["valid_file"].is_file():
+                raise DatasetError(f"{plan['valid_file']}: validation file does not exist")
+        plan["checkpoint_source"] = _checkpoint_source(run.initial_potential, start_checkpoint, resume_from)
+        plan["source_config"] = _source_native_config(run.initial_potential, plan["checkpoint_source"],
+                                                      resume_from is not None)
+        plan["user_config"] = (native_config if isinstance(native_config, dict) or native_config is None
+                               else load_native_config(native_config))
+        return plan
 
-        generation_dir = Path(generation_dir).resolve()
-        _claim_generation_dir(generation_dir)
-        report = _Reporter(progress)
-        report.stage(0.0, "writing the ASE LMDB datasets")
-        splits = {**data_files, **({"val": valid_file} if valid_file is not None else {})}
-        datasets = _write_lmdb(splits, generation_dir / DATA_DIR)
-        native = self._native_config(config, datasets, user_config, source_config, str(native_config or "config"))
+    def _fit(self, run: TrainingRun, plan: dict) -> PotentialArtifact:
+        config, generation_dir, python = run.config, run.generation_dir, plan["python"]
+        checkpoint_source, resume, identifier = plan["checkpoint_source"], plan["resume"], plan["identifier"]
+        run.stage(0.0, "writing the ASE LMDB datasets")
+        valid = {"val": plan["valid_file"]} if plan["valid_file"] is not None else {}
+        datasets = _write_lmdb({**plan["data_files"], **valid}, generation_dir / DATA_DIR)
+        native = self._native_config(config, datasets, plan["user_config"], plan["source_config"],
+                                     plan["native_name"])
         config_path = write_native_config(native, generation_dir / CONFIG_YML)
         record = {
             "backend": config.backend, "config": config.model_dump(mode="json"), "config_digest": config.digest(),
-            "native_config_digest": sha256_file(config_path), "dataset_digest": manifest.digest,
-            "valid_file_sha256": None if valid_file is None else sha256_file(valid_file),
-            "initial_potential": None if initial_potential is None else initial_potential.digest,
+            "native_config_digest": sha256_file(config_path), "dataset_digest": run.manifest.digest,
+            "valid_file_sha256": None if plan["valid_file"] is None else sha256_file(plan["valid_file"]),
+            "initial_potential": None if run.initial_potential is None else run.initial_potential.digest,
             "checkpoint_source": None if checkpoint_source is None else str(checkpoint_source),
             "checkpoint_sha256": None if checkpoint_source is None else sha256_file(checkpoint_source),
-            "mode": "resume" if resume_from is not None else "finetune" if checkpoint_source is not None else "train",
+            "mode": "resume" if resume else "finetune" if checkpoint_source is not None else "train",
             "identifier": identifier, "python": str(python),
         }
         atomic_write_text(generation_dir / RUN_JSON, json.dumps(record, indent=1) + "\n")
 
         arguments = ["--mode", "train", "--config-yml", CONFIG_YML, "--run-dir", ".", "--identifier", identifier,
                      "--timestamp-id", identifier, "--seed", str(config.seed), "--print-every", str(config.print_every)]
-        device = _device(config.device)
+        device = resolve_device(config.device, other_interpreter=True)
         if device == "cpu":
             arguments.append("--cpu")
         if config.amp:
             arguments.append("--amp")
         if checkpoint_source is not None:
-            name = RESUME_CHECKPOINT if resume_from is not None else START_CHECKPOINT
-            if resume_from is not None:
+            name = RESUME_CHECKPOINT if resume else START_CHECKPOINT
+            if resume:
                 shutil.copyfile(checkpoint_source, generation_dir / name)
             else:
-                call_worker(python, ["strip", "--source", str(checkpoint_source), "--target",
-                                     str(generation_dir / name)],
-                            generation_dir / WORKER_LOG, max(deadline - time.monotonic(), 1.0), self.env)
+                strip = ["strip", "--source", str(checkpoint_source), "--target", str(generation_dir / name)]
+                call_worker(python, strip, generation_dir / WORKER_LOG, run.remaining(), self.env)
             arguments += ["--checkpoint", name]
         arguments += config.extra_args + self.extra_args
 
-        log_path = generation_dir / LOG
-        watcher = FairChemLogWatcher(int(native["optim"]["max_epochs"]), progress)
-        report.stage(0.0, f"starting fairchem ({config.backend})")
+        watcher = FairChemLogWatcher(int(native["optim"]["max_epochs"]), run.progress)
+        run.stage(0.0, f"starting fairchem ({config.backend})")
+        checkpoint_dir = Path("checkpoints") / identifier
         with backend_environment(self.env):
-            status = run_logged([python, entry_point, *arguments], generation_dir, log_path, deadline, watcher.feed)
-        if status != 0:
-            raise tool_failed("fairchem --mode train", status, log_path)
-        checkpoint_dir = generation_dir / "checkpoints" / identifier
-        last = checkpoint_dir / "checkpoint.pt"
-        best = checkpoint_dir / "best_checkpoint.pt"
-        if not last.is_file():
-            raise TrainingError(f"fairchem exited normally but wrote no {last.relative_to(generation_dir)}",
-                                log_tail(log_path), log_path)
+            run.run_tool([python, plan["entry_point"], *arguments], "fairchem --mode train",
+                         str(checkpoint_dir / "checkpoint.pt"), watcher.feed)
+        last, best = checkpoint_dir / "checkpoint.pt", checkpoint_dir / "best_checkpoint.pt"
+        model = best if (generation_dir / best).is_file() else last
 
         metrics = watcher.final_metrics()
-        if "test" in data_files:
-            report.stage(0.95, "scoring the test split")
+        if "test" in plan["data_files"]:
+            run.stage(0.95, "scoring the test split")
             from mlip_autopipec.backends.fairchem.inference import evaluate_frames_file
 
-            test = evaluate_frames_file(python, best if best.is_file() else last, data_files["test"],
+            test = evaluate_frames_file(python, generation_dir / model, plan["data_files"]["test"],
                                         generation_dir / "test_predictions.extxyz", generation_dir / WORKER_LOG,
-                                        cpu=device == "cpu", timeout=max(deadline - time.monotonic(), 1.0),
-                                        env=self.env)
+                                        cpu=device == "cpu", timeout=run.remaining(), env=self.env)
             metrics.update({f"test_{key}": value for key, value in test.items()})
-        metrics["wall_seconds"] = round(time.monotonic() - started, 3)
-        atomic_write_text(generation_dir / METRICS_JSON,
-                          json.dumps({"final": metrics, "train_history": watcher.train_history,
-                                      "val_history": watcher.val_history}, indent=1) + "\n")
-
-        files = {"checkpoint": str((best if best.is_file() else last).relative_to(generation_dir)),
-                 "last_checkpoint": str(last.relative_to(generation_dir)),
-                 "config_yml": CONFIG_YML, "run_json": RUN_JSON, "log": LOG, "metrics_json": METRICS_JSON}
+        files = {"checkpoint": str(model), "last_checkpoint": str(last), "config_yml": CONFIG_YML, "run_json": RUN_JSON}
         if checkpoint_source is not None:
-            files["start_checkpoint"] = RESUME_CHECKPOINT if resume_from is not None else START_CHECKPOINT
-        artifact = PotentialArtifact(
-            backend=config.backend,
-            elements=sorted(manifest.elements),
-            files=files,
-            digests={role: sha256_file(generation_dir / name) for role, name in files.items()},
-            metrics=metrics,
-            version=f"fairchem-core {watcher.version}" if watcher.version else "fairchem-core (version not logged)",
-            dataset_digest=manifest.digest,
-            config_digest=sha256_text(config.digest() + record["native_config_digest"]),
-            initial_potential=None if initial_potential is None else initial_potential.digest,
-        )
-        artifact.save(generation_dir)  # last: its presence marks the generation as finished
-        report.stage(1.0, "done", int(metrics.get("steps", 0)))
-        return artifact
+            files["start_checkpoint"] = RESUME_CHECKPOINT if resume else START_CHECKPOINT
+        # A config of ours digests as itself (generations.find_matching compares config.digest());
+        # a native FairChem config given by the user is part of what was trained.
+        extra = {} if not plan["native_given"] else {
+            "config_digest": sha256_text(config.digest() + record["native_config_digest"])}
+        version = f"fairchem-core {watcher.version}" if watcher.version else "fairchem-core (version not logged)"
+        return run.finish(files, metrics, {"train_history": watcher.train_history, "val_history": watcher.val_history},
+                          version, int(metrics.get("steps", 0)), backend=config.backend, **extra)
 
     @staticmethod
     def _native_config(config: FairChemConfig, datasets: dict[str, Path], user_config: dict | None,
@@ -245,16 +204,6 @@ class GemNetOCTrainer(FairChemTrainer):
     name = "gemnet_oc"
 
 
-class _Reporter:
-    def __init__(self, progress: ProgressCallback | None):
-        self.progress = progress
-
-    def stage(self, fraction: float, message: str, iteration: int = 0) -> None:
-        if self.progress is not None:
-            self.progress(TrainingProgress(iteration=iteration, max_iterations=0, loss=None,
-                                           fraction=min(max(fraction, 0.0), 1.0), message=message))
-
-
 def artifact_device(artifact: PotentialArtifact) -> str:
     """The device the artifact was trained with ('auto' when unknown)."""
     try:
@@ -262,16 +211,6 @@ def artifact_device(artifact: PotentialArtifact) -> str:
         return record["config"].get("device", "auto")
     except (KeyError, OSError, ValueError):
         return "auto"
-
-
-def _device(requested: str) -> str:
-    """cpu or cuda. 'auto' picks cuda only where an NVIDIA driver is visible: the FairChem
-    interpreter's torch cannot be asked from here, and --cpu must be passed on a machine without one."""
-    if requested != "auto":
-        return requested
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "" or shutil.which("nvidia-smi") is None:
-        return "cpu"
-    return "cuda"
 
 
 def find_checkpoint(source: Path) -> Path | None:
@@ -318,32 +257,6 @@ def _source_native_config(initial_potential: PotentialArtifact | None, checkpoin
     return None  # a foreign checkpoint: the given config must describe its architecture
 
 
-def _dataset_files(manifest: DatasetManifest) -> dict[str, Path]:
-    """The manifest's extxyz (or MACE extxyz) files by split, checked against their digests."""
-    where = manifest.directory or "the manifest"
-    files: dict[str, Path] = {}
-    for entry in manifest.files:
-        if entry.format not in ("extxyz", "mace") or entry.split in files:
-            continue
-        if entry.format == "mace" and any(other.format == "extxyz" and other.split == entry.split
-                                          for other in manifest.files):
-            continue
-        path = manifest.path_of(entry.format, entry.split).resolve()
-        if entry.frames == 0:
-            if entry.split == "train":
-                raise DatasetError(f"{path}: the training set is empty")
-            continue
-        if not path.is_file():
-            raise DatasetError(f"{path}: {entry.split} file listed in the manifest does not exist")
-        if sha256_file(path) != entry.sha256:
-            raise DatasetError(f"{path}: {entry.split} file changed since export (sha256 differs from the manifest)")
-        files[entry.split] = path
-    if "train" not in files:
-        raise DatasetError(f"{where}: no extxyz train file; the dataset is empty or was exported without the "
-                           "'extxyz' format")
-    return files
-
-
 def _write_lmdb(data_files: dict[str, Path], directory: Path) -> dict[str, Path]:
     """Each split as an ASE LMDB file with energy and forces as calculator results."""
     import ase.io
@@ -372,23 +285,6 @@ def _write_lmdb(data_files: dict[str, Path], directory: Path) -> dict[str, Path]
         write_ase_lmdb(frames, target)
         written[split] = target
     return written
-
-
-def _claim_generation_dir(generation_dir: Path) -> None:
-    """Refuse a finished generation; move an unfinished attempt's files to failed-attempts/attempt-N."""
-    if (generation_dir / ARTIFACT_NAME).exists():
-        raise GenerationExistsError(f"{generation_dir} already holds a finished generation ({ARTIFACT_NAME}); "
-                                    "generations are never overwritten: train into a new directory")
-    generation_dir.mkdir(parents=True, exist_ok=True)
-    leftovers = [path for path in generation_dir.iterdir() if path.name != FAILED_ATTEMPTS]
-    if not leftovers:
-        return
-    attempts = generation_dir / FAILED_ATTEMPTS
-    numbers = [int(path.name.split("-")[1]) for path in attempts.glob("attempt-*") if path.name.split("-")[1].isdigit()]
-    target = attempts / f"attempt-{max(numbers, default=0) + 1}"
-    target.mkdir(parents=True)
-    for path in leftovers:
-        path.rename(target / path.name)
 
 
 __all__ = ["EquiformerV2Trainer", "FairChemTrainer", "GemNetOCTrainer", "find_checkpoint"]

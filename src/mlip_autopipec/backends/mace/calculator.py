@@ -22,7 +22,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.mixing import SumCalculator
 
 from mlip_autopipec.backends.base import BackendNotFound, PotentialArtifact
-from mlip_autopipec.backends.mace.command import resolve_device
+from mlip_autopipec.backends.runner import resolve_device
 
 COMMITTEE_PROPERTIES = ["forces_std", "max_force_std", "energy_std", "energy_std_per_atom"]
 

@@ -1,4 +1,4 @@
-"""The `mace_run_train` command line for a MaceConfig, and the device it runs on.
+"""The `mace_run_train` command line for a MaceConfig.
 
 Everything is written as explicit options (no MACE --config YAML), so the exact command is in the
 log's `$ mace_run_train ...` line and a user can rerun it by hand in the generation directory.
@@ -6,8 +6,6 @@ log's `$ mace_run_train ...` line and a user can rerun it by hand in the generat
 
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,27 +60,6 @@ class RunFiles:
         return f"checkpoints/{self.tag}_epoch-{epoch}.pt"
 
 
-def resolve_device(requested: str) -> str:
-    """'cpu', or 'cuda' when CUDA is usable; a requested 'cuda' without CUDA falls back with a warning."""
-    if requested == "cpu":
-        return "cpu"
-    available = _cuda_available()
-    if available:
-        return "cuda"
-    if requested == "cuda":
-        warnings.warn("device 'cuda' requested but CUDA is not available here; training on the CPU instead",
-                      RuntimeWarning, stacklevel=2)
-    return "cpu"
-
-
-def _cuda_available() -> bool:
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
-        return False
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def train_arguments(

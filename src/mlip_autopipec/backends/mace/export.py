@@ -177,7 +177,7 @@ def calculator_from_manifest(manifest_path: str | os.PathLike, weights: str | os
                              device: str = "auto") -> Calculator:
     """An ASE calculator for an exported model (a committee calculator when it has several)."""
     from mlip_autopipec.backends.mace.calculator import CommitteeMACECalculator, _model_dtype
-    from mlip_autopipec.backends.mace.command import resolve_device
+    from mlip_autopipec.backends.runner import resolve_device
 
     device = resolve_device(device)
     models = load_exported_models(manifest_path, weights, device)

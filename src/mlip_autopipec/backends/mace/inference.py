@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms
 
 from mlip_autopipec.backends.mace.calculator import committee_deviations, load_models
-from mlip_autopipec.backends.mace.command import resolve_device
+from mlip_autopipec.backends.runner import resolve_device
 from mlip_autopipec.validation.errors import error_metrics
 
 ModelSource = str | os.PathLike | Sequence[str | os.PathLike]

@@ -28,39 +28,27 @@ import json
 import os
 import re
 import shutil
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from ase.calculators.calculator import Calculator
 
-from mlip_autopipec.backends.base import (
-    ARTIFACT_NAME,
-    BaseTrainingConfig,
-    DatasetError,
-    GenerationExistsError,
-    PotentialArtifact,
-    ProgressCallback,
-    TrainingError,
-    TrainingProgress,
-    TrainingTimeout,
-)
+from mlip_autopipec.backends.base import DatasetError, PotentialArtifact
 from mlip_autopipec.backends.mace.calculator import make_calculator
-from mlip_autopipec.backends.mace.command import RunFiles, resolve_device, train_arguments
+from mlip_autopipec.backends.mace.command import RunFiles, train_arguments
 from mlip_autopipec.backends.mace.config import MaceConfig
 from mlip_autopipec.backends.mace.log_watch import MaceLogWatcher
 from mlip_autopipec.backends.mace.metrics import MetricsFormatError, collect_metrics, read_results
-from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged, tool_failed
+from mlip_autopipec.backends.runner import resolve_device, resolve_executable
+from mlip_autopipec.backends.template import FAILED_ATTEMPTS, Backend, TrainingRun, dataset_elements, dataset_files
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file
 
 TOOLS = ("mace_run_train",)
-FAILED_ATTEMPTS = "failed-attempts"
 
 # Our files in the generation directory.
 CONFIG_JSON = "mace_config.json"
 LOG = "mace_train.log"
-METRICS_JSON = "metrics.json"
 INITIAL_MODEL = "initial.model"
 DELTA_DATA = {"train": "delta_train_mace.extxyz", "test": "delta_test_mace.extxyz"}
 MODEL_NAME = "mace"
@@ -78,8 +66,11 @@ INSTALL_HINT = ("Install MACE (pip install mace-torch, with the machine's torch;
                 "into this environment.")
 
 
-class MaceTrainer:
+class MaceTrainer(Backend):
     name = "mace"
+    config_class = MaceConfig
+    log_name = LOG
+    delta_data = DELTA_DATA
 
     def __init__(self, executables: Mapping[str, str | Path] | None = None):
         """`executables` overrides where a tool is found, e.g. {"mace_run_train": "/opt/mace/bin/mace_run_train"}."""
@@ -91,117 +82,81 @@ class MaceTrainer:
     def make_calculator(self, artifact: PotentialArtifact, with_uncertainty: bool = True) -> Calculator:
         return make_calculator(artifact, with_uncertainty=with_uncertainty)
 
-    def train(
-        self,
-        manifest: DatasetManifest,
-        config: BaseTrainingConfig,
-        generation_dir: Path,
-        initial_potential: PotentialArtifact | None = None,
-        progress: ProgressCallback | None = None,
-        *,
-        foundation_model: str | os.PathLike | None = None,
-        resume_from: str | os.PathLike | None = None,
-        valid_file: str | os.PathLike | None = None,
-    ) -> PotentialArtifact:
-        """Train one generation; see the module docstring. `valid_file` (MACE extxyz) replaces the
-        random `valid_fraction` hold-out of the train split as MACE's validation set."""
-        if not isinstance(config, MaceConfig):
-            raise TypeError(f"MaceTrainer needs a MaceConfig, got {type(config).__name__}")
+    def _max_iterations(self, config: MaceConfig) -> int:
+        return config.epochs
+
+    def _prepare(self, run: TrainingRun, *, foundation_model: str | os.PathLike | None = None,
+                 resume_from: str | os.PathLike | None = None, valid_file: str | os.PathLike | None = None) -> dict:
+        """Options: `foundation_model` (a local .model to fine-tune), `resume_from` (a checkpoint or a
+        directory with checkpoints/), `valid_file` (MACE extxyz replacing the random `valid_fraction`
+        hold-out of the train split as MACE's validation set)."""
+        config, initial_potential = run.config, run.initial_potential
         if initial_potential is not None and foundation_model is not None:
             raise ValueError("give either initial_potential or foundation_model, not both")
-        started = time.monotonic()
-        deadline = started + config.timeout_seconds
-
-        # Everything that can be checked before hours of training is checked first.
         executable = resolve_executable("mace_run_train", self.executables.get("mace_run_train"), INSTALL_HINT)
-        data_files = _dataset_files(manifest)
-        elements = _model_elements(config, manifest, initial_potential)
+        data_files = dataset_files(run.manifest, ["mace"], min_train=2,
+                                   why="MACE needs at least 2 (it holds out valid_fraction of them for validation)")
+        elements = _model_elements(config, run.manifest, initial_potential)
         starting_model = _starting_model(initial_potential, foundation_model)
         resume_source = None if resume_from is None else _resume_source(Path(resume_from), config)
-        device = resolve_device(config.device)
         if valid_file is not None:
             valid_file = Path(valid_file).resolve()
             if not valid_file.is_file():
                 raise DatasetError(f"{valid_file}: validation file does not exist")
             if config.baseline is not None:
                 raise DatasetError("a separate validation file cannot be combined with delta learning (baseline)")
-
-        generation_dir = Path(generation_dir).resolve()
         # Checkpoints to resume from, found before an unfinished attempt in this very directory
         # (a resume in place) is moved aside, and followed there.
         explicit = {} if resume_source is None else {
             member: find_checkpoint(resume_source.resolve(), member_files(config, member).tag, any_tag=member == 0)
             for member in range(config.committee_size)}
-        failed_attempt = _claim_generation_dir(generation_dir)
+        return {"executable": executable, "data_files": data_files, "elements": elements,
+                "starting_model": starting_model, "valid_file": valid_file, "explicit": explicit}
+
+    def _fit(self, run: TrainingRun, plan: dict) -> PotentialArtifact:
+        config, generation_dir, failed_attempt = run.config, run.generation_dir, run.failed_attempt
+        explicit, starting_model, data_files = plan["explicit"], plan["starting_model"], plan["data_files"]
         for member, checkpoint in explicit.items():
             if checkpoint is not None and failed_attempt is not None and checkpoint.is_relative_to(generation_dir) \
                     and not checkpoint.is_relative_to(generation_dir / FAILED_ATTEMPTS):
                 explicit[member] = failed_attempt / checkpoint.relative_to(generation_dir)
-        log_path = generation_dir / LOG
-        report = _Reporter(progress, config.epochs)
+        device = resolve_device(config.device)
         record = {
             "config": config.model_dump(mode="json"), "config_digest": config.digest(),
-            "dataset_digest": manifest.digest, "device": device,
-            "initial_potential": None if initial_potential is None else initial_potential.digest,
+            "dataset_digest": run.manifest.digest, "device": device,
+            "initial_potential": None if run.initial_potential is None else run.initial_potential.digest,
             "starting_model_sha256": None if starting_model is None else sha256_file(starting_model),
-            "valid_file_sha256": None if valid_file is None else sha256_file(valid_file),
+            "valid_file_sha256": None if plan["valid_file"] is None else sha256_file(plan["valid_file"]),
         }
         atomic_write_text(generation_dir / CONFIG_JSON, json.dumps(record, indent=1) + "\n")
-
         if starting_model is not None:
             shutil.copyfile(starting_model, generation_dir / INITIAL_MODEL)
-        if config.baseline is not None:
-            report.stage(0.0, f"subtracting baseline {config.baseline.name} from the labels")
-            baseline = config.baseline.build()
-            for split, source in list(data_files.items()):
-                write_delta_extxyz(Path(source), generation_dir / DELTA_DATA[split], baseline)
-                data_files[split] = DELTA_DATA[split]
-            if time.monotonic() > deadline:
-                raise TrainingTimeout("time limit reached while evaluating the baseline")
+        run.subtract_baseline(data_files, DELTA_DATA, write_delta_extxyz)
 
         watchers: list[MaceLogWatcher] = []
         for member in range(config.committee_size):
             files = member_files(config, member)
-            restart = self._prepare_restart(files, generation_dir, explicit.get(member), resume_source is not None,
-                                            failed_attempt, record, config, log_path)
-            watcher = MaceLogWatcher(config.epochs, progress, member, config.committee_size)
-            report.stage(watcher.fraction(0.0), _member_text(config, member, "starting mace_run_train"))
+            restart = self._prepare_restart(files, generation_dir, explicit.get(member), bool(explicit),
+                                            failed_attempt, record, config, run.log_path)
+            watcher = MaceLogWatcher(config.epochs, run.progress, member, config.committee_size)
+            run.stage(watcher.fraction(0.0), _member_text(config, member, "starting mace_run_train"))
             arguments = train_arguments(config, files, data_files["train"], data_files.get("test"), device,
                                         foundation_model=INITIAL_MODEL if starting_model is not None else None,
-                                        restart=restart, valid_file=valid_file)
-            status = run_logged([executable, *arguments], generation_dir, log_path, deadline, watcher.feed)
-            if status != 0:
-                raise tool_failed("mace_run_train" + _member_text(config, member, "", prefix=" ("), status, log_path)
-            final_model = files.stagetwo_model if config.swa else files.model
-            if not (generation_dir / final_model).is_file():
-                raise TrainingError(f"mace_run_train exited normally but wrote no {final_model}",
-                                    log_tail(log_path), log_path)
+                                        restart=restart, valid_file=plan["valid_file"])
+            run.run_tool([plan["executable"], *arguments],
+                         "mace_run_train" + _member_text(config, member, "", prefix=" ("),
+                         files.stagetwo_model if config.swa else files.model, watcher.feed)
             watchers.append(watcher)
-            report.stage(watcher.fraction(1.0), _member_text(config, member, "trained"),
-                         watcher.epochs_seen[-1] + 1 if watcher.epochs_seen else 0)
+            run.stage(watcher.fraction(1.0), _member_text(config, member, "trained"),
+                      watcher.epochs_seen[-1] + 1 if watcher.epochs_seen else 0)
 
-        final_metrics, history = self._metrics(config, generation_dir, watchers, log_path)
-        final_metrics["wall_seconds"] = round(time.monotonic() - started, 3)
-        atomic_write_text(generation_dir / METRICS_JSON,
-                          json.dumps({"final": final_metrics, "history": history}, indent=1) + "\n")
-
-        files = self._artifact_files(config, generation_dir, starting_model is not None)
+        final_metrics, history = self._metrics(run, watchers)
         version = watchers[0].version
-        artifact = PotentialArtifact(
-            backend=self.name,
-            elements=elements,
-            files=files,
-            digests={role: sha256_file(generation_dir / name) for role, name in files.items()},
-            metrics=final_metrics,
-            version=f"mace-torch {version}" if version else "mace-torch (version not reported)",
-            dataset_digest=manifest.digest,
-            config_digest=config.digest(),
-            initial_potential=None if initial_potential is None else initial_potential.digest,
-            baseline=config.baseline,
-        )
-        artifact.save(generation_dir)  # last: its presence marks the generation as finished
-        report.stage(1.0, "done", watchers[0].epochs_seen[-1] + 1 if watchers[0].epochs_seen else 0)
-        return artifact
+        return run.finish(self._artifact_files(config, generation_dir, starting_model is not None), final_metrics,
+                          {"history": history},
+                          f"mace-torch {version}" if version else "mace-torch (version not reported)",
+                          watchers[0].epochs_seen[-1] + 1 if watchers[0].epochs_seen else 0,
+                          elements=plan["elements"])
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -225,8 +180,8 @@ class MaceTrainer:
         return True
 
     @staticmethod
-    def _metrics(config: MaceConfig, generation_dir: Path, watchers: list[MaceLogWatcher], log_path: Path
-                 ) -> tuple[dict[str, float], dict]:
+    def _metrics(run: TrainingRun, watchers: list[MaceLogWatcher]) -> tuple[dict[str, float], dict]:
+        config, generation_dir = run.config, run.generation_dir
         final: dict[str, float] = {}
         history: dict = {}
         for member, watcher in enumerate(watchers):
@@ -237,7 +192,7 @@ class MaceTrainer:
                 entries = read_results(results_path) if results_path.is_file() else []
                 metrics, member_history = collect_metrics(log_text, entries, watcher.best_epoch)
             except (OSError, MetricsFormatError) as exc:
-                raise TrainingError(f"cannot read MACE's metrics: {exc}", log_tail(log_path), log_path) from exc
+                raise run.error(f"cannot read MACE's metrics: {exc}") from exc
             if watcher.restarted_from_epoch is not None:
                 metrics["resumed_from_epoch"] = float(watcher.restarted_from_epoch)
             metrics = {key: value for key, value in metrics.items() if value is not None}
@@ -256,8 +211,7 @@ class MaceTrainer:
         first = member_files(config, 0)
         model, compiled = ((first.stagetwo_model, first.stagetwo_compiled_model) if config.swa
                            else (first.model, first.compiled_model))
-        files = {"model": model, "log": LOG, "mace_log": first.log, "metrics_json": METRICS_JSON,
-                 "config_json": CONFIG_JSON}
+        files = {"model": model, "mace_log": first.log, "config_json": CONFIG_JSON}
         if (generation_dir / compiled).is_file():  # MACE skips it silently when TorchScript fails
             files["compiled_model"] = compiled
         for member in range(1, config.committee_size):
@@ -265,21 +219,7 @@ class MaceTrainer:
             files[f"committee_model_{member}"] = other.stagetwo_model if config.swa else other.model
         if fine_tuned:
             files["initial_model"] = INITIAL_MODEL
-        if config.baseline is not None:
-            files.update({f"delta_{split}": name for split, name in DELTA_DATA.items()
-                          if (generation_dir / name).is_file()})
         return {role: name for role, name in files.items() if (generation_dir / name).is_file()}
-
-
-class _Reporter:
-    def __init__(self, progress: ProgressCallback | None, epochs: int):
-        self.progress = progress
-        self.epochs = epochs
-
-    def stage(self, fraction: float, message: str, iteration: int = 0) -> None:
-        if self.progress is not None:
-            self.progress(TrainingProgress(iteration=iteration, max_iterations=self.epochs, loss=None,
-                                           fraction=min(max(fraction, 0.0), 1.0), message=message))
 
 
 def _member_text(config: MaceConfig, member: int, text: str, prefix: str = "") -> str:
@@ -345,31 +285,6 @@ def _starting_model(initial_potential: PotentialArtifact | None, foundation_mode
     return None
 
 
-def _dataset_files(manifest: DatasetManifest) -> dict[str, str]:
-    """Absolute paths of the MACE extxyz train (and test, if any) files, checked against the manifest."""
-    entries = {entry.split: entry for entry in manifest.files if entry.format == "mace"}
-    where = manifest.directory or "the manifest"
-    if "train" not in entries:
-        raise DatasetError(f"{where}: no mace-format train file; the dataset is empty or was exported "
-                           f"without the 'mace' format")
-    files = {}
-    for split, entry in entries.items():
-        path = manifest.path_of("mace", split).resolve()
-        if entry.frames == 0:
-            if split == "train":
-                raise DatasetError(f"{path}: the training set is empty")
-            continue
-        if split == "train" and entry.frames < 2:
-            raise DatasetError(f"{path}: {entry.frames} training structure; MACE needs at least 2 "
-                               "(it holds out valid_fraction of them for validation)")
-        if not path.is_file():
-            raise DatasetError(f"{path}: {split} file listed in the manifest does not exist")
-        if sha256_file(path) != entry.sha256:
-            raise DatasetError(f"{path}: {split} file changed since export (sha256 differs from the manifest)")
-        files[split] = str(path)
-    return files
-
-
 def _model_elements(config: MaceConfig, manifest: DatasetManifest,
                     initial_potential: PotentialArtifact | None) -> list[str]:
     elements = _elements_of_the_model(config, manifest, initial_potential)
@@ -384,9 +299,7 @@ def _model_elements(config: MaceConfig, manifest: DatasetManifest,
 
 def _elements_of_the_model(config: MaceConfig, manifest: DatasetManifest,
                            initial_potential: PotentialArtifact | None) -> list[str]:
-    data_elements = set(manifest.elements)
-    if not data_elements:
-        raise DatasetError("the dataset manifest lists no elements: the dataset is empty")
+    data_elements = dataset_elements(manifest)
     if initial_potential is None:
         return sorted(data_elements)
     missing = sorted(data_elements - set(initial_potential.elements))
@@ -416,26 +329,6 @@ def write_delta_extxyz(source: Path, target: Path, baseline: Calculator) -> None
             except Exception:  # a baseline without stress: the stress label cannot be made a delta
                 del atoms.info["REF_stress"]
     ase.io.write(target, frames, format="extxyz")
-
-
-def _claim_generation_dir(generation_dir: Path) -> Path | None:
-    """Refuse a finished generation; move an unfinished attempt's files aside and return where to."""
-    if (generation_dir / ARTIFACT_NAME).exists():
-        raise GenerationExistsError(f"{generation_dir} already holds a finished generation ({ARTIFACT_NAME}); "
-                                    "generations are never overwritten: train into a new directory")
-    generation_dir.mkdir(parents=True, exist_ok=True)
-    leftovers = [path for path in generation_dir.iterdir() if path.name != FAILED_ATTEMPTS]
-    if not leftovers:
-        return None
-    attempts = generation_dir / FAILED_ATTEMPTS
-    prefix = "attempt-"
-    numbers = [int(path.name[len(prefix):]) for path in attempts.glob(prefix + "*")
-               if path.name[len(prefix):].isdigit()]
-    target = attempts / f"{prefix}{max(numbers, default=0) + 1}"
-    target.mkdir(parents=True)
-    for path in leftovers:
-        path.rename(target / path.name)
-    return target
 
 
 __all__ = ["MaceTrainer", "find_checkpoint", "member_files", "write_delta_extxyz"]
