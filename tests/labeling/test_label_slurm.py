@@ -4,6 +4,7 @@ labels equal to the local path, recognisable job names, MPI-parallel GPAW, and s
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -155,3 +156,30 @@ def test_a_node_drained_mid_run_finishes_its_job_and_the_next_one_is_retried(slu
     assert store.get(running).provenance["attempts"] == 1 and store.get(queued).provenance["attempts"] == 2
     [error] = report.errors
     assert error.startswith(f"structure {queued} (attempt 1): SLURM job ") and "did not start within 3 s" in error
+
+
+def test_gpaw_under_mpi_in_a_slurm_job_gives_the_serial_labels(slurm_cluster, pending, tmp_path):
+    pytest.importorskip("gpaw")
+    from mlip_autopipec.labeling import label_structure
+
+    # Two k-points, so the two ranks split them; tiny on purpose (seconds, not physics).
+    gpaw = CalculatorSpec(factory="gpaw", kwargs={"mode": {"name": "pw", "ecut": 200}, "xc": "LDA",
+                                                  "kpts": {"size": [1, 1, 2], "gamma": True}, "txt": "gpaw.txt"})
+    atoms = fcc_cell("Cu", seed=3)[:2]
+    atoms.cell = [2.6, 2.6, 3.6]
+    store, [parallel] = pending(atoms)
+    report = label_pending_slurm(store, gpaw, settings(ntasks=2, mpi_command="mpiexec -n 2 --oversubscribe",
+                                                       environment=ROOT_MPI),
+                                 workdir=tmp_path / "slurm", keep_files=True, timeout_s=300)
+    assert report.completed == [parallel], "\n".join(report.errors)
+    [job] = report.jobs
+    log = (tmp_path / "slurm" / job["directory"] / f"structure-{parallel}" / "gpaw.txt").read_text()
+    assert re.search(r"^cores: +2$", log, re.MULTILINE), log[:2000]  # GPAW ran on 2 ranks
+
+    direct = label_structure(atoms, gpaw, tmp_path / "serial", timeout_s=300).labels  # one serial worker
+    mpi = store.get(parallel).frame
+    assert mpi.energy == pytest.approx(direct.energy, abs=1e-6)
+    np.testing.assert_allclose(mpi.forces, direct.forces, atol=1e-5)
+    np.testing.assert_allclose(mpi.stress, direct.stress, atol=1e-6)
+    print(f"\nGPAW, 2 MPI ranks in SLURM vs serial: |dE| = {abs(mpi.energy - direct.energy):.1e} eV, "
+          f"max |dF| = {np.abs(mpi.forces - direct.forces).max():.1e} eV/Å")

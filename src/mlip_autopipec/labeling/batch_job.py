@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     batch = json.loads((batch_dir / BATCH_FILE).read_text())
     spec = CalculatorSpec.model_validate(batch["calculator"])
     launcher = shlex.split(batch.get("mpi_command") or "")
+    if launcher:  # GPAW under a launcher in plain python (not `gpaw python`) needs its MPI backend named
+        os.environ.setdefault("GPAW_MPI_BACKEND", "cgpaw")
     for row_id in batch["rows"]:
         job_dir = structure_dir(batch_dir, row_id)
         if (job_dir / OUTCOME_FILE).exists():

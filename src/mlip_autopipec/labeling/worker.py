@@ -5,11 +5,12 @@
 Reads JOB_DIR/structure.traj and JOB_DIR/calculator.json (a CalculatorSpec), computes energy,
 forces and, for fully periodic cells with a calculator that implements it, stress, then writes
 JOB_DIR/result.json atomically. Under an MPI launcher (`mpiexec -n 2 python -m
-mlip_autopipec.labeling.worker JOB_DIR`, `srun ...`) every rank computes and rank 0 writes; GPAW then
-gets GPAW_MPI_BACKEND=cgpaw unless set (its plain-python MPI). Any failure is an uncaught exception:
-a traceback on stderr and a non-zero exit, which the parent reports. The parent runs this in its own process group with
-JOB_DIR as working directory (where DFT codes leave their files). When process PID (default: the one that
-started the worker) is gone, the worker kills its process group.
+mlip_autopipec.labeling.worker JOB_DIR`, `srun ...`) every rank computes and rank 0 writes (GPAW
+needs GPAW_MPI_BACKEND=cgpaw in the environment for that; labeling/batch_job.py sets it).
+Any failure is an uncaught exception: a traceback on stderr and a non-zero exit, which the parent
+reports. The parent runs this in its own process group with JOB_DIR as working directory (where
+DFT codes leave their files). When process PID (default: the one that started the worker) is
+gone, the worker kills its process group; an MPI rank, whose parent is the launcher, kills itself.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,13 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The worker runs in its own session, so signals to the parent's group never reach it; without
     # this watch a killed campaign would leave DFT runs (and their MPI ranks) computing for nobody.
-    watch_parent(args.parent, _PARENT_POLL_S)
-    if _mpi_size() > 1:  # GPAW refuses to run under a launcher in plain python without it
-        os.environ.setdefault("GPAW_MPI_BACKEND", "cgpaw")
+    if _mpi_size() > 1:  # our parent is the MPI launcher: watch the labelling process itself
+        _watch_process(args.parent)
+    else:
+        watch_parent(args.parent, _PARENT_POLL_S)
     job_dir = args.job_dir
-    atoms = ase.io.read(job_dir / STRUCTURE_FILE, format="traj")
     spec = CalculatorSpec.model_validate_json((job_dir / CALCULATOR_FILE).read_text())
-    atoms.calc = spec.build()
+    # The calculator first: GPAW under MPI must set up its communicator before ASE's (reading the
+    # structure touches ase.parallel.world), or it refuses to run in parallel.
+    calculator = spec.build()
+    atoms = ase.io.read(job_dir / STRUCTURE_FILE, format="traj")
+    atoms.calc = calculator
 
     start = time.perf_counter()
     energy = atoms.get_potential_energy()
@@ -61,6 +68,30 @@ def main(argv: list[str] | None = None) -> int:
     if mpi_rank() == 0:  # under an MPI launcher every rank computes; one writes
         atomic_write_text(job_dir / RESULT_FILE, json.dumps(result))
     return 0
+
+
+def _watch_process(pid: int) -> None:
+    """An MPI rank: SIGKILL itself (the launcher then ends the other ranks) once process `pid` is gone.
+    A rank on another node than `pid` (srun across nodes) cannot see it and does not watch."""
+    if not _alive(pid):
+        return
+
+    def watch() -> None:
+        while _alive(pid):
+            time.sleep(_PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="labeller-watchdog", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _mpi_size() -> int:
