@@ -1,5 +1,7 @@
 """The active-learning benchmark's machinery on a real (tiny) run: one seed, one round, random and
-D-optimal selection on 40 Cu-II frames. The science (which strategy wins) is the benchmark's job."""
+D-optimal selection on 40 ethanol frames from 2 starting molecules (2 O environments for 6
+functions: the first potential has no γ for O). The science (which strategy wins) is the benchmark's
+job. One run serves every test: each run costs three real fits."""
 
 from __future__ import annotations
 
@@ -14,24 +16,28 @@ from benchmarks.al_curves import labels_to_reach
 from benchmarks.al_vs_random import QUICK, initial_choice, main, random_choice
 
 
+INITIAL = 2  # starting molecules
+
+
 @pytest.fixture(scope="module")
 def quick_run(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("al-vs-random")
-    status = main(["--quick", "--pool", str(shared_data / "Cu-II.extxyz"), "--name", "cu", "--out", str(out)])
+    status = main(["--quick", "--initial", str(INITIAL), "--pool", str(shared_data / "ethanol-revMD17.extxyz"),
+                   "--name", "ethanol", "--out", str(out)])
     assert status == 0
-    return out, json.loads((out / "al_vs_random_cu.json").read_text())
+    return out, json.loads((out / "al_vs_random_ethanol.json").read_text())
 
 
 @pytest.mark.slow
 def test_every_curve_has_one_point_per_round(quick_run):
     _, report = quick_run
-    expected = [QUICK.initial + r * QUICK.batch for r in range(QUICK.rounds + 1)]
+    expected = [INITIAL + r * QUICK.batch for r in range(QUICK.rounds + 1)]
     assert sorted(report["runs"]) == sorted(QUICK.strategies)
     for strategy, curves in report["runs"].items():
         assert len(curves) == QUICK.seeds
         for curve in curves:
             assert curve["labels"] == expected
-            assert [len(chosen) for chosen in curve["chosen"]] == [QUICK.initial] + [QUICK.batch] * QUICK.rounds
+            assert [len(chosen) for chosen in curve["chosen"]] == [INITIAL] + [QUICK.batch] * QUICK.rounds
             errors = curve["energy_rmse"] + curve["force_rmse"]
             assert len(errors) == 2 * len(expected) and all(math.isfinite(e) and e > 0 for e in errors)
         assert report["summary"][strategy]["labels"] == expected
@@ -42,7 +48,7 @@ def test_strategies_start_from_the_same_frames_and_potential(quick_run):
     _, report = quick_run
     first = {strategy: curves[0] for strategy, curves in report["runs"].items()}
     starts = {tuple(curve["chosen"][0]) for curve in first.values()}
-    assert starts == {tuple(initial_choice(report["pool"]["frames"], QUICK.initial, seed=0))}
+    assert starts == {tuple(initial_choice(report["pool"]["frames"], INITIAL, seed=0))}
     assert len({curve["force_rmse"][0] for curve in first.values()}) == 1
     assert len({curve["energy_rmse"][0] for curve in first.values()}) == 1
 
@@ -71,10 +77,10 @@ def test_writes_the_headline_json_and_a_real_plot(quick_run):
     out, report = quick_run
     random_final = report["runs"]["random"][0]["force_rmse"][-1]
     assert report["headline"]["target_force_rmse_mev_per_angstrom"] == pytest.approx(random_final)
-    assert report["headline"]["random_budget_labels"] == QUICK.initial + QUICK.rounds * QUICK.batch
+    assert report["headline"]["random_budget_labels"] == INITIAL + QUICK.rounds * QUICK.batch
     assert set(report["headline"]["strategies"]) == set(QUICK.strategies)
     assert report["headline"]["strategies"]["random"]["label_saving_ratio"] == 1.0
-    image = matplotlib.image.imread(out / "al_vs_random_cu.png")
+    image = matplotlib.image.imread(out / "al_vs_random_ethanol.png")
     height, width = image.shape[:2]
     assert height > 200 and width > 400 and image.shape[2] in (3, 4)
     assert float(np.std(image[..., :3])) > 0.05  # lines and text, not a blank canvas
@@ -83,13 +89,13 @@ def test_writes_the_headline_json_and_a_real_plot(quick_run):
 @pytest.mark.slow
 def test_report_only_rederives_the_same_headline_from_the_runs(quick_run, tmp_path):
     out, report = quick_run
-    copy = tmp_path / "al_vs_random_cu.json"
+    copy = tmp_path / "al_vs_random_ethanol.json"
     stripped = {key: value for key, value in report.items() if key not in ("headline", "summary")}
     copy.write_text(json.dumps(stripped))
     assert main(["--report-only", str(copy)]) == 0
     rederived = json.loads(copy.read_text())
     assert rederived["headline"] == report["headline"] and rederived["summary"] == report["summary"]
-    assert (tmp_path / "al_vs_random_cu.png").stat().st_size > 10_000
+    assert (tmp_path / "al_vs_random_ethanol.png").stat().st_size > 10_000
 
 
 def test_labels_to_reach_interpolates_in_log_log():
@@ -114,12 +120,10 @@ def test_bad_frame_is_named_and_nothing_is_written(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_starting_molecules_run_and_report_the_species_without_gamma(shared_data, tmp_path):
+def test_two_starting_molecules_run_and_report_the_species_without_gamma(quick_run):
     """Ethanol from 2 starting molecules: 2 O environments for 6 functions. The first fit used to fail
     in pace_activeset; now the run finishes and says, per species, where it stands."""
-    assert main(["--quick", "--initial", "2", "--pool", str(shared_data / "ethanol-revMD17.extxyz"),
-                 "--name", "ethanol", "--out", str(tmp_path)]) == 0
-    report = json.loads((tmp_path / "al_vs_random_ethanol.json").read_text())
+    _, report = quick_run
     assert report["settings"]["initial"] == 2
     assert report["pool"]["atoms_per_element"] == {"C": 80, "H": 240, "O": 40}  # 40 molecules
     for strategy, curves in report["runs"].items():
