@@ -4,11 +4,16 @@
     python -m flows.label --store DB --calculator gpaw --calculator-kwargs '{"mode": "pw", "xc": "PBE"}' \\
         --timeout 7200 --workers 4 --task-runner dask
     python -m flows.label --store postgresql://... --workdir /shared/jobs --dask-address tcp://scheduler:8786
+    python -m flows.label --store DB --calculator gpaw --calculator-kwargs '{"mode": "pw"}' --workdir /scratch/jobs \
+        --slurm '{"partition": "compute", "ntasks": 4, "mpi_command": "srun", "walltime": "04:00:00"}'
 
 Each structure is one Prefect task ("label structure <id>") on the flow's task runner: Prefect's
 thread pool (default), a temporary local Dask cluster of --workers processes (--task-runner dask),
 or a running Dask cluster (--dask-address). --workers structures are in flight at once. With a
 remote cluster the store and --workdir must be reachable from its workers under the same URL/path.
+With --slurm (SlurmSettings as JSON, see config/execution.py) the structures go to SLURM instead:
+one sbatch job per batch of structures_per_job, watched from here; --workdir must be shared with
+the compute nodes, the store need not be.
 
 A structure whose calculation crashes, hangs past --timeout or returns unusable labels is marked
 failed with the reason and tried again, up to --max-attempts tries in all. Failures are reported
@@ -32,8 +37,9 @@ from prefect import flow, get_run_logger
 from pydantic import ValidationError
 
 from mlip_autopipec.calculators import CalculatorSpec
-from mlip_autopipec.config.execution import ExecutionSettings
-from mlip_autopipec.labeling import DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, check_settings, fan_out, job_root
+from mlip_autopipec.config.execution import ExecutionSettings, SlurmSettings
+from mlip_autopipec.labeling import (DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, check_settings, fan_out, job_root,
+                                     label_pending_slurm)
 from mlip_autopipec.store import StoreError, StructureStore, check_writable
 from mlip_autopipec.store.secrets import password_to_environment
 from tasks.labeling import label_row_task, publish_label_report
@@ -44,13 +50,20 @@ from tasks.runners import build_task_runner, prefect_api_for_workers
 def label(store: str, calculator: dict, campaign: str = "default", generation: int | None = None,
           timeout_s: float = DEFAULT_TIMEOUT_S, max_attempts: int = 3, workers: int = 1,
           workdir: str | None = None, limit: int | None = None, recover_running: bool = False,
-          retry_failed: bool = False) -> dict:
+          retry_failed: bool = False, slurm: dict | None = None) -> dict:
     """Label pending rows, `workers` at a time, one task per structure on this flow's task runner
     (choose it with `label.with_options(task_runner=build_task_runner(settings))`); `calculator` is a
-    CalculatorSpec as dict. Returns LabelReport.to_dict(); the failures are logged."""
+    CalculatorSpec as dict; with `slurm` (SlurmSettings as dict) as SLURM batch jobs instead. Returns
+    LabelReport.to_dict(); the failures are logged."""
     check_settings(workers=workers, timeout_s=timeout_s, max_attempts=max_attempts, limit=limit)
     spec = CalculatorSpec.model_validate(calculator)
     structures = StructureStore(store, campaign=campaign)
+    if slurm is not None:
+        report = label_pending_slurm(structures, spec, SlurmSettings.model_validate(slurm), limit=limit,
+                                     generation=generation, timeout_s=timeout_s, max_attempts=max_attempts,
+                                     workdir=workdir, recover_running=recover_running, retry_failed=retry_failed)
+        publish_label_report(campaign, report)
+        return report.to_dict()
     root = job_root(structures, workdir).absolute()  # the same path on every worker
     store_url = store if structures.is_server else str(Path(store).absolute())
     run = LabelingRun(structures, spec, limit=limit, generation=generation, max_attempts=max_attempts,
@@ -93,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dask-address", metavar="ADDRESS",
                         help="scheduler of a running Dask cluster, e.g. tcp://host:8786 (default: start a "
                              "temporary LocalCluster)")
+    parser.add_argument("--slurm", metavar="JSON",
+                        help="label as SLURM batch jobs with these SlurmSettings, e.g. '{\"partition\": \"compute\", "
+                             "\"ntasks\": 4, \"mpi_command\": \"srun\"}' ('{}': the defaults)")
     parser.add_argument("--limit", type=int, help="label at most this many pending structures")
     parser.add_argument("--workdir",
                         help="job directories (default: labeling/<campaign> beside a SQLite store)")
@@ -126,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workdir is needed with a server store")
     if min(args.workers, args.max_attempts) < 1 or args.timeout <= 0 or (args.limit or 0) < 0:
         parser.error("--workers and --max-attempts must be >= 1, --timeout > 0, --limit >= 0")
+    slurm = None
+    if args.slurm is not None:
+        if args.task_runner or args.dask_address:
+            parser.error("--slurm submits SLURM jobs from this process: no --task-runner or --dask-address with it")
+        try:
+            slurm = SlurmSettings.model_validate_json(args.slurm).model_dump(mode="json")
+        except ValidationError as exc:
+            parser.error(f"--slurm: {exc}")
     try:
         execution = ExecutionSettings(task_runner=args.task_runner or ("dask" if args.dask_address else "threads"),
                                       workers=args.workers, dask_address=args.dask_address)
@@ -137,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         result = labelled(args.store, spec.model_dump(), campaign=args.campaign, generation=args.generation,
                           timeout_s=args.timeout, max_attempts=args.max_attempts, workers=args.workers,
                           workdir=args.workdir, limit=args.limit, recover_running=args.recover_running,
-                          retry_failed=args.retry_failed)
+                          retry_failed=args.retry_failed, slurm=slurm)
     for error in result["failures"].values():
         print(f"failed: {error}")
     print(result["summary"])

@@ -14,7 +14,9 @@ from prefect.cache_policies import NO_CACHE
 
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
-from mlip_autopipec.labeling import DEFAULT_TIMEOUT_S, CancelFile, LabelReport, label_claimed, label_pending
+from mlip_autopipec.config.execution import SlurmSettings
+from mlip_autopipec.labeling import (DEFAULT_TIMEOUT_S, CancelFile, LabelReport, label_claimed, label_pending,
+                                     label_pending_slurm)
 from mlip_autopipec.store import StructureStore
 from tasks.publish import slug
 
@@ -26,13 +28,20 @@ _MAX_TABLE_ROWS = 500  # failures first; beyond this the description has the cou
 def label_task(store_url: str, campaign: str, calculator: dict, generation: int | None = None,
                max_attempts: int = 3, timeout_s: float = DEFAULT_TIMEOUT_S, workers: int = 1,
                workdir: str | None = None, limit: int | None = None,
-               recover_running: bool = False) -> dict:
+               recover_running: bool = False, slurm: dict | None = None) -> dict:
     """Label pending rows with `calculator` (a CalculatorSpec as dict) on a thread pool inside this
-    task; returns LabelReport.to_dict(). flows/label.py fans out over the flow's task runner instead."""
+    task, or, with `slurm` (SlurmSettings as dict), as SLURM batch jobs this task submits and watches;
+    returns LabelReport.to_dict(). flows/label.py fans out over the flow's task runner instead."""
     spec = CalculatorSpec.model_validate(calculator)
-    report = label_pending(StructureStore(store_url, campaign=campaign), spec, limit=limit,
-                           generation=generation, timeout_s=timeout_s, max_attempts=max_attempts,
-                           workers=workers, workdir=workdir, recover_running=recover_running)
+    store = StructureStore(store_url, campaign=campaign)
+    if slurm is not None:
+        report = label_pending_slurm(store, spec, SlurmSettings.model_validate(slurm), limit=limit,
+                                     generation=generation, timeout_s=timeout_s, max_attempts=max_attempts,
+                                     workdir=workdir, recover_running=recover_running)
+    else:
+        report = label_pending(store, spec, limit=limit, generation=generation, timeout_s=timeout_s,
+                               max_attempts=max_attempts, workers=workers, workdir=workdir,
+                               recover_running=recover_running)
     publish_label_report(campaign, report)
     return report.to_dict()
 
@@ -58,6 +67,9 @@ def publish_label_report(campaign: str, report: LabelReport) -> None:
     for error in report.errors:
         logger.warning(error)
     logger.info(report.summary())
+    for job in report.jobs:
+        logger.info(f"SLURM job {job['job_id']} ({job['name']}): {job['state']}, structures "
+                    f"{', '.join(map(str, job['structures']))}, queued {job['queued_s']:g} s")
     create_table_artifact(key=f"{slug(campaign)}-labels", table=label_table(report),
                           description=f"{campaign}: {report.summary()}")
 

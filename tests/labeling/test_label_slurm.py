@@ -183,3 +183,36 @@ def test_gpaw_under_mpi_in_a_slurm_job_gives_the_serial_labels(slurm_cluster, pe
     np.testing.assert_allclose(mpi.stress, direct.stress, atol=1e-6)
     print(f"\nGPAW, 2 MPI ranks in SLURM vs serial: |dE| = {abs(mpi.energy - direct.energy):.1e} eV, "
           f"max |dF| = {np.abs(mpi.forces - direct.forces).max():.1e} eV/Å")
+
+
+def test_a_generation_labelled_by_the_label_flow_on_slurm_with_gpaw_under_mpi(slurm_cluster, pending, tmp_path,
+                                                                           prefect_server, capsys):
+    """End to end: `python -m flows.label --slurm ...` labels one generation's rows with GPAW on 2 MPI
+    ranks per structure, both in one SLURM job; the next generation's row stays pending."""
+    pytest.importorskip("gpaw")
+    import json
+
+    from flows import label as label_flow
+
+    cells = []
+    for seed in range(2):
+        atoms = fcc_cell("Cu", seed=seed)[:2]
+        atoms.cell = [2.6, 2.6, 3.6]
+        cells.append(atoms)
+    store, generation_1 = pending(*cells, generation=1)
+    _, [later] = pending(fcc_cell("Ni", seed=9), generation=2)
+    gpaw = {"mode": {"name": "pw", "ecut": 200}, "xc": "LDA", "kpts": {"size": [1, 1, 2], "gamma": True},
+            "txt": "gpaw.txt"}
+    slurm = {"ntasks": 2, "mpi_command": "mpiexec -n 2 --oversubscribe", "structures_per_job": 2, "poll_s": 0.5,
+             "walltime": "00:10:00", "environment": ROOT_MPI, "job_name": "dft"}
+    code = label_flow.main(["--store", str(store.url), "--campaign", "test", "--generation", "1", "--calculator",
+                            "gpaw", "--calculator-kwargs", json.dumps(gpaw), "--timeout", "300",
+                            "--workdir", str(tmp_path / "jobs"), "--slurm", json.dumps(slurm)])
+    assert code == 0
+    assert "GPAW: 2 completed, 0 failed, 0 retried" in capsys.readouterr().out
+    for row_id in generation_1:
+        row = store.get(row_id)
+        assert row.status is Status.COMPLETED and row.provenance["labeler"] == "GPAW"
+    assert store.get(later).status is Status.PENDING
+    [job] = [job for job in slurm_cluster.jobs() if job["JobName"] == f"dft-test-{generation_1[0]}-{generation_1[-1]}"]
+    assert job["JobState"] == "COMPLETED" and job["NumTasks"] == "2"

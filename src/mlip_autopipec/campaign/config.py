@@ -9,7 +9,7 @@ from ase.data import chemical_symbols
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from mlip_autopipec.calculators import CalculatorSpec
-from mlip_autopipec.config.execution import ExecutionSettings
+from mlip_autopipec.config.execution import ExecutionSettings, SlurmSettings
 from mlip_autopipec.config.run_files import ConfigError, load_yaml_model
 from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig, parse_training_config
 from mlip_autopipec.outbox import DEFAULT_NEAR_TOLERANCE
@@ -130,6 +130,18 @@ class LabelingSettings(_Strict):
     timeout_s: float = Field(600.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     workers: int = Field(2, ge=1)
+    executor: Literal["local", "slurm"] = Field("local", description="local: worker processes here (or on the "
+                                                                     "Dask cluster); slurm: sbatch jobs, see slurm")
+    slurm: SlurmSettings | None = Field(None, description="partition, account, walltime, ntasks, modules, ... "
+                                                          "(executor: slurm; default settings when left out)")
+
+    @model_validator(mode="after")
+    def _slurm_needs_the_slurm_executor(self) -> LabelingSettings:
+        if self.slurm is not None and self.executor != "slurm":
+            raise ValueError("slurm: used only with executor: slurm")
+        if self.executor == "slurm" and self.slurm is None:
+            self.slurm = SlurmSettings()
+        return self
 
 
 class ValidationSettings(_Strict):
