@@ -53,6 +53,19 @@ if [[ "${MLIP_WITH_POSTGRES:-1}" == 1 ]] && ! dpkg -s postgresql >/dev/null 2>&1
   fi
 fi
 
+# SLURM (slurm-wlm, munge): the tests start a throw-away single-node cluster (tests/slurm.py) to label
+# through sbatch. MLIP_WITH_SLURM=0 leaves it out; without root the SLURM tests are skipped. The system's
+# slurmctld/slurmd stay down (Debian ships no /etc/slurm/slurm.conf); the tests use their own config,
+# munge key and socket, so a system munged (systemd starts one) is not in their way.
+if [[ "${MLIP_WITH_SLURM:-1}" == 1 ]] && ! dpkg -s slurm-wlm munge >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "bootstrap: apt-get install slurm-wlm munge"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+  else
+    echo "bootstrap: SLURM tests will be skipped; to run them first run: sudo apt-get install slurm-wlm munge"
+  fi
+fi
+
 echo "bootstrap: installing into $venv (first run takes several minutes)"
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
