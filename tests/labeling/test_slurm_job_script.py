@@ -1,0 +1,42 @@
+"""What a SLURM user configures ends up in the job script; no cluster needed."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mlip_autopipec.campaign.config import LabelingSettings
+from mlip_autopipec.config.execution import SlurmSettings
+from mlip_autopipec.labeling.slurm import job_script
+
+
+def test_the_campaign_file_settings_reach_sbatch_and_the_job_environment():
+    labeling = LabelingSettings.model_validate({"executor": "slurm", "slurm": {
+        "partition": "compute", "account": "proj42", "qos": "normal", "walltime": "04:00:00", "ntasks": 8,
+        "cpus_per_task": 2, "memory": "32G", "modules": ["gpaw/24.1", "openmpi/4.1"],
+        "setup": ["source /home/me/venv/bin/activate"], "environment": {"OMP_NUM_THREADS": "2",
+                                                                         "ASE_VASP_COMMAND": "srun vasp_std"},
+        "mpi_command": "srun", "sbatch_options": ["--constraint=skylake"], "python": "/home/me/venv/bin/python"}})
+    script = job_script(labeling.slurm, "mlip-label-cu-7-14", Path("/scratch/jobs/mlip-label-cu-7-14-abc"))
+    for line in ["#SBATCH --job-name=mlip-label-cu-7-14", "#SBATCH --partition=compute", "#SBATCH --account=proj42",
+                 "#SBATCH --qos=normal", "#SBATCH --time=04:00:00", "#SBATCH --ntasks=8",
+                 "#SBATCH --cpus-per-task=2", "#SBATCH --mem=32G", "#SBATCH --no-requeue",
+                 "#SBATCH --constraint=skylake", "#SBATCH --output=/scratch/jobs/mlip-label-cu-7-14-abc/slurm-%j.out",
+                 "module load gpaw/24.1", "module load openmpi/4.1", "source /home/me/venv/bin/activate",
+                 "export OMP_NUM_THREADS=2", "export ASE_VASP_COMMAND='srun vasp_std'",
+                 "exec /home/me/venv/bin/python -m mlip_autopipec.labeling.batch_job "
+                 "/scratch/jobs/mlip-label-cu-7-14-abc"]:
+        assert line in script.splitlines(), line
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash" and lines.index("module load gpaw/24.1") > lines.index("#SBATCH --mem=32G")
+
+
+def test_settings_are_checked_before_anything_is_submitted():
+    assert LabelingSettings.model_validate({"executor": "slurm"}).slurm == SlurmSettings()
+    assert LabelingSettings().slurm is None
+    with pytest.raises(ValidationError, match="slurm: used only with executor: slurm"):
+        LabelingSettings.model_validate({"slurm": {"partition": "compute"}})
+    with pytest.raises(ValidationError, match="extra"):
+        SlurmSettings.model_validate({"partion": "compute"})
+    with pytest.raises(ValueError, match="not a shell variable name"):
+        job_script(SlurmSettings(environment={"BAD-NAME": "1"}), "x", Path("/tmp/x"))
