@@ -30,7 +30,7 @@ def test_batches_run_as_named_slurm_jobs_with_the_local_labels(slurm_cluster, pe
     structures = [fcc_cell("CuNi", seed=seed) for seed in range(5)]
     store, ids = pending(*structures)
     report = label_pending_slurm(store, CalculatorSpec(factory="emt"), settings(structures_per_job=2, max_jobs=2),
-                                 workdir=tmp_path / "jobs")
+                                 workdir=tmp_path / "job files")  # a space in the path, as users have
     assert sorted(report.completed) == ids and not report.failed, report.errors
     names = {job["name"] for job in report.jobs}
     assert names == {f"mlip-label-test-{ids[0]}-{ids[1]}", f"mlip-label-test-{ids[2]}-{ids[3]}",
@@ -45,7 +45,7 @@ def test_batches_run_as_named_slurm_jobs_with_the_local_labels(slurm_cluster, pe
         reference.calc = EMT()
         assert row.frame.energy == pytest.approx(reference.get_potential_energy(), abs=1e-10)
         np.testing.assert_allclose(row.frame.forces, reference.get_forces(), atol=1e-10)
-    assert not list((tmp_path / "jobs").iterdir())  # completed batches leave nothing behind
+    assert not list((tmp_path / "job files").iterdir())  # completed batches leave nothing behind
 
 
 def _job_of(cluster, row_id: int, states: tuple[str, ...]) -> dict | None:

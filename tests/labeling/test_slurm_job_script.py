@@ -21,7 +21,7 @@ def test_the_campaign_file_settings_reach_sbatch_and_the_job_environment():
     for line in ["#SBATCH --job-name=mlip-label-cu-7-14", "#SBATCH --partition=compute", "#SBATCH --account=proj42",
                  "#SBATCH --qos=normal", "#SBATCH --time=04:00:00", "#SBATCH --ntasks=8",
                  "#SBATCH --cpus-per-task=2", "#SBATCH --mem=32G", "#SBATCH --no-requeue",
-                 "#SBATCH --constraint=skylake", "#SBATCH --output=/scratch/jobs/mlip-label-cu-7-14-abc/slurm-%j.out",
+                 "#SBATCH --constraint=skylake",
                  "module load gpaw/24.1", "module load openmpi/4.1", "source /home/me/venv/bin/activate",
                  "export OMP_NUM_THREADS=2", "export ASE_VASP_COMMAND='srun vasp_std'",
                  "exec /home/me/venv/bin/python -m mlip_autopipec.labeling.batch_job "

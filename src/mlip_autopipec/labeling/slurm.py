@@ -92,9 +92,10 @@ class SlurmCommands:
                              f"{(result.stderr or result.stdout).strip()[-1000:]}")
         return result
 
-    def submit(self, script: Path) -> str:
-        """sbatch the script; returns the job id."""
-        output = self._run("sbatch", "--parsable", str(script)).stdout.strip()
+    def submit(self, script: Path, log: Path) -> str:
+        """sbatch the script, its output to `log`; returns the job id. (The log path goes on the command
+        line: an #SBATCH line cannot hold a path with spaces.)"""
+        output = self._run("sbatch", "--parsable", f"--output={log}", str(script)).stdout.strip()
         job_id = output.split(";")[0].strip()  # --parsable: "id" or "id;cluster"
         if not job_id.isdigit():
             raise SlurmError(f"sbatch {script} printed no job id: {output!r}")
@@ -215,7 +216,7 @@ class _SlurmLabeling:
                 "min_distance": self.min_distance, "mpi_command": self.settings.mpi_command}))
             script = batch.directory / "job.sh"
             script.write_text(job_script(self.settings, name, batch.directory))
-            batch.job_id = self.slurm.submit(script)
+            batch.job_id = self.slurm.submit(script, batch.directory / "slurm-%j.out")
         except (OSError, SlurmError) as exc:
             self._finish(batch, because=f"the job could not be submitted: {exc}")
             return True
@@ -325,7 +326,7 @@ class _SlurmLabeling:
 
 def job_script(settings: SlurmSettings, name: str, batch_dir: Path, python: str | None = None) -> str:
     """The batch script of one labelling job: #SBATCH options, modules, setup, environment, the batch."""
-    options = [f"--job-name={name}", f"--output={batch_dir}/slurm-%j.out", "--nodes=1",
+    options = [f"--job-name={name}", "--nodes=1",
                f"--ntasks={settings.ntasks}", f"--cpus-per-task={settings.cpus_per_task}",
                f"--time={settings.walltime}", "--no-requeue"]
     chosen = (("partition", settings.partition), ("account", settings.account), ("qos", settings.qos),
