@@ -17,6 +17,7 @@ UI address is printed at the start. A file lock makes two commands started at on
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import fcntl
 import importlib
@@ -263,6 +264,21 @@ def prefect_api() -> Iterator[str | None]:
             yield state["url"]
         finally:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+
+_process_api: contextlib.ExitStack | None = None
+
+
+def use_prefect_api() -> str | None:
+    """prefect_api() for the rest of this process: one line for a command's main, after its input
+    checks and before its first flow run. Later calls change nothing."""
+    global _process_api
+    if _process_api is not None:
+        return None
+    _process_api = contextlib.ExitStack()
+    atexit.register(_process_api.close)
+    return _process_api.enter_context(prefect_api())
 
 
 # -- mlip-autopipec <command> -------------------------------------------------------------------

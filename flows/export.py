@@ -9,6 +9,7 @@ directory holding files an export did not write is refused unless --overwrite.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import typing
 from pathlib import Path
@@ -17,7 +18,6 @@ from prefect import flow
 
 from flows import cli
 from mlip_autopipec.data.manifest import ExportFormat
-from mlip_autopipec.store.secrets import password_to_environment, redact
 
 
 ALL_FORMATS = typing.get_args(ExportFormat)  # the library's export (ase.io) is imported when needed
@@ -37,14 +37,41 @@ def export(store: str, out: str, campaign: str = "default", test_fraction: float
 
 
 def _check_not_empty(store: str, campaign: str) -> None:
-    """An empty store is a one-line error, not a flow run that fails (and no server is started for it)."""
-    from mlip_autopipec.store import StructureStore
+    """An empty store is a one-line error, not a flow run that fails (and no server is started for it).
+    A SQLite store is looked at with the standard library alone (ase.db's tables: a row's keys are in
+    text_key_values), so the check costs milliseconds rather than ase's and scipy's imports."""
+    if store.startswith(("postgresql://", "postgres://")):
+        from mlip_autopipec.store import StructureStore
 
-    is_server = store.startswith(("postgresql://", "postgres://"))
-    if not is_server and not Path(store).is_file():
+        completed = StructureStore(store, campaign=campaign).status_counts().get("completed")
+    elif not Path(store).is_file():
         raise ValueError(f"{store}: no such store")
-    if not StructureStore(store, campaign=campaign).status_counts().get("completed"):
-        raise ValueError(f"nothing to export: {redact(store)} has no completed structures in campaign {campaign!r}")
+    else:
+        completed = _sqlite_completed_rows(store, campaign)
+    if not completed:
+        raise ValueError(f"nothing to export: {_redact(store)} has no completed structures in campaign {campaign!r}")
+
+
+def _sqlite_completed_rows(path: str, campaign: str) -> int:
+    import sqlite3
+
+    query = ("SELECT count(*) FROM text_key_values s JOIN text_key_values c ON s.id = c.id WHERE s.key = 'status' "
+             "AND s.value = 'completed' AND c.key = 'campaign' AND c.value = ?")
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        try:
+            return connection.execute(query, (campaign,)).fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0  # a database ase.db never wrote a row to
+            raise
+
+
+def _redact(url: str) -> str:
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    from mlip_autopipec.store.secrets import redact
+
+    return redact(url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a --out directory that holds files an export did not write")
     args = parser.parse_args(argv)
-    if args.store:  # its password (if any) goes to PGPASSWORD, never into flow parameters
+    if args.store.startswith(("postgresql://", "postgres://")):  # a password goes to PGPASSWORD, not to flows
+        from mlip_autopipec.store.secrets import password_to_environment
+
         args.store = password_to_environment(args.store)
     try:
         _check_not_empty(args.store, args.campaign)  # before a flow (and a Prefect server) starts

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +31,32 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _stop_the_local_prefect_server():
-    """Commands the tests run as subprocesses (`python -m flows.x`, no PREFECT_API_URL) share one
-    background Prefect server under this session's PREFECT_HOME (flows/cli.py); stop the one they
-    started, if any, when the session ends."""
-    state = Path(os.environ["PREFECT_HOME"]) / "mlip-local-server.json"
-    before = state.read_text() if state.exists() else None
-    yield
-    if state.exists() and state.read_text() != before:
-        from flows.cli import stop_local_server
+# Commands the tests run as subprocesses (`python -m flows.x`, no PREFECT_API_URL) start the local
+# Prefect server (flows/cli.py) in the background, under whichever PREFECT_HOME the test gave them.
+# They inherit this tag, and so do the servers they start: the session stops exactly those at its end.
+os.environ.setdefault("MLIP_TEST_SESSION", uuid.uuid4().hex)
 
-        stop_local_server()
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_local_prefect_servers():
+    yield
+    tag = f"MLIP_TEST_SESSION={os.environ['MLIP_TEST_SESSION']}".encode()
+    leaders = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc.name.isdigit() and b"prefect.server.api.server:create_app" in (proc / "cmdline").read_bytes()
+                    and tag in (proc / "environ").read_bytes().split(b"\0")
+                    and os.getpgid(int(proc.name)) == int(proc.name)):  # started by flows/cli.py: a group leader
+                leaders.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in leaders:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in leaders):
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
