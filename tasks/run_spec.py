@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlip_autopipec.backends.run_tasks import run_task
+from mlip_autopipec.backends.run_yaml import run_task
 from mlip_autopipec.config.run_yaml import TRAINING_TASKS, load_run_spec
 from tasks.progress import PrefectProgress
 from tasks.publish import slug

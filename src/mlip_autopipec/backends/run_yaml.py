@@ -1,36 +1,112 @@
-"""What every backend's run.yaml task runner shares: reading and sampling the data splits and the
-tqdm progress bar over the training."""
+"""`run_task(spec)`: one unified run.yaml task, run by its backend's run.yaml runner
+(backends/<backend>/run_yaml.py: `train`, `evaluate`, `infer`, `export`), and what those runners
+share: reading and sampling the data splits, the reference labels of a frame, the generation
+behind a run directory, the tqdm progress bar over the training and the summaries they return."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
+import os
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ase import Atoms
 
-from mlip_autopipec.backends.base import DatasetError, ProgressCallback
-from mlip_autopipec.config.run_yaml import RunSpec
+from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialArtifact, ProgressCallback
+from mlip_autopipec.config.run_yaml import TRAINING_TASKS, RunSpec
+from mlip_autopipec.data.manifest import DatasetManifest, ManifestFile
+from mlip_autopipec.files import atomic_write_text, sha256_file
+
+GENERATION_DIR = "train"  # RUN_DIR/train: the generation a training task writes
+DATA_DIR = "data"  # RUN_DIR/data: the sampled structures it trained on, with their manifest
+# Backend name -> the module of its run.yaml runner; modules load lazily (TensorFlow, torch).
+RUNNERS = {
+    "pacemaker": "mlip_autopipec.backends.pacemaker.run_yaml",
+    "mace": "mlip_autopipec.backends.mace.run_yaml",
+    "equiformer_v2": "mlip_autopipec.backends.fairchem.run_yaml",
+    "gemnet_oc": "mlip_autopipec.backends.fairchem.run_yaml",
+}
 
 
-def read_split(spec: RunSpec, split: str) -> list[Atoms]:
-    """Every structure of data.<split>: extxyz (or any ASE format), an ASE LMDB file or a shard directory."""
+def run_task(spec: RunSpec, progress: ProgressCallback | None = None) -> dict:
+    """Run `spec` with its backend; the summary names every output (run_dir, artifacts, metrics)."""
+    if spec.backend not in RUNNERS:
+        raise NotImplementedError(f"backend {spec.backend!r} has no run.yaml task runner here "
+                                  f"(available: {sorted(RUNNERS)})")
+    runner = importlib.import_module(RUNNERS[spec.backend])
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if spec.task in TRAINING_TASKS:
+        return runner.train(spec, run_dir, progress)
+    return getattr(runner, spec.task)(spec, run_dir)
+
+
+def generation_in(path: Path) -> Path:
+    """A run directory's generation (RUN_DIR/train) when given the run directory itself, else `path`."""
+    if path.is_dir() and not (path / ARTIFACT_NAME).exists() and (path / GENERATION_DIR).is_dir():
+        return path / GENERATION_DIR
+    return path
+
+
+def reference_labels(atoms: Atoms, split: str, index: int) -> tuple[float, object, object]:
+    """(energy, forces, stress or None) of a labelled frame: REF_ keys, else its calculator's results."""
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    energy = atoms.info.get("REF_energy", results.get("energy", results.get("free_energy")))
+    forces = atoms.arrays.get("REF_forces", results.get("forces"))
+    if energy is None:
+        raise DatasetError(f"data.{split}: structure {index} has no energy (REF_energy or energy)")
+    if forces is None:
+        raise DatasetError(f"data.{split}: structure {index} has no forces (REF_forces or forces)")
+    return float(energy), forces, atoms.info.get("REF_stress", results.get("stress"))
+
+
+def trained(spec: RunSpec, artifact: PotentialArtifact, manifest: Path | None) -> dict:
+    """The summary of a training task."""
+    return {"task": spec.task, "generation_dir": str(artifact.generation_dir),
+            "artifact": str(artifact.generation_dir / ARTIFACT_NAME),
+            "manifest": None if manifest is None else str(manifest), "metrics": artifact.metrics}
+
+
+def evaluated(spec: RunSpec, run_dir: Path, metrics: dict, **extra) -> dict:
+    """RUN_DIR/eval_metrics.json and the summary of an evaluate task."""
+    split = spec.active_split
+    if spec.eval.energy_only:
+        metrics = {key: value for key, value in metrics.items() if not key.startswith("forces_")}
+    result = {"task": "evaluate", "split": split, "data": str(getattr(spec.data, split)),
+              "energy_only": spec.eval.energy_only, **extra, "metrics": metrics}
+    target = atomic_write_text(run_dir / "eval_metrics.json", json.dumps(result, indent=1) + "\n")
+    return {**result, "metrics_json": str(target)}
+
+
+def read_frames(path: str | os.PathLike, where: str = "") -> list[Atoms]:
+    """Every structure in `path`: extxyz (or any ASE format), an ASE LMDB file or a shard directory.
+    `where` (e.g. "data.train: ") starts the error messages."""
     from mlip_autopipec.data.ase_lmdb import is_lmdb_path, read_ase_lmdb
 
-    path = Path(getattr(spec.data, split))
+    path = Path(path)
     if is_lmdb_path(path):
         frames = list(read_ase_lmdb(path))
     else:
         import ase.io
 
+        if not path.exists():
+            raise FileNotFoundError(f"{where}{path}: no such structure file")
         try:
             frames = ase.io.read(path, index=":")
         except Exception as exc:
-            raise DatasetError(f"data.{split}: cannot read {path} ({type(exc).__name__}: {exc})") from exc
+            raise DatasetError(f"{where}cannot read {path} ({type(exc).__name__}: {exc})") from exc
     if not frames:
-        raise DatasetError(f"data.{split}: {path} holds no structures")
+        raise DatasetError(f"{where}{path} holds no structures")
     return frames
+
+
+def read_split(spec: RunSpec, split: str) -> list[Atoms]:
+    """Every structure of data.<split>."""
+    return read_frames(getattr(spec.data, split), f"data.{split}: ")
 
 
 def select_frames(spec: RunSpec, split: str, frames: list[Atoms]) -> list[Atoms]:
@@ -81,3 +157,33 @@ def progress_bar(spec: RunSpec, progress: ProgressCallback | None, total: int, u
     finally:
         if bar is not None:
             bar.close()
+
+
+def write_splits(spec: RunSpec, directory: Path, frame: Callable[[Atoms, str, int], Atoms], name: str,
+                 data_format: str) -> tuple[DatasetManifest, Path | None]:
+    """data.train / val / test sampled, each frame made by `frame(atoms, split, index)`, as extxyz
+    files named `name` (with {split}) in `directory`, and a DatasetManifest of the train and test
+    splits there; val is returned as the validation file."""
+    import ase.io
+
+    directory.mkdir(parents=True, exist_ok=True)
+    entries, counts, elements, valid_file = [], {}, set(), None
+    for split in ("train", "val", "test"):
+        if getattr(spec.data, split) is None:
+            continue
+        frames = [frame(atoms, split, index) for index, atoms in enumerate(split_frames(spec, split))]
+        path = directory / name.format(split=split)
+        ase.io.write(path, frames, format="extxyz")
+        elements.update(symbol for atoms in frames for symbol in atoms.get_chemical_symbols())
+        if split == "val":
+            valid_file = path
+            continue
+        counts[split] = len(frames)
+        entries.append(ManifestFile(path=path.name, format=data_format, split=split, frames=len(frames),
+                                    atoms=sum(len(atoms) for atoms in frames), sha256=sha256_file(path)))
+    source = {split: str(getattr(spec.data, split)) if getattr(spec.data, split) else None
+              for split in ("train", "val", "test")}
+    manifest = DatasetManifest(seed=spec.data.train_indices.seed, test_fraction=0.0, elements=sorted(elements),
+                               counts=counts, files=entries, source=source).finalize()
+    manifest.write(directory)
+    return manifest, valid_file

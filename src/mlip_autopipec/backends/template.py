@@ -18,9 +18,11 @@ import contextlib
 import fcntl
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+
+from ase.calculators.calculator import Calculator
 
 from mlip_autopipec.backends.base import (
     ARTIFACT_NAME,
@@ -34,7 +36,7 @@ from mlip_autopipec.backends.base import (
     TrainingProgress,
     TrainingTimeout,
 )
-from mlip_autopipec.backends.runner import log_tail, run_logged, tool_failed
+from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged, tool_failed
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file
 
@@ -205,6 +207,25 @@ class Backend:
     config_class: ClassVar[type[BaseTrainingConfig]]
     log_name: ClassVar[str]  # the tool's log in the generation directory
     delta_data: ClassVar[dict[str, str]] = {}  # split -> the file its baseline-subtracted labels go to
+    tools: ClassVar[tuple[str, ...]] = ()  # its command-line tools
+    install_hint: ClassVar[str] = ""
+    iterations_field: ClassVar[str | None] = None  # the config's iteration count, for progress reports
+    calculator: ClassVar[Callable[[PotentialArtifact, bool], Calculator]]  # (artifact, with_uncertainty)
+
+    def __init__(self, executables: Mapping[str, str | Path] | None = None):
+        """`executables` overrides where a tool is found, e.g. {"pacemaker": "/opt/ace/bin/pacemaker"}."""
+        self.executables = dict(executables or {})
+        unknown = sorted(set(self.executables) - set(self.tools))
+        if unknown:
+            raise ValueError(f"unknown {self.name} tool(s) {unknown}; known: {list(self.tools)}")
+
+    def executable(self, tool: str) -> Path:
+        """Where `tool` is: as configured, next to this interpreter, or on PATH."""
+        return resolve_executable(tool, self.executables.get(tool), self.install_hint)
+
+    def make_calculator(self, artifact: PotentialArtifact, with_uncertainty: bool = True) -> Calculator:
+        """An ASE calculator for the artifact's potential, predicting totals (baseline included)."""
+        return type(self).calculator(artifact, with_uncertainty)
 
     def train(self, manifest: DatasetManifest, config: BaseTrainingConfig, generation_dir: Path,
               initial_potential: PotentialArtifact | None = None, progress: ProgressCallback | None = None,
@@ -213,15 +234,12 @@ class Backend:
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         run = TrainingRun(self, manifest, config, generation_dir, initial_potential, progress,
-                          self._max_iterations(config))
+                          getattr(config, self.iterations_field) if self.iterations_field else 0)
         plan = self._prepare(run, **options)  # everything that can be checked before hours of training
         with claim_generation_dir(run.generation_dir) as run.failed_attempt:
             return self._fit(run, plan)
 
     # -- hooks --------------------------------------------------------------------------------
-
-    def _max_iterations(self, config: BaseTrainingConfig) -> int:
-        return 0
 
     def _prepare(self, run: TrainingRun, **options: Any) -> dict[str, Any]:
         raise NotImplementedError

@@ -94,7 +94,7 @@ class TrainedRun:
 @pytest.fixture(scope="session")
 def trained_equiformer_v2(fairchem_python, cu_frames_file, tmp_path_factory) -> TrainedRun:
     """One real EquiformerV2 training through run.yaml (train 8, val 3 structures)."""
-    from mlip_autopipec.backends.fairchem.tasks import run_task
+    from mlip_autopipec.backends.run_yaml import run_task
     from mlip_autopipec.config.run_yaml import load_run_spec
 
     directory = tmp_path_factory.mktemp("fairchem-eqv2")

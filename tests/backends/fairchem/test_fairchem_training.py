@@ -66,7 +66,7 @@ def test_equiformer_v2_trains_from_run_yaml_and_exports(trained_equiformer_v2):
 
 def test_evaluate_infer_and_the_calculator_agree(trained_equiformer_v2, cu_frames_file, small_cu_frames):
     from mlip_autopipec.backends import get_trainer
-    from mlip_autopipec.backends.fairchem.tasks import run_task
+    from mlip_autopipec.backends.run_yaml import run_task
 
     run = trained_equiformer_v2
     directory = run.run_yaml.parent
@@ -104,7 +104,7 @@ def test_evaluate_infer_and_the_calculator_agree(trained_equiformer_v2, cu_frame
 
 def test_resume_continues_at_the_checkpoint_step(trained_equiformer_v2, fairchem_python, cu_frames_file,
                                                  run_yaml_writer):
-    from mlip_autopipec.backends.fairchem.tasks import run_task
+    from mlip_autopipec.backends.run_yaml import run_task
 
     run = trained_equiformer_v2
     resume_yaml = run_yaml_writer(run.run_yaml.parent / "resumed", fairchem_python, cu_frames_file,
@@ -140,7 +140,7 @@ def test_finetune_starts_at_step_zero_from_the_weights(trained_equiformer_v2, tm
 
 
 def test_gemnet_oc_trains_and_predicts(fairchem_python, cu_frames_file, run_yaml_writer, tmp_path):
-    from mlip_autopipec.backends.fairchem.tasks import run_task
+    from mlip_autopipec.backends.run_yaml import run_task
 
     summary = run_task(_spec(run_yaml_writer(tmp_path, fairchem_python, cu_frames_file, "gemnet_oc", "train",
                                              with_test=True)))

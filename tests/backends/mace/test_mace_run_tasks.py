@@ -15,7 +15,7 @@ import yaml
 
 from mlip_autopipec.backends.base import PotentialArtifact
 from mlip_autopipec.backends.mace.export import ExportManifest
-from mlip_autopipec.backends.mace.tasks import run_task
+from mlip_autopipec.backends.run_yaml import run_task
 from mlip_autopipec.config.run_yaml import load_run_spec
 from mlip_autopipec.data.ase_lmdb import read_ase_lmdb, write_ase_lmdb
 from tests.backends.fakes import fake_successful_run, write_fake_mace
@@ -133,7 +133,7 @@ def a_model_file(tmp_path) -> Path:
 
 def test_finetune_and_resume_tasks_reach_mace_run_train(mace_manifest, model_json, fake_python, a_model_file,
                                                          tmp_path, monkeypatch):
-    import mlip_autopipec.backends.mace.tasks as tasks
+    import mlip_autopipec.backends.mace.run_yaml as tasks
 
     monkeypatch.setattr(tasks, "_export_after_training", lambda generation_dir, run_dir, spec: None)
     train_file = str(mace_manifest.path_of("mace", "train"))

@@ -15,7 +15,7 @@ import yaml
 
 from mlip_autopipec.backends.base import DatasetError, PotentialArtifact
 from mlip_autopipec.backends.pacemaker.export import calculator_from_manifest
-from mlip_autopipec.backends.run_tasks import run_task
+from mlip_autopipec.backends.run_yaml import run_task
 from mlip_autopipec.config.run_yaml import load_run_spec
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.readers import read_labelled_frames

@@ -12,72 +12,31 @@ the FairChem interpreter.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mlip_autopipec.backends.base import ARTIFACT_NAME, PotentialArtifact
+from mlip_autopipec.backends import export as shared
 from mlip_autopipec.backends.fairchem.interpreter import call_worker
-from mlip_autopipec.files import atomic_write_text, sha256_file
 
-ARTIFACTS_DIR = "artifacts"
-MANIFEST_NAME = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 CONFIG_FILE = "fairchem_config.yml"
 
 
-class ExportedFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str  # relative to the manifest's directory
-    sha256: str
+class SizedFile(shared.ExportedFile):
     bytes: int
 
 
-class FairChemExportManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: int = 1
-    backend: str
-    created: str
-    source: str
-    checkpoint: ExportedFile
-    config_yml: ExportedFile | None = None
+class FairChemExportManifest(shared.BaseExportManifest):
+    checkpoint: SizedFile
+    config_yml: SizedFile | None = None
     model: dict[str, Any]  # name, backbone, parameters, epoch, step of the checkpoint
     elements: list[str] = Field(default_factory=list)
     versions: dict[str, str]
-    config: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    dataset_digest: str | None = None
-
-    directory: Path | None = None  # where manifest.json was loaded from; not serialised
-
-    def path(self, entry: ExportedFile) -> Path:
-        return (self.directory or Path(".")) / entry.path
-
-    def verify(self) -> None:
-        for entry in [self.checkpoint] + ([self.config_yml] if self.config_yml else []):
-            path = self.path(entry)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} listed in the export manifest is missing")
-            if sha256_file(path) != entry.sha256:
-                raise ValueError(f"{path} changed after export (sha256 differs from the manifest)")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> FairChemExportManifest:
-        path = Path(path)
-        if path.is_dir():
-            path = path / MANIFEST_NAME
-        try:
-            manifest = cls.model_validate_json(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no export manifest") from None
-        manifest.directory = path.parent
-        return manifest
 
 
 def export_checkpoint(model_in: str | os.PathLike, run_dir: str | os.PathLike, python: Path,
@@ -87,20 +46,15 @@ def export_checkpoint(model_in: str | os.PathLike, run_dir: str | os.PathLike, p
     is replaced as a whole (built beside it, then renamed)."""
     source = Path(model_in)
     checkpoint, config_yml, artifact = _export_sources(source)
-    target = Path(run_dir) / ARTIFACTS_DIR
-    staging = target.with_name(f".{ARTIFACTS_DIR}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with shared.staged_export(run_dir) as staging:
         shutil.copyfile(checkpoint, staging / CHECKPOINT_FILE)
         if config_yml is not None:
             shutil.copyfile(config_yml, staging / CONFIG_FILE)
         description = call_worker(python, ["describe", "--checkpoint", str(staging / CHECKPOINT_FILE)],
                                   Path(run_dir) / "fairchem_worker.log", timeout, env)
         versions = {"fairchem-core": description.pop("fairchem_version"), "torch": description.pop("torch_version")}
-        manifest = FairChemExportManifest(
+        FairChemExportManifest(
             backend=artifact.backend if artifact is not None else backend,
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             source=str(source.resolve()),
             checkpoint=_entry(staging, CHECKPOINT_FILE),
             config_yml=_entry(staging, CONFIG_FILE) if config_yml is not None else None,
@@ -110,27 +64,20 @@ def export_checkpoint(model_in: str | os.PathLike, run_dir: str | os.PathLike, p
             config=dict(config or {}),
             metrics=dict(artifact.metrics) if artifact is not None else {},
             dataset_digest=artifact.dataset_digest if artifact is not None else None,
-        )
-        atomic_write_text(staging / MANIFEST_NAME, manifest.model_dump_json(indent=2, exclude={"directory"}) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target / MANIFEST_NAME
+        ).write(staging)
+    return Path(run_dir) / shared.ARTIFACTS_DIR / shared.MANIFEST_NAME
 
 
 def checkpoint_of(source: str | os.PathLike) -> Path:
     """The checkpoint file behind a generation / run directory, an export manifest, or a .pt file."""
     source = Path(source)
-    if source.name == MANIFEST_NAME or (source.is_dir() and (source / MANIFEST_NAME).is_file()
+    if source.name == shared.MANIFEST_NAME or (source.is_dir() and (source / shared.MANIFEST_NAME).is_file()
                                         and not (source / ARTIFACT_NAME).is_file()):
         manifest = FairChemExportManifest.load(source)
         manifest.verify()
         return manifest.path(manifest.checkpoint)
-    if source.is_dir() and not (source / ARTIFACT_NAME).is_file() and (source / ARTIFACTS_DIR / MANIFEST_NAME).is_file():
-        return checkpoint_of(source / ARTIFACTS_DIR / MANIFEST_NAME)
+    if source.is_dir() and not (source / ARTIFACT_NAME).is_file() and (source / shared.ARTIFACTS_DIR / shared.MANIFEST_NAME).is_file():
+        return checkpoint_of(source / shared.ARTIFACTS_DIR / shared.MANIFEST_NAME)
     return _export_sources(source)[0]
 
 
@@ -154,6 +101,5 @@ def _export_sources(source: Path) -> tuple[Path, Path | None, PotentialArtifact 
     return source, beside if beside.is_file() else None, None
 
 
-def _entry(directory: Path, name: str) -> ExportedFile:
-    path = directory / name
-    return ExportedFile(path=name, sha256=sha256_file(path), bytes=path.stat().st_size)
+def _entry(directory: Path, name: str) -> SizedFile:
+    return shared.exported(directory, name, SizedFile, bytes=(directory / name).stat().st_size)

@@ -1,4 +1,4 @@
-"""Run one unified run.yaml task with a FairChem backend (equiformer_v2 | gemnet_oc), no Prefect.
+"""The run.yaml runner of the FairChem backends (equiformer_v2 | gemnet_oc), no Prefect.
 
     train     train.config_yml (FairChem's own config) on data.train (+ val, test)
               -> RUN_DIR/train/ (a generation) + RUN_DIR/artifacts/
@@ -18,48 +18,40 @@ traceable to the exact structures it saw; the trainer turns them into ASE LMDB f
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 from ase import Atoms
 
-from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialArtifact, ProgressCallback
-from mlip_autopipec.backends.fairchem.config import FAIRCHEM_BACKENDS, FairChemConfig
+from mlip_autopipec.backends.base import ARTIFACT_NAME, PotentialArtifact, ProgressCallback
+from mlip_autopipec.backends.fairchem.config import FairChemConfig
 from mlip_autopipec.backends.fairchem.interpreter import find_python
-from mlip_autopipec.backends.run_data import progress_bar, split_frames
+from mlip_autopipec.backends import run_yaml as shared
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.config.run_yaml import RunSpec
-from mlip_autopipec.data.manifest import DatasetManifest, ManifestFile
-from mlip_autopipec.files import atomic_write_text, sha256_file
+from mlip_autopipec.data.manifest import DatasetManifest
 
-GENERATION_DIR = "train"
-DATA_DIR = "data"
+def export(spec: RunSpec, run_dir: Path) -> dict:
+    from mlip_autopipec.backends.fairchem.export import export_checkpoint
 
-
-def run_task(spec: RunSpec, progress: ProgressCallback | None = None) -> dict:
-    """Run `spec` (backend equiformer_v2 or gemnet_oc); return a summary with the output paths."""
-    if spec.backend not in FAIRCHEM_BACKENDS:
-        raise ValueError(f"run_task here runs the FairChem backends {FAIRCHEM_BACKENDS}, not {spec.backend!r}")
-    python = find_python(spec.backend_python)
-    run_dir = Path(spec.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if spec.task in ("train", "finetune", "resume"):
-        return _train(spec, run_dir, python, progress)
-    if spec.task == "export":
-        from mlip_autopipec.backends.fairchem.export import export_checkpoint
-
-        manifest = export_checkpoint(spec.model_in, run_dir, python, spec.backend,
-                                     config=spec.model_dump(mode="json"), env=spec.backend_env)
-        return {"task": "export", "manifest": str(manifest)}
-    return _evaluate_or_infer(spec, run_dir, python)
+    manifest = export_checkpoint(spec.model_in, run_dir, find_python(spec.backend_python), spec.backend,
+                                 config=spec.model_dump(mode="json"), env=spec.backend_env)
+    return {"task": "export", "manifest": str(manifest)}
 
 
-def _train(spec: RunSpec, run_dir: Path, python: Path, progress: ProgressCallback | None) -> dict:
+def evaluate(spec: RunSpec, run_dir: Path) -> dict:
+    return _evaluate_or_infer(spec, run_dir, find_python(spec.backend_python))
+
+
+infer = evaluate
+
+
+def train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> dict:
     from mlip_autopipec.backends.fairchem.export import checkpoint_of, export_checkpoint
     from mlip_autopipec.backends.fairchem.native_config import load_native_config
     from mlip_autopipec.backends.fairchem.trainer import FairChemTrainer
 
+    python = find_python(spec.backend_python)
     if spec.data.train is None:
         raise ConfigError("data.train: required for FairChem training here: the config's dataset section is "
                           "replaced by the ASE LMDB files written from data.train / val / test")
@@ -67,26 +59,25 @@ def _train(spec: RunSpec, run_dir: Path, python: Path, progress: ProgressCallbac
     config = FairChemConfig(backend=spec.backend, seed=spec.train.seed if spec.train.seed is not None else 0,
                             device=_device(spec), epochs=(native.get("optim") or {}).get("max_epochs", 1),
                             extra_args=list(spec.backend_args))
-    manifest, valid_file = _write_dataset(spec, run_dir / DATA_DIR)
+    manifest, valid_file = _write_dataset(spec, run_dir / shared.DATA_DIR)
     start: dict = {}
     if spec.task == "finetune":
         source = spec.model_in if spec.model_in is not None else spec.model.manifest
         if _is_generation(Path(source)):
-            start["initial_potential"] = PotentialArtifact.load(_generation(Path(source)))
+            start["initial_potential"] = PotentialArtifact.load(shared.generation_in(Path(source)))
         else:
             start["start_checkpoint"] = checkpoint_of(source)
     elif spec.task == "resume":
-        start["resume_from"] = _generation(Path(spec.model_in if spec.model_in is not None else spec.model.weights))
+        source = spec.model_in if spec.model_in is not None else spec.model.weights
+        start["resume_from"] = shared.generation_in(Path(source))
     trainer = FairChemTrainer(python=python, env=spec.backend_env)
-    with progress_bar(spec, progress, 100, "%", spec.backend) as report:
-        artifact = trainer.train(manifest, config, run_dir / GENERATION_DIR, progress=report,
+    with shared.progress_bar(spec, progress, 100, "%", spec.backend) as report:
+        artifact = trainer.train(manifest, config, run_dir / shared.GENERATION_DIR, progress=report,
                                  native_config=native, identifier=spec.train.identifier, valid_file=valid_file,
                                  **start)
     exported = export_checkpoint(artifact.generation_dir, run_dir, python, spec.backend,
                                  config=spec.model_dump(mode="json"), env=spec.backend_env)
-    return {"task": spec.task, "generation_dir": str(artifact.generation_dir),
-            "artifact": str(artifact.generation_dir / ARTIFACT_NAME), "manifest": str(exported),
-            "metrics": artifact.metrics}
+    return shared.trained(spec, artifact, exported)
 
 
 def _evaluate_or_infer(spec: RunSpec, run_dir: Path, python: Path) -> dict:
@@ -95,7 +86,7 @@ def _evaluate_or_infer(spec: RunSpec, run_dir: Path, python: Path) -> dict:
 
     checkpoint = checkpoint_of(spec.model_in if spec.model_in is not None else spec.model.manifest)
     split = spec.active_split
-    frames = split_frames(spec, split)
+    frames = shared.split_frames(spec, split)
     options = {"energy_only": spec.eval.energy_only, "cpu": _device(spec) == "cpu", "env": spec.backend_env}
     log_path = run_dir / "fairchem_worker.log"
     if spec.eval.amp:
@@ -106,10 +97,7 @@ def _evaluate_or_infer(spec: RunSpec, run_dir: Path, python: Path) -> dict:
         return {"task": "infer", "split": split, "frames": len(frames), "predictions": str(output)}
     metrics = evaluate_frames(python, checkpoint, frames, run_dir / "eval_predictions.extxyz", log_path,
                               source=str(getattr(spec.data, split)), **options)
-    result = {"task": "evaluate", "split": split, "data": str(getattr(spec.data, split)),
-              "energy_only": spec.eval.energy_only, "checkpoint": str(checkpoint), "metrics": metrics}
-    target = atomic_write_text(run_dir / "eval_metrics.json", json.dumps(result, indent=1) + "\n")
-    return {**result, "metrics_json": str(target)}
+    return shared.evaluated(spec, run_dir, metrics, checkpoint=str(checkpoint))
 
 
 def _device(spec: RunSpec) -> str:
@@ -119,43 +107,14 @@ def _device(spec: RunSpec) -> str:
 
 
 def _is_generation(path: Path) -> bool:
-    generation = _generation(path)
+    generation = shared.generation_in(path)
     return generation.is_dir() and (generation / ARTIFACT_NAME).is_file() or path.name == ARTIFACT_NAME
-
-
-def _generation(path: Path) -> Path:
-    """A run directory's generation (RUN_DIR/train) when given the run directory itself."""
-    if path.is_dir() and not (path / ARTIFACT_NAME).exists() and (path / GENERATION_DIR).is_dir():
-        return path / GENERATION_DIR
-    return path
 
 
 def _write_dataset(spec: RunSpec, directory: Path) -> tuple[DatasetManifest, Path | None]:
     """RUN_DIR/data/{train,val,test}.extxyz (energy and forces as results) and manifest.json (which
     knows train and test splits; val is returned as the validation file)."""
-    import ase.io
-
-    directory.mkdir(parents=True, exist_ok=True)
-    entries, counts, elements, valid_file = [], {}, set(), None
-    for split in ("train", "val", "test"):
-        if getattr(spec.data, split) is None:
-            continue
-        frames = [_labelled(atoms, split, index) for index, atoms in enumerate(split_frames(spec, split))]
-        name = f"{split}.extxyz"
-        ase.io.write(directory / name, frames, format="extxyz")
-        elements.update(symbol for atoms in frames for symbol in atoms.get_chemical_symbols())
-        if split == "val":
-            valid_file = directory / name
-            continue
-        counts[split] = len(frames)
-        entries.append(ManifestFile(path=name, format="extxyz", split=split, frames=len(frames),
-                                    atoms=sum(len(atoms) for atoms in frames), sha256=sha256_file(directory / name)))
-    source = {split: str(getattr(spec.data, split)) if getattr(spec.data, split) else None
-              for split in ("train", "val", "test")}
-    manifest = DatasetManifest(seed=spec.data.train_indices.seed, test_fraction=0.0, elements=sorted(elements),
-                               counts=counts, files=entries, source=source).finalize()
-    manifest.write(directory)
-    return manifest, valid_file
+    return shared.write_splits(spec, directory, _labelled, "{split}.extxyz", "extxyz")
 
 
 def _labelled(atoms: Atoms, split: str, index: int) -> Atoms:
@@ -163,13 +122,7 @@ def _labelled(atoms: Atoms, split: str, index: int) -> Atoms:
     import numpy as np
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    results = dict(atoms.calc.results) if atoms.calc is not None else {}
-    energy = atoms.info.get("REF_energy", results.get("energy", results.get("free_energy")))
-    forces = atoms.arrays.get("REF_forces", results.get("forces"))
-    if energy is None:
-        raise DatasetError(f"data.{split}: structure {index} has no energy (REF_energy or energy)")
-    if forces is None:
-        raise DatasetError(f"data.{split}: structure {index} has no forces (REF_forces or forces)")
+    energy, forces, _ = shared.reference_labels(atoms, split, index)
     frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-    frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=np.asarray(forces, dtype=float))
+    frame.calc = SinglePointCalculator(frame, energy=energy, forces=np.asarray(forces, dtype=float))
     return frame

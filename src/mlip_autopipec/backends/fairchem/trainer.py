@@ -61,9 +61,7 @@ class FairChemTrainer(Backend):
     """Trains `backend` (equiformer_v2 | gemnet_oc) with the FairChem interpreter `python`
     (default: $MLIP_FAIRCHEM_PYTHON, else .venv-fairchem at the project root)."""
 
-    name = "fairchem"
-    config_class = FairChemConfig
-    log_name = LOG
+    name, config_class, log_name = "fairchem", FairChemConfig, LOG
 
     def __init__(self, python: str | os.PathLike | None = None, env: dict[str, str] | None = None,
                  extra_args: list[str] | None = None):

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
-from ase.calculators.mixing import SumCalculator
 
 from mlip_autopipec.backends.base import BackendNotFound, PotentialArtifact
+from mlip_autopipec.backends.potentials import BaselinePlusModel
 from mlip_autopipec.backends.runner import resolve_device
 
 COMMITTEE_PROPERTIES = ["forces_std", "max_force_std", "energy_std", "energy_std_per_atom"]
@@ -152,16 +152,7 @@ def committee_deviations(forces_comm: np.ndarray, energy_comm: np.ndarray, n_ato
     }
 
 
-class BaselinePlusMACECalculator(SumCalculator):
+class BaselinePlusMACECalculator(BaselinePlusModel):
     """Baseline + the MACE model fitted to the remainder; committee deviations are the MACE part's."""
 
-    def __init__(self, baseline: Calculator, mace: Calculator):
-        super().__init__([baseline, mace])
-        self.baseline = baseline
-        self.mace = mace
-
-    def calculate(self, atoms, properties, system_changes):
-        super().calculate(atoms, properties, system_changes)
-        for key in COMMITTEE_PROPERTIES:
-            if key in self.mace.results:
-                self.results[key] = self.mace.results[key]
+    uncertainty_keys = tuple(COMMITTEE_PROPERTIES)

@@ -13,81 +13,37 @@ architecture, which is how the unified run.yaml's `model.manifest` + `model.weig
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import pickle
 import shutil
 from pathlib import Path
-from typing import Any
 
 from ase.calculators.calculator import Calculator
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from mlip_autopipec.files import atomic_path, atomic_write_text, sha256_file
+from mlip_autopipec.backends import export as shared
+from mlip_autopipec.files import atomic_path
 
-ARTIFACTS_DIR = "artifacts"
-MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.model"
 COMPILED_FILE = "model_compiled.model"
 WEIGHTS_FILE = "weights.pt"
 
 
-class ExportedFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str  # relative to the manifest's directory
-    sha256: str
-
-
-class ExportManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: int = 1
+class ExportManifest(shared.BaseExportManifest):
     backend: str = "mace"
-    created: str
-    source: str
-    model: ExportedFile
-    compiled_model: ExportedFile | None = None
-    weights: ExportedFile
-    committee: list[ExportedFile] = Field(default_factory=list)
+    model: shared.ExportedFile
+    compiled_model: shared.ExportedFile | None = None
+    weights: shared.ExportedFile
+    committee: list[shared.ExportedFile] = Field(default_factory=list)
     elements: list[str]
     r_max: float
     default_dtype: str
     heads: list[str]
     versions: dict[str, str]
-    config: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    dataset_digest: str | None = None
-
-    directory: Path | None = None  # where manifest.json was loaded from; not serialised
-
-    def path(self, entry: ExportedFile) -> Path:
-        return (self.directory or Path(".")) / entry.path
 
     def model_files(self) -> list[Path]:
         return [self.path(self.model)] + [self.path(member) for member in self.committee]
-
-    def verify(self) -> None:
-        entries = [self.model, self.weights, *self.committee] + ([self.compiled_model] if self.compiled_model else [])
-        for entry in entries:
-            path = self.path(entry)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} listed in the export manifest is missing")
-            if sha256_file(path) != entry.sha256:
-                raise ValueError(f"{path} changed after export (sha256 differs from the manifest)")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> ExportManifest:
-        path = Path(path)
-        if path.is_dir():
-            path = path / MANIFEST_NAME
-        try:
-            manifest = cls.model_validate_json(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no export manifest") from None
-        manifest.directory = path.parent
-        return manifest
 
 
 def export_model(model_in: str | os.PathLike, run_dir: str | os.PathLike, config: dict | None = None,
@@ -104,11 +60,7 @@ def export_model(model_in: str | os.PathLike, run_dir: str | os.PathLike, config
     models = load_models(model_files, "cpu")
     main = models[0]
 
-    target = Path(run_dir) / ARTIFACTS_DIR
-    staging = target.with_name(f".{ARTIFACTS_DIR}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with shared.staged_export(run_dir) as staging:
         shutil.copyfile(model_files[0], staging / MODEL_FILE)
         torch.save(main.state_dict(), staging / WEIGHTS_FILE)
         compiled = _compiled(main, compiled_source, staging / COMPILED_FILE) if compile_model else False
@@ -116,16 +68,15 @@ def export_model(model_in: str | os.PathLike, run_dir: str | os.PathLike, config
         for index, path in enumerate(model_files[1:], start=1):
             name = f"committee_{index}.model"
             shutil.copyfile(path, staging / name)
-            committee.append(_entry(staging, name))
+            committee.append(shared.exported(staging, name))
         recorded_config = dict(config or {})
         if not recorded_config and artifact is not None and "config_json" in artifact.files:
             recorded_config = json.loads(artifact.path("config_json").read_text()).get("config", {})
-        manifest = ExportManifest(
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        ExportManifest(
             source=str(source.resolve()),
-            model=_entry(staging, MODEL_FILE),
-            compiled_model=_entry(staging, COMPILED_FILE) if compiled else None,
-            weights=_entry(staging, WEIGHTS_FILE),
+            model=shared.exported(staging, MODEL_FILE),
+            compiled_model=shared.exported(staging, COMPILED_FILE) if compiled else None,
+            weights=shared.exported(staging, WEIGHTS_FILE),
             committee=committee,
             elements=_elements(main),
             r_max=float(main.r_max),
@@ -135,14 +86,8 @@ def export_model(model_in: str | os.PathLike, run_dir: str | os.PathLike, config
             config=recorded_config,
             metrics=dict(artifact.metrics) if artifact is not None else {},
             dataset_digest=artifact.dataset_digest if artifact is not None else None,
-        )
-        atomic_write_text(staging / MANIFEST_NAME, manifest.model_dump_json(indent=2, exclude={"directory"}) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target / MANIFEST_NAME
+        ).write(staging)
+    return Path(run_dir) / shared.ARTIFACTS_DIR / shared.MANIFEST_NAME
 
 
 def load_exported_models(manifest_path: str | os.PathLike, weights: str | os.PathLike | None = None,
@@ -227,10 +172,6 @@ def _compiled(model, existing: Path | None, target: Path) -> bool:
     except Exception:  # TorchScript cannot compile every model variant; MACE itself skips it too
         return False
     return True
-
-
-def _entry(directory: Path, name: str) -> ExportedFile:
-    return ExportedFile(path=name, sha256=sha256_file(directory / name))
 
 
 def _elements(model) -> list[str]:

@@ -26,6 +26,7 @@ import numpy as np
 from ase import Atoms
 
 from mlip_autopipec.backends.mace.calculator import committee_deviations, load_models
+from mlip_autopipec.backends.run_yaml import read_frames
 from mlip_autopipec.backends.runner import resolve_device
 from mlip_autopipec.validation.errors import error_metrics
 
@@ -146,7 +147,7 @@ def evaluate(models: ModelSource | list, data: str | os.PathLike, energy_only: b
              batch_size: int = 16, device: str = "auto", amp: bool = False,
              energy_key: str | None = None, forces_key: str | None = None) -> Evaluation:
     """RMSE and MAE of energy per atom (meV/atom) and force components (meV/Angstrom) on `data`."""
-    return evaluate_frames(models, _read_frames(data), energy_only, batch_size, device, amp, energy_key,
+    return evaluate_frames(models, read_frames(data), energy_only, batch_size, device, amp, energy_key,
                            forces_key, source=str(data))
 
 
@@ -175,7 +176,7 @@ def infer(models: ModelSource | list, data: str | os.PathLike, output: str | os.
     """Write `data`'s frames with predictions: info[PREFIX+'energy'], arrays[PREFIX+'forces'] (committee
     mean), and for a committee info[PREFIX+'energy_std'], info[PREFIX+'max_force_std'],
     arrays[PREFIX+'forces_std']. Labels already in the file are kept as they were."""
-    return infer_frames(models, _read_frames(data), output, energy_only, batch_size, device, amp, prefix)
+    return infer_frames(models, read_frames(data), output, energy_only, batch_size, device, amp, prefix)
 
 
 def infer_frames(models: ModelSource | list, frames: Sequence[Atoms], output: str | os.PathLike,
@@ -207,21 +208,6 @@ def infer_frames(models: ModelSource | list, frames: Sequence[Atoms], output: st
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _read_frames(path: str | os.PathLike) -> list[Atoms]:
-    import ase.io
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such structure file")
-    try:
-        frames = ase.io.read(path, index=":")
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read structures ({type(exc).__name__}: {exc})") from exc
-    if not frames:
-        raise ValueError(f"{path}: no structures found")
-    return frames
 
 
 def _reference_energy(atoms: Atoms, key: str | None, path, index: int) -> float:

@@ -1,4 +1,4 @@
-"""Run one unified run.yaml task with the MACE backend (no Prefect; flows wrap this).
+"""The run.yaml runner of the MACE backend (no Prefect; flows wrap backends.run_yaml.run_task).
 
     train     data.train (+ data.val, data.test) -> RUN_DIR/train/ (a generation) + RUN_DIR/artifacts/
     finetune  the same, starting from model_in (a .model file, a generation or run directory) or
@@ -22,54 +22,28 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialArtifact, ProgressCallback
-from mlip_autopipec.backends.run_data import progress_bar, read_split, select_frames
+from mlip_autopipec.backends.base import ARTIFACT_NAME, PotentialArtifact, ProgressCallback
+from mlip_autopipec.backends import run_yaml as shared
 from mlip_autopipec.backends.runner import backend_environment
 from mlip_autopipec.config.run_yaml import RunSpec
-from mlip_autopipec.data.manifest import DatasetManifest, ManifestFile
-from mlip_autopipec.files import atomic_write_text, sha256_file
+from mlip_autopipec.data.manifest import DatasetManifest
 
-GENERATION_DIR = "train"
-DATA_DIR = "data"
-
-
-def run_task(spec: RunSpec, progress: ProgressCallback | None = None) -> dict:
-    """Run `spec` (backend mace); return a summary with the output paths."""
-    if spec.backend != "mace":
-        raise ValueError(f"run_task here runs backend 'mace', not {spec.backend!r}")
-    run_dir = Path(spec.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if spec.task in ("train", "finetune", "resume"):
-        return _train(spec, run_dir, progress)
-    if spec.task == "evaluate":
-        return _evaluate(spec, run_dir)
-    if spec.task == "infer":
-        return _infer(spec, run_dir)
-    return _export(spec, run_dir)
-
-
-# -- tasks --------------------------------------------------------------------------------------
-
-
-def _train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> dict:
+def train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> dict:
     from mlip_autopipec.backends.mace.trainer import MaceTrainer
 
     config = _task_config(spec)
-    manifest, valid_file = _write_dataset(spec, run_dir / DATA_DIR)
+    manifest, valid_file = _write_dataset(spec, run_dir / shared.DATA_DIR)
     initial, foundation, resume_from = _starting_point(spec, run_dir)
     executables = {}
     if spec.backend_python is not None:
         executables["mace_run_train"] = Path(spec.backend_python).parent / "mace_run_train"
     trainer = MaceTrainer(executables=executables)
     with backend_environment(spec.backend_env), \
-            progress_bar(spec, progress, config.epochs, "epoch", "mace") as report:
-        artifact = trainer.train(manifest, config, run_dir / GENERATION_DIR, initial_potential=initial,
+            shared.progress_bar(spec, progress, config.epochs, "epoch", "mace") as report:
+        artifact = trainer.train(manifest, config, run_dir / shared.GENERATION_DIR, initial_potential=initial,
                                  progress=report, foundation_model=foundation, resume_from=resume_from,
                                  valid_file=valid_file)
-    manifest_path = _export_after_training(artifact.generation_dir, run_dir, spec)
-    return {"task": spec.task, "generation_dir": str(artifact.generation_dir),
-            "artifact": str(artifact.generation_dir / ARTIFACT_NAME),
-            "manifest": None if manifest_path is None else str(manifest_path), "metrics": artifact.metrics}
+    return shared.trained(spec, artifact, _export_after_training(artifact.generation_dir, run_dir, spec))
 
 
 def _export_after_training(generation_dir: Path, run_dir: Path, spec: RunSpec) -> Path | None:
@@ -79,34 +53,30 @@ def _export_after_training(generation_dir: Path, run_dir: Path, spec: RunSpec) -
     return export_model(generation_dir, run_dir, config=spec.model_dump(mode="json"))
 
 
-def _evaluate(spec: RunSpec, run_dir: Path) -> dict:
+def evaluate(spec: RunSpec, run_dir: Path) -> dict:
     from mlip_autopipec.backends.mace.inference import evaluate_frames
 
     split = spec.active_split
-    frames = select_frames(spec, split, read_split(spec, split))
-    evaluation = evaluate_frames(_models(spec), frames, energy_only=spec.eval.energy_only,
+    evaluation = evaluate_frames(_models(spec), shared.split_frames(spec, split), energy_only=spec.eval.energy_only,
                                  device=spec.resolved_device(), amp=spec.eval.amp,
                                  source=str(getattr(spec.data, split)))
-    result = {"task": "evaluate", "split": split, "data": str(getattr(spec.data, split)),
-              "energy_only": spec.eval.energy_only, "metrics": evaluation.metrics}
-    target = atomic_write_text(run_dir / "eval_metrics.json", json.dumps(result, indent=1) + "\n")
-    return {**result, "metrics_json": str(target)}
+    return shared.evaluated(spec, run_dir, evaluation.metrics)
 
 
-def _infer(spec: RunSpec, run_dir: Path) -> dict:
+def infer(spec: RunSpec, run_dir: Path) -> dict:
     from mlip_autopipec.backends.mace.inference import infer_frames
 
     split = spec.active_split
-    frames = select_frames(spec, split, read_split(spec, split))
+    frames = shared.split_frames(spec, split)
     output = infer_frames(_models(spec), frames, run_dir / "predictions.extxyz", energy_only=spec.eval.energy_only,
                           device=spec.resolved_device(), amp=spec.eval.amp)
     return {"task": "infer", "split": split, "frames": len(frames), "predictions": str(output)}
 
 
-def _export(spec: RunSpec, run_dir: Path) -> dict:
+def export(spec: RunSpec, run_dir: Path) -> dict:
     from mlip_autopipec.backends.mace.export import export_model
 
-    source = _generation_or_path(Path(spec.model_in))
+    source = shared.generation_in(Path(spec.model_in))
     manifest_path = export_model(source, run_dir, config=spec.model_dump(mode="json"))
     return {"task": "export", "manifest": str(manifest_path)}
 
@@ -138,7 +108,7 @@ def _task_config(spec: RunSpec):
 
 
 def _resume_path(spec: RunSpec) -> Path:
-    return _generation_or_path(Path(spec.model_in) if spec.model_in is not None else Path(spec.model.weights))
+    return shared.generation_in(Path(spec.model_in) if spec.model_in is not None else Path(spec.model.weights))
 
 
 def _starting_point(spec: RunSpec, run_dir: Path):
@@ -157,17 +127,10 @@ def _starting_point(spec: RunSpec, run_dir: Path):
         start = run_dir / "start.model"
         torch.save(model, start)
         return None, start, None
-    source = _generation_or_path(Path(spec.model_in))
+    source = shared.generation_in(Path(spec.model_in))
     if source.is_dir() or source.name == ARTIFACT_NAME:
         return PotentialArtifact.load(source), None, None
     return None, source, None
-
-
-def _generation_or_path(path: Path) -> Path:
-    """A run directory's generation (RUN_DIR/train) when given the run directory itself."""
-    if path.is_dir() and not (path / ARTIFACT_NAME).exists() and (path / GENERATION_DIR).is_dir():
-        return path / GENERATION_DIR
-    return path
 
 
 def _models(spec: RunSpec):
@@ -178,7 +141,7 @@ def _models(spec: RunSpec):
         if spec.model.weights is not None:
             return load_exported_models(spec.model.manifest, spec.model.weights, spec.resolved_device())
         return spec.model.manifest
-    source = _generation_or_path(Path(spec.model_in))
+    source = shared.generation_in(Path(spec.model_in))
     if source.is_dir() and not (source / ARTIFACT_NAME).exists() and (source / "artifacts" / "manifest.json").exists():
         return source / "artifacts" / "manifest.json"
     return source
@@ -186,45 +149,15 @@ def _models(spec: RunSpec):
 
 def _write_dataset(spec: RunSpec, directory: Path) -> tuple[DatasetManifest, Path | None]:
     """RUN_DIR/data/{train,test}_mace.extxyz (+ val_mace.extxyz) and manifest.json."""
-    import ase.io
-
-    directory.mkdir(parents=True, exist_ok=True)
-    entries, counts, elements, valid_file = [], {}, set(), None
-    for split in ("train", "val", "test"):
-        if getattr(spec.data, split) is None:
-            continue
-        frames = [_as_mace_frame(atoms, split, index) for index, atoms in
-                  enumerate(select_frames(spec, split, read_split(spec, split)))]
-        name = f"{split}_mace.extxyz"
-        ase.io.write(directory / name, frames, format="extxyz")
-        elements.update(symbol for atoms in frames for symbol in atoms.get_chemical_symbols())
-        if split == "val":
-            valid_file = directory / name
-            continue
-        counts[split] = len(frames)
-        entries.append(ManifestFile(path=name, format="mace", split=split, frames=len(frames),
-                                    atoms=sum(len(atoms) for atoms in frames), sha256=sha256_file(directory / name)))
-    source = {"train": str(spec.data.train), "test": str(spec.data.test) if spec.data.test else None,
-              "val": str(spec.data.val) if spec.data.val else None}
-    manifest = DatasetManifest(seed=spec.data.train_indices.seed, test_fraction=0.0, elements=sorted(elements),
-                               counts=counts, files=entries, source=source).finalize()
-    manifest.write(directory)
-    return manifest, valid_file
+    return shared.write_splits(spec, directory, _as_mace_frame, "{split}_mace.extxyz", "mace")
 
 
 def _as_mace_frame(atoms: Atoms, split: str, index: int) -> Atoms:
     """Geometry plus REF_energy / REF_forces (from REF_ keys or the calculator's results)."""
+    energy, forces, stress = shared.reference_labels(atoms, split, index)
     frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-    results = dict(atoms.calc.results) if atoms.calc is not None else {}
-    energy = atoms.info.get("REF_energy", results.get("energy", results.get("free_energy")))
-    forces = atoms.arrays.get("REF_forces", results.get("forces"))
-    if energy is None:
-        raise DatasetError(f"data.{split}: structure {index} has no energy (REF_energy or energy)")
-    if forces is None:
-        raise DatasetError(f"data.{split}: structure {index} has no forces (REF_forces or forces)")
-    frame.info["REF_energy"] = float(energy)
+    frame.info["REF_energy"] = energy
     frame.arrays["REF_forces"] = np.asarray(forces, dtype=float)
-    stress = atoms.info.get("REF_stress", results.get("stress"))
     if stress is not None:
         frame.info["REF_stress"] = np.asarray(stress, dtype=float).reshape(-1)
     return frame

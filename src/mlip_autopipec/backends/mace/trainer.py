@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 
 from ase.calculators.calculator import Calculator
@@ -39,7 +38,7 @@ from mlip_autopipec.backends.mace.command import RunFiles, train_arguments
 from mlip_autopipec.backends.mace.config import MaceConfig
 from mlip_autopipec.backends.mace.log_watch import MaceLogWatcher
 from mlip_autopipec.backends.mace.metrics import MetricsFormatError, collect_metrics, read_results
-from mlip_autopipec.backends.runner import resolve_device, resolve_executable
+from mlip_autopipec.backends.runner import resolve_device
 from mlip_autopipec.backends.template import FAILED_ATTEMPTS, Backend, TrainingRun, dataset_elements, dataset_files
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file
@@ -67,23 +66,9 @@ INSTALL_HINT = ("Install MACE (pip install mace-torch, with the machine's torch;
 
 
 class MaceTrainer(Backend):
-    name = "mace"
-    config_class = MaceConfig
-    log_name = LOG
-    delta_data = DELTA_DATA
-
-    def __init__(self, executables: Mapping[str, str | Path] | None = None):
-        """`executables` overrides where a tool is found, e.g. {"mace_run_train": "/opt/mace/bin/mace_run_train"}."""
-        self.executables = dict(executables or {})
-        unknown = sorted(set(self.executables) - set(TOOLS))
-        if unknown:
-            raise ValueError(f"unknown MACE tool(s) {unknown}; known: {list(TOOLS)}")
-
-    def make_calculator(self, artifact: PotentialArtifact, with_uncertainty: bool = True) -> Calculator:
-        return make_calculator(artifact, with_uncertainty=with_uncertainty)
-
-    def _max_iterations(self, config: MaceConfig) -> int:
-        return config.epochs
+    name, config_class, log_name, delta_data = "mace", MaceConfig, LOG, DELTA_DATA
+    tools, install_hint, iterations_field = TOOLS, INSTALL_HINT, "epochs"
+    calculator = staticmethod(make_calculator)
 
     def _prepare(self, run: TrainingRun, *, foundation_model: str | os.PathLike | None = None,
                  resume_from: str | os.PathLike | None = None, valid_file: str | os.PathLike | None = None) -> dict:
@@ -93,7 +78,7 @@ class MaceTrainer(Backend):
         config, initial_potential = run.config, run.initial_potential
         if initial_potential is not None and foundation_model is not None:
             raise ValueError("give either initial_potential or foundation_model, not both")
-        executable = resolve_executable("mace_run_train", self.executables.get("mace_run_train"), INSTALL_HINT)
+        executable = self.executable("mace_run_train")
         data_files = dataset_files(run.manifest, ["mace"], min_train=2,
                                    why="MACE needs at least 2 (it holds out valid_fraction of them for validation)")
         elements = _model_elements(config, run.manifest, initial_potential)

@@ -8,28 +8,20 @@ baseline + ACE, so users get total energies and forces back.
 
 from __future__ import annotations
 
-import numpy as np
 from ase.calculators.calculator import Calculator
-from ase.calculators.mixing import SumCalculator
 
 from mlip_autopipec.backends.base import BackendNotFound, PotentialArtifact
 from mlip_autopipec.backends.pacemaker.quiet_import import import_pyace
+from mlip_autopipec.backends.potentials import BaselinePlusModel
 
 
-class BaselinePlusACECalculator(SumCalculator):
-    """Sum of a baseline calculator and the ACE potential fitted to the remainder."""
+class BaselinePlusACECalculator(BaselinePlusModel):
+    """Baseline + the ACE potential fitted to the remainder."""
 
-    def __init__(self, baseline: Calculator, ace: Calculator):
-        super().__init__([baseline, ace])
-        self.baseline = baseline
-        self.ace = ace
-
-    def calculate(self, atoms, properties, system_changes):
-        super().calculate(atoms, properties, system_changes)
-        # Uncertainty is the ACE part's (the baseline has none), and only real with an active set:
-        # without one PyACECalculator reports gamma = 0 everywhere.
-        if getattr(self.ace, "is_active_set_configured", False):
-            self.results["gamma"] = np.array(self.ace.results["gamma"])
+    @property
+    def uncertainty_keys(self) -> tuple[str, ...]:
+        # γ is only real with an active set: without one PyACECalculator reports gamma = 0 everywhere.
+        return ("gamma",) if getattr(self.model, "is_active_set_configured", False) else ()
 
 
 def make_calculator(artifact: PotentialArtifact, with_active_set: bool = True) -> Calculator:

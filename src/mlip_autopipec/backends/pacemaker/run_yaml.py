@@ -1,4 +1,4 @@
-"""Run one unified run.yaml task with the Pacemaker backend (no Prefect; flows wrap this).
+"""The run.yaml runner of the Pacemaker backend (no Prefect; flows wrap backends.run_yaml.run_task).
 
     train     data.train (+ data.test, else data.val, as pacemaker's test set) -> RUN_DIR/train/ (a
               generation) + RUN_DIR/artifacts/
@@ -16,7 +16,6 @@ knobs epochs/batch_size/seed map to maxiter/batch_size/seed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import ase.io
@@ -26,34 +25,25 @@ from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialArtifact, ProgressCallback
-from mlip_autopipec.backends.run_data import progress_bar, split_frames
+from mlip_autopipec.backends.run_yaml import (
+    DATA_DIR,
+    GENERATION_DIR,
+    evaluated,
+    generation_in,
+    progress_bar,
+    split_frames,
+    trained,
+)
 from mlip_autopipec.backends.runner import backend_environment
 from mlip_autopipec.config.run_yaml import RunSpec
 from mlip_autopipec.data.export import ExportItem, export_dataset
 from mlip_autopipec.data.frames import EnergyReference, LabelledFrame
-from mlip_autopipec.files import atomic_path, atomic_write_text, sha256_file
+from mlip_autopipec.files import atomic_path, sha256_file
 
-GENERATION_DIR = "train"
-DATA_DIR = "data"
 INTERIM_PATTERN = "interim_potential_*.yaml"
 
 
-def run_task(spec: RunSpec, progress: ProgressCallback | None = None) -> dict:
-    """Run `spec` (backend pacemaker); return a summary with the output paths."""
-    if spec.backend != "pacemaker":
-        raise ValueError(f"run_task here runs backend 'pacemaker', not {spec.backend!r}")
-    run_dir = Path(spec.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if spec.task in ("train", "finetune", "resume"):
-        return _train(spec, run_dir, progress)
-    if spec.task == "evaluate":
-        return _evaluate(spec, run_dir)
-    if spec.task == "infer":
-        return _infer(spec, run_dir)
-    return _export(spec, run_dir)
-
-
-def _train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> dict:
+def train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> dict:
     from mlip_autopipec.backends.pacemaker.export import export_generation
     from mlip_autopipec.backends.pacemaker.trainer import TOOLS, PacemakerTrainer
 
@@ -67,27 +57,19 @@ def _train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> d
             progress_bar(spec, progress, config.maxiter, "iteration", "pacemaker") as report:
         artifact = PacemakerTrainer(executables=executables).train(
             manifest, config, run_dir / GENERATION_DIR, initial_potential=initial, progress=report)
-    exported = export_generation(artifact.generation_dir, run_dir, config=spec.model_dump(mode="json"))
-    return {"task": spec.task, "generation_dir": str(artifact.generation_dir),
-            "artifact": str(artifact.generation_dir / ARTIFACT_NAME), "manifest": str(exported),
-            "metrics": artifact.metrics}
+    return trained(spec, artifact, export_generation(artifact.generation_dir, run_dir,
+                                                     config=spec.model_dump(mode="json")))
 
 
-def _evaluate(spec: RunSpec, run_dir: Path) -> dict:
+def evaluate(spec: RunSpec, run_dir: Path) -> dict:
     from mlip_autopipec.validation.errors import predict
 
-    split = spec.active_split
-    frames = _labelled(split_frames(spec, split), split)
-    summary = predict(_calculator(spec), frames, energy_reference=_energy_reference(spec)).summary()
-    if spec.eval.energy_only:
-        summary = {key: value for key, value in summary.items() if not key.startswith("forces_")}
-    result = {"task": "evaluate", "split": split, "data": str(getattr(spec.data, split)),
-              "energy_only": spec.eval.energy_only, "metrics": summary}
-    target = atomic_write_text(run_dir / "eval_metrics.json", json.dumps(result, indent=1) + "\n")
-    return {**result, "metrics_json": str(target)}
+    frames = _labelled(split_frames(spec, spec.active_split), spec.active_split)
+    predictions = predict(_calculator(spec), frames, energy_reference=_energy_reference(spec))
+    return evaluated(spec, run_dir, predictions.summary())
 
 
-def _infer(spec: RunSpec, run_dir: Path) -> dict:
+def infer(spec: RunSpec, run_dir: Path) -> dict:
     """Predicted energy and forces as the frames' calculator results, per-atom γ as an array."""
     split = spec.active_split
     calculator = _calculator(spec)
@@ -110,7 +92,7 @@ def _infer(spec: RunSpec, run_dir: Path) -> dict:
     return {"task": "infer", "split": split, "frames": len(predicted), "predictions": str(output)}
 
 
-def _export(spec: RunSpec, run_dir: Path) -> dict:
+def export(spec: RunSpec, run_dir: Path) -> dict:
     from mlip_autopipec.backends.pacemaker.export import export_generation
 
     manifest = export_generation(_generation_of(Path(spec.model_in), "model_in"), run_dir,
@@ -151,7 +133,7 @@ def _generation_of(path: Path, key: str) -> Path:
     or RUN_DIR/artifacts (an export is a loadable generation too)."""
     if path.name == ARTIFACT_NAME:
         return path.parent
-    for candidate in (path, path / GENERATION_DIR, path / "artifacts"):
+    for candidate in (generation_in(path), path / "artifacts"):
         if (candidate / ARTIFACT_NAME).is_file():
             return candidate
     raise DatasetError(f"{key}: {path} is not a Pacemaker generation (no {ARTIFACT_NAME} in it, in "
@@ -202,7 +184,7 @@ def _potential_file_artifact(yaml_path: Path, run_dir: Path) -> PotentialArtifac
 def _calculator(spec: RunSpec) -> Calculator:
     """The model of an evaluate/infer task: model.manifest (an export), else model_in."""
     from mlip_autopipec.backends.pacemaker.export import calculator_from_manifest
-    from mlip_autopipec.validation.report import load_potential
+    from mlip_autopipec.backends.potentials import load_potential
 
     if spec.model.manifest is not None:
         return calculator_from_manifest(spec.model.manifest)
@@ -211,7 +193,7 @@ def _calculator(spec: RunSpec) -> Calculator:
 
 def _energy_reference(spec: RunSpec) -> EnergyReference:
     """What the model's energies compare with (its fit's energy_corrected)."""
-    from mlip_autopipec.validation.report import potential_energy_reference
+    from mlip_autopipec.backends.potentials import potential_energy_reference
 
     if spec.model.manifest is not None:
         manifest = Path(spec.model.manifest)

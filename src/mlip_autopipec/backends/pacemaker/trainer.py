@@ -22,10 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-
-from ase.calculators.calculator import Calculator
 
 from mlip_autopipec.backends.base import DatasetError, PotentialArtifact
 from mlip_autopipec.backends.pacemaker.calculator import make_calculator
@@ -34,7 +31,7 @@ from mlip_autopipec.backends.pacemaker.delta import write_delta_dataframe
 from mlip_autopipec.backends.pacemaker.input_yaml import build_input, check_basis, write_input_yaml
 from mlip_autopipec.backends.pacemaker.log_watch import FIT_SHARE, PacemakerLogWatcher
 from mlip_autopipec.backends.pacemaker.metrics import MetricsFormatError, collect_metrics
-from mlip_autopipec.backends.runner import resolve_executable, run_logged, tool_failed
+from mlip_autopipec.backends.runner import run_logged, tool_failed
 from mlip_autopipec.backends.template import Backend, TrainingRun, dataset_elements, dataset_files
 from mlip_autopipec.data.manifest import DatasetManifest
 
@@ -57,27 +54,13 @@ PACEMAKER_FITTING_DATA = "fitting_data_info.pckl.gzip"
 
 
 class PacemakerTrainer(Backend):
-    name = "pacemaker"
-    config_class = PacemakerConfig
-    log_name = LOG
-    delta_data = DELTA_DATA
-
-    def __init__(self, executables: Mapping[str, str | Path] | None = None):
-        """`executables` overrides where a tool is found, e.g. {"pacemaker": "/opt/ace/bin/pacemaker"}."""
-        self.executables = dict(executables or {})
-        unknown = sorted(set(self.executables) - set(TOOLS))
-        if unknown:
-            raise ValueError(f"unknown Pacemaker tool(s) {unknown}; known: {list(TOOLS)}")
-
-    def make_calculator(self, artifact: PotentialArtifact, with_uncertainty: bool = True) -> Calculator:
-        return make_calculator(artifact, with_active_set=with_uncertainty)
-
-    def _max_iterations(self, config: PacemakerConfig) -> int:
-        return config.maxiter
+    name, config_class, log_name, delta_data = "pacemaker", PacemakerConfig, LOG, DELTA_DATA
+    tools, install_hint, iterations_field = TOOLS, INSTALL_HINT, "maxiter"
+    calculator = staticmethod(make_calculator)
 
     def _prepare(self, run: TrainingRun) -> dict:
         config, initial_potential = run.config, run.initial_potential
-        tools = {tool: resolve_executable(tool, self.executables.get(tool), INSTALL_HINT) for tool in TOOLS}
+        tools = {tool: self.executable(tool) for tool in TOOLS}
         data_files = {split: str(path) for split, path in dataset_files(run.manifest, ["pacemaker"]).items()}
         elements = _fit_elements(config, run.manifest, initial_potential)
         if initial_potential is None or config.fine_tune != "continue":  # "continue" keeps the old basis
