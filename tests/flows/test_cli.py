@@ -92,3 +92,16 @@ def test_an_empty_store_is_one_line_and_starts_nothing(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (f"error: nothing to export: {tmp_path / 'empty.db'} has no "
                                                "completed structures in campaign 'default'")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_installed_entry_point_runs_from_anywhere(tmp_path):
+    """`pip install -e .` (scripts/bootstrap.sh) installs `mlip-autopipec`, which finds flows/ and tasks/."""
+    script = Path(sys.executable).parent / "mlip-autopipec"
+    assert script.is_file(), "reinstall the project: scripts/bootstrap.sh (pip install -e .)"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([str(script), "export", "--help"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "--test-fraction" in done.stdout, done.stderr[-2000:]
+    status = subprocess.run([str(script), "server", "status"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env={**env, "PREFECT_HOME": str(tmp_path / "home")})
+    assert status.returncode == 0 and "no local Prefect server is running" in status.stdout, status.stderr[-2000:]
