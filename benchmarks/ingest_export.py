@@ -41,10 +41,38 @@ def store_and_export(data: Path, work: Path, formats: tuple[str, ...]) -> tuple[
     return ingested - start, time.perf_counter() - ingested
 
 
+PHASES = {  # (file, function) of cProfile -> what it is
+    ("extxyz.py", "read_xyz"): "ase.io reading the file (the baseline's read)",
+    ("validation.py", "frame_problems"): "validation (finite values, close atoms, elements)",
+    ("fingerprint.py", "fingerprint"): "structure fingerprints (duplicates)",
+    ("core.py", "write"): "ase.db writing rows",
+    ("structure_store.py", "harvest"): "ase.db reading rows back",
+    ("export.py", "export_dataset"): "split + writing the extxyz file",
+}
+
+
+def profile(data: Path) -> None:
+    """Cumulative seconds per phase of one ingest + export (extxyz), under cProfile (slower overall)."""
+    import cProfile
+    import pstats
+
+    with tempfile.TemporaryDirectory() as work:
+        profiler = cProfile.Profile()
+        profiler.runcall(store_and_export, data, Path(work), ("extxyz",))
+    stats = pstats.Stats(profiler).stats
+    total = sum(entry[2] for entry in stats.values())  # total internal time
+    print(f"profile of one ingest + export (cProfile, {total:.2f} s in all):")
+    for (file, _, function), (_, _, _, cumulative, _) in sorted(stats.items(), key=lambda item: -item[1][3]):
+        for (suffix, name), label in PHASES.items():
+            if file.endswith(suffix) and function == name:
+                print(f"  {label:<52} {cumulative:>6.2f} s  {100 * cumulative / total:>4.0f}%")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=3, help="best of N for each measurement")
+    parser.add_argument("--profile", action="store_true", help="also print where ingest + export spend their time")
     args = parser.parse_args()
     n_frames = len(ase.io.read(args.data, ":"))
 
@@ -60,6 +88,8 @@ def main() -> None:
                     best_ingest, best_export = ingest_s, export_s
         rows.append((label, best_plain, best_ingest, best_export))
 
+    if args.profile:
+        profile(args.data)
     print(f"{args.data.name}: {n_frames} frames, best of {args.repeats}")
     print(f"{'export':<12} {'plain ASE s':>11} {'ingest s':>9} {'export s':>9} {'ratio':>6}  goal <= 2.0")
     for label, plain, ingest_s, export_s in rows:

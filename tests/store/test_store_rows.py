@@ -29,6 +29,9 @@ def test_rows_equal_those_of_a_single_point_calculator(tmp_path):
         assert sorted(set(mine) - skip - set(mine.key_value_pairs)) == sorted(set(theirs) - skip), row_id
         for key in set(theirs) - skip:
             np.testing.assert_array_equal(np.asarray(mine[key]), np.asarray(theirs[key]), err_msg=key)
+        kept = ase.db.connect(tmp_path / "keys.db")  # the keys as ase.db's own write stores them
+        keys = kept.get(id=kept.write(frame.to_atoms(), key_value_pairs=mine.key_value_pairs)).key_value_pairs
+        assert keys == mine.key_value_pairs and mine.user == theirs.user and mine.ctime >= theirs.ctime - 1
         back = store.get(row_id).frame
         assert back.energy == frame.energy and np.array_equal(back.forces, frame.forces)
     assert frames[0].atoms.calc is None  # the frame itself is not touched
