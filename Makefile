@@ -31,6 +31,7 @@ bench: install  ## run the benchmarks and print their ratios
 	$(PYTHON) -m benchmarks.ingest_export
 	$(PYTHON) -m benchmarks.pacemaker_fit
 	$(PYTHON) -m benchmarks.campaign_overhead
+	$(PYTHON) -m benchmarks.command_overhead
 	$(PYTHON) -m benchmarks.mace_train
 	$(PYTHON) -m benchmarks.outbox_scaling
 	$(PYTHON) -m benchmarks.outbox_scaling --workload alloy --sizes 1000 10000 --pymatgen 300
