@@ -22,22 +22,20 @@ rows left running are sent back to pending on the next start.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
 
-import psutil
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.campaign.config import CampaignConfig
+from mlip_autopipec.campaign.labelling import LabelRequest, completed_ids, dispatched_counts, label_request
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop_reason
-from mlip_autopipec.campaign.steps import HeldOutError, md_walker_indices
+from mlip_autopipec.campaign.results import GenerationSteps, LabelCounts
+from mlip_autopipec.campaign.steps import HeldOutError, finished_generation, md_walker_indices
 from mlip_autopipec.config.run_files import ConfigError
-from mlip_autopipec.generations import find_matching
-from mlip_autopipec.store import Status, StoreError, StructureStore, check_writable
+from mlip_autopipec.store import StoreError, check_writable
 from tasks.caching import run_with_outputs
 from tasks.campaign import (explore_task, explore_walker_task, learning_curve_task, prepare_task, record_task,
                             select_and_queue_task)
@@ -50,6 +48,8 @@ from tasks.training import artifact_summary, evaluate_task, plot_files, potentia
 
 @flow(name="active-learning", log_prints=True)
 def active_learning(config: str) -> list[dict]:
+    """The campaign of the file `config`; its settings are read and checked here, once, and the
+    validated CampaignConfig is what every subflow and task gets."""
     settings = CampaignConfig.load(config)
     logger = get_run_logger()
     generations_root = settings.workdir / "generations"
@@ -59,7 +59,7 @@ def active_learning(config: str) -> list[dict]:
         print(f"campaign {settings.campaign} is finished ({reason}); nothing to do")
         return [r.model_dump(mode="json") for r in records]
 
-    prepare_task(config)
+    prepare_task(settings)
     label_structures(settings, settings.held_out_campaign, None, recover_running=True)
     # the campaign's own directory: a workdir from before held-out-md/ still holds held-out/md/ beside it
     held_out = export_task(settings.store_url, settings.held_out_campaign, str(settings.workdir / "held-out"),
@@ -70,13 +70,12 @@ def active_learning(config: str) -> list[dict]:
     while reason is None:
         generation = len(records)
         previous = records[-1] if records else None
-        record = generation_flow(config, generation, previous.potential if previous else None,
-                                 previous.potential_digest if previous else None,
-                                 held_out["manifest"], held_out["digest"])
-        records.append(GenerationRecord.model_validate(record))
+        records.append(generation_flow(settings, generation, previous.potential if previous else None,
+                                       previous.potential_digest if previous else None,
+                                       held_out["manifest"], held_out["digest"]))
         reason = stop_reason(records, settings.stop)
         print(_progress_line(records[-1]))
-        learning_curve_task(config)
+        learning_curve_task(settings)
     logger.info(f"campaign {settings.campaign} stopped: {reason}")
     create_table_artifact(key=f"{slug(settings.campaign)}-campaign-summary",
                           table=[r.table_row() for r in records],
@@ -85,11 +84,9 @@ def active_learning(config: str) -> list[dict]:
 
 
 @flow(name="generation", flow_run_name="generation {generation}", log_prints=True)
-def generation_flow(config: str, generation: int, initial_artifact: str | None, initial_digest: str | None,
-                    held_out_manifest: str, held_out_digest: str) -> dict:
+def generation_flow(settings: CampaignConfig, generation: int, initial_artifact: str | None,
+                    initial_digest: str | None, held_out_manifest: str, held_out_digest: str) -> GenerationRecord:
     """One generation as its own (sub)flow run, so a long campaign's task states do not pile up."""
-    settings = CampaignConfig.load(config)
-    config_digest = hashlib.sha256(Path(config).read_bytes()).hexdigest()
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -119,40 +116,29 @@ def generation_flow(config: str, generation: int, initial_artifact: str | None, 
 
         with prefect_api_for_workers(settings.execution):
             md_walkers = explore_walkers_flow.with_options(task_runner=build_task_runner(settings.execution))(
-                config, config_digest, trained["artifact"], trained["digest"], generation)
-    explored = run_with_outputs(explore_task, lambda result: result["trajectories"], config, config_digest,
-                                trained["artifact"], trained["digest"], generation, md_walkers=md_walkers)
+                settings, trained["artifact"], trained["digest"], generation)
+    explored = run_with_outputs(explore_task, lambda result: result.trajectories, settings, trained["artifact"],
+                                trained["digest"], generation, md_walkers=md_walkers)
     if settings.exploration.render_most_uncertain:
-        render_most_uncertain_task(explored["trajectories"], str(Path(trained["generation_dir"]) / "report"),
+        render_most_uncertain_task(explored.trajectories, str(Path(trained["generation_dir"]) / "report"),
                                    key=f"{settings.campaign}-gen-{generation:03d}-most-uncertain")
     lap("explore")
-    queued = select_and_queue_task(config, trained["artifact"], explored["trajectories"], generation)
+    queued = select_and_queue_task(settings, trained["artifact"], explored.trajectories, generation)
     lap("select")
     labels = label_structures(settings, settings.campaign, generation + 1)
     lap("label")
-    return record_task(config, {
-        "generation": generation, "potential": trained["artifact"], "potential_digest": trained["digest"],
-        "training_structures": dataset["counts"]["train"],
-        "labels_total": 0, "labels_added": labels["completed"], "labels_failed": labels["failed"],
-        "held_out_energy_rmse_mev_per_atom": held["metrics"]["energy_rmse_mev_per_atom"],
-        "held_out_forces_rmse_mev_per_angstrom": held["metrics"]["forces_rmse_mev_per_angstrom"],
-        "test_forces_rmse_mev_per_angstrom": test["metrics"]["forces_rmse_mev_per_angstrom"],
-        "explored_frames": explored["frames"], "uncertainty_measure": settings.selection.uncertainty_key,
-        "fraction_below_gamma_lower": explored["fraction_below_gamma_lower"],
-        "max_gamma_median": explored["max_gamma_median"], "max_gamma_max": explored["max_gamma_max"],
-        "selected": queued["selected"], "step_seconds": seconds,
-        "species_without_gamma": PotentialArtifact.load(trained["artifact"]).species_without_gamma,
-        "rss_mb_after": psutil.Process().memory_info().rss / 2**20,
-    })
+    return record_task(settings, GenerationSteps(
+        generation=generation, potential=trained["artifact"], potential_digest=trained["digest"],
+        training_structures=dataset["counts"]["train"], held_out_metrics=held["metrics"],
+        test_metrics=test["metrics"], explored=explored, queued=queued, labels=labels, step_seconds=seconds))
 
 
 @flow(name="explore walkers", flow_run_name="explore walkers, generation {generation}")
-def explore_walkers_flow(config: str, config_digest: str, artifact: str, potential_digest: str,
-                         generation: int) -> list[dict]:
+def explore_walkers_flow(settings: CampaignConfig, artifact: str, potential_digest: str, generation: int) -> list[dict]:
     """The generation's MD walkers, one task each on this flow's task runner (a Dask cluster with
     `execution.task_runner: dask`); a cached walker whose trajectory is gone runs again."""
-    indices = md_walker_indices(CampaignConfig.load(config))
-    arguments = (config, config_digest, artifact, potential_digest, generation)
+    indices = md_walker_indices(settings)
+    arguments = (settings, artifact, potential_digest, generation)
     walkers = [future.result() for future in [explore_walker_task.submit(*arguments, index) for index in indices]]
     gone = [position for position, walker in enumerate(walkers) if not Path(walker["trajectory"]).exists()]
     again = [explore_walker_task.with_options(refresh_cache=True).submit(*arguments, indices[position])
@@ -163,46 +149,37 @@ def explore_walkers_flow(config: str, config_digest: str, artifact: str, potenti
 
 
 def label_structures(settings: CampaignConfig, campaign: str, generation: int | None,
-                     recover_running: bool = False) -> dict:
+                     recover_running: bool = False) -> LabelCounts:
     """Label a campaign's pending rows (of one generation): in-process by default (a thread pool in one
     task, or one task per structure on a Dask cluster with `execution.task_runner: dask`), or as a run
     of the `dispatch.labeling_deployment` deployment (flows/label.py on the DFT pool), waited for.
-
-    Returns at least {"completed": n, "failed": n}. A dispatched run's counts come from the store (its
-    return value stays on the worker): rows of the generation completed during the run, and rows of
-    the generation failed after it."""
-    label = settings.labeling
+    A dispatched run's counts come from the store (its return value stays on the worker)."""
+    request = label_request(settings, campaign, generation, recover_running)
     deployment = settings.dispatch.labeling_deployment
-    # Job directories in the campaign directory: a PostgreSQL store has no directory to put them beside.
-    workdir = str(settings.workdir / "labeling" / slug(campaign))
     if deployment is None and settings.execution.task_runner == "dask":
         # One task per structure on the Dask cluster (flows/label.py), as its own subflow run.
         from flows.label import label as label_flow
         from tasks.runners import build_task_runner, prefect_api_for_workers
 
         with prefect_api_for_workers(settings.execution):
-            return label_flow.with_options(task_runner=build_task_runner(settings.execution))(
-                settings.store_url, label.calculator.model_dump(mode="json"), campaign=campaign,
-                generation=generation, timeout_s=label.timeout_s, max_attempts=label.max_attempts,
-                workers=label.workers, workdir=workdir, recover_running=recover_running)
+            return LabelCounts.model_validate(
+                label_flow.with_options(task_runner=build_task_runner(settings.execution))(**request.model_dump()))
     if deployment is None:
-        return label_task(settings.store_url, campaign, label.calculator.model_dump(mode="json"),
-                          generation=generation, max_attempts=label.max_attempts, timeout_s=label.timeout_s,
-                          workers=label.workers, workdir=workdir, recover_running=recover_running)
+        return LabelCounts.model_validate(label_task(
+            request.store, request.campaign, request.calculator, generation=request.generation,
+            max_attempts=request.max_attempts, timeout_s=request.timeout_s, workers=request.workers,
+            workdir=request.workdir, recover_running=request.recover_running))
+    return _dispatch_labelling(settings, deployment, request)
 
-    store = StructureStore(settings.store_url, campaign=campaign)
-    completed_before = {row.id for row in store.select(Status.COMPLETED, generation=generation)}
-    parameters = {"store": settings.store_url, "calculator": label.calculator.model_dump(mode="json"),
-                  "campaign": campaign, "generation": generation, "timeout_s": label.timeout_s,
-                  "max_attempts": label.max_attempts, "workers": label.workers,
-                  "recover_running": recover_running, "workdir": workdir}
-    flow_run = _run_deployment_and_wait(settings, deployment, parameters,
-                                        f"labelling of {campaign}, generation {generation}")
-    completed = {row.id for row in store.select(Status.COMPLETED, generation=generation)} - completed_before
-    failed = sum(1 for _ in store.select(Status.FAILED, generation=generation))
-    get_run_logger().info(f"labelling run {flow_run.name!r} of {deployment}: {len(completed)} completed, "
-                          f"{failed} failed")
-    return {"completed": len(completed), "failed": failed, "flow_run_id": str(flow_run.id)}
+
+def _dispatch_labelling(settings: CampaignConfig, deployment: str, request: LabelRequest) -> LabelCounts:
+    before = completed_ids(request)
+    flow_run = _run_deployment_and_wait(settings, deployment, request.model_dump(),
+                                        f"labelling of {request.campaign}, generation {request.generation}")
+    counts = dispatched_counts(request, before, str(flow_run.id))
+    get_run_logger().info(f"labelling run {flow_run.name!r} of {deployment}: {counts.completed} completed, "
+                          f"{counts.failed} failed")
+    return counts
 
 
 def train_generation(settings: CampaignConfig, dataset: dict, generation: int, initial_artifact: str | None,
@@ -219,8 +196,8 @@ def train_generation(settings: CampaignConfig, dataset: dict, generation: int, i
     if deployment is None:
         return run_with_outputs(train_task, potential_files, *arguments, generation=generation)
 
-    def finished() -> PotentialArtifact | None:
-        return find_matching(root, dataset["digest"], settings.training.digest(), initial_digest)
+    def finished():
+        return finished_generation(settings, dataset["digest"], initial_digest)
 
     if finished() is None:
         parameters = dict(zip(("manifest", "manifest_digest", "training_config", "generations_root",

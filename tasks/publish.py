@@ -5,7 +5,6 @@ Artifact keys are per campaign, so each run of a campaign adds a version to the 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -13,13 +12,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.backends.base import ARTIFACT_NAME
+from mlip_autopipec.campaign.labelling import slug  # noqa: F401 (tasks import it from here)
 from mlip_autopipec.generations import generation_index
 from tasks.blocks import PotentialGeneration
-
-
-def slug(text: str) -> str:
-    """Prefect keys and block names take lowercase letters, digits and dashes only."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "default"
 
 
 class BlockConflict(ValueError):

@@ -65,15 +65,15 @@ def test_selected_frames_go_through_the_outbox(generation_1, tmp_path):
 
     first = steps.select_and_queue(config, generation_1.artifact, [trajectory], generation=0)
     # γ 1.2 is known; of the three candidates, the one near its twin is skipped.
-    assert (first["candidates"], first["selected"], first["queued"]) == (3, 3, 2)
-    assert (first["skipped_exact"], first["skipped_near"]) == (0, 1)
+    assert (first.candidates, first.selected, first.queued) == (3, 3, 2)
+    assert (first.skipped_exact, first.skipped_near) == (0, 1)
     pending = list(StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING, generation=1))
     assert len(pending) == 2
     submitted = (config.workdir / "outbox" / "dft_submit.jsonl").read_text().splitlines()
     assert len(submitted) == 2 and all("walker-000:md-step-" in line for line in submitted)
 
     again = steps.select_and_queue(config, generation_1.artifact, [trajectory], generation=0)
-    assert again["queued"] == 0 and again["skipped_exact"] + again["skipped_near"] == 3
+    assert again.queued == 0 and again.skipped_exact + again.skipped_near == 3
     assert len(list(StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING))) == 2
 
 
@@ -94,7 +94,7 @@ def test_a_mace_committee_explores_and_selects_between_its_trust_levels(mace_com
     config.selection.trust_lower = (ordered[0] + ordered[1]) / 2
     config.selection.trust_upper = (ordered[-2] + ordered[-1]) / 2
     queued = steps.select_and_queue(config, mace_committee, explored.trajectories, generation=0)
-    assert queued["candidates"] == 6 and queued["selected"] == 3
+    assert queued.candidates == 6 and queued.selected == 3
     assert len(list(StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING,
                                                                                     generation=1))) == 3
     submitted = [json.loads(line) for line in (config.workdir / "outbox" / "dft_submit.jsonl").read_text().splitlines()]
@@ -150,9 +150,9 @@ def test_the_sampling_engine_explores_for_the_campaign(generation_1, tmp_path):
     assert explored.uncertainty == pytest.approx([frame.info["max_gamma"] for frame in frames])
 
     queued = steps.select_and_queue(config, artifact, explored.trajectories, generation=0)
-    assert queued["selected"] == 2
+    assert queued.selected == 2
     rows = list(StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING, generation=1))
-    assert {row.source for row in rows} == {"sampling"} and len(rows) == queued["queued"]
+    assert {row.source for row in rows} == {"sampling"} and len(rows) == queued.queued
 
 
 def _private_copy(generation, tmp_path):
@@ -249,7 +249,7 @@ def test_frames_with_a_species_without_gamma_are_selected_as_uncertain(one_ni, t
     frames[1].set_cell(frames[1].cell * 1.08, scale_atoms=True)
     trajectory = _write_frames(tmp_path / "walker-000.extxyz", frames, "max_gamma", [2.0, 2.5, 0.9])
     queued = steps.select_and_queue(config, artifact, [trajectory], generation=0)
-    assert (queued["candidates"], queued["selected"], queued["queued"]) == (3, 1, 1)
+    assert (queued.candidates, queued.selected, queued.queued) == (3, 1, 1)
     [row] = StructureStore(config.store_url, campaign=config.campaign).select(Status.PENDING, generation=1)
     assert "Ni" in row.frame.atoms.get_chemical_symbols()
 

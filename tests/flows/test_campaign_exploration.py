@@ -1,6 +1,5 @@
 """The campaign's MD walkers fanned out on a Dask cluster (`execution: {task_runner: dask}`)."""
 
-import hashlib
 from pathlib import Path
 
 import ase.io
@@ -24,15 +23,14 @@ def test_walkers_on_a_temporary_dask_cluster_explore_as_one_task_does(generation
                         "record_every": 5}}))
     settings = CampaignConfig.load(path)
     artifact = _private_copy(generation_1, tmp_path)  # exploration writes into the generation's directory
-    arguments = (str(path), hashlib.sha256(path.read_bytes()).hexdigest(),
-                 str(Path(artifact.generation_dir) / "artifact.json"), artifact.digest, 5)
+    arguments = (settings, str(Path(artifact.generation_dir) / "artifact.json"), artifact.digest, 5)
 
     walkers = explore_walkers_flow.with_options(task_runner=build_task_runner(settings.execution))(*arguments)
     fanned_out = explore_task(*arguments, md_walkers=walkers)
-    positions = [ase.io.read(trajectory, ":")[-1].positions for trajectory in fanned_out["trajectories"]]
+    positions = [ase.io.read(trajectory, ":")[-1].positions for trajectory in fanned_out.trajectories]
 
     in_one_task = steps.explore(settings, artifact, 5).summary(settings.selection.lower)
-    assert [walker["trajectory"] for walker in walkers] == in_one_task["trajectories"] == fanned_out["trajectories"]
-    assert fanned_out == in_one_task and fanned_out["walkers"] == 2 and fanned_out["frames"] >= 2
-    for trajectory, before in zip(in_one_task["trajectories"], positions):
+    assert [walker["trajectory"] for walker in walkers] == in_one_task.trajectories == fanned_out.trajectories
+    assert fanned_out == in_one_task and fanned_out.walkers == 2 and fanned_out.frames >= 2
+    for trajectory, before in zip(in_one_task.trajectories, positions):
         np.testing.assert_array_equal(ase.io.read(trajectory, ":")[-1].positions, before)

@@ -23,8 +23,8 @@ def test_a_campaign_labels_on_a_temporary_dask_cluster(tmp_path):
 
     result = label_structures(settings, settings.campaign, generation=1)
 
-    assert result["completed"] == 3 and result["failed"] == 0
-    assert sorted(result["completed_ids"]) == sorted(row.id for row in store.select(Status.COMPLETED))
+    assert result.completed == 3 and result.failed == 0
+    assert sorted(result.completed_ids) == sorted(row.id for row in store.select(Status.COMPLETED))
     assert store.status_counts()["completed"] == 3 and store.status_counts()["pending"] == 1  # generation 2 waits
     assert all(row.provenance["labeler"] == "EMT" for row in store.select(Status.COMPLETED))
     assert (settings.workdir / "labeling" / settings.campaign).is_dir()

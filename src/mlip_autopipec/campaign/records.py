@@ -6,11 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import psutil
 from pydantic import BaseModel, Field
 
-from mlip_autopipec.campaign.config import StopSettings
+from mlip_autopipec.backends import PotentialArtifact
+from mlip_autopipec.campaign.config import CampaignConfig, StopSettings
+from mlip_autopipec.campaign.results import GenerationSteps
 from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.generations import generation_dir
+from mlip_autopipec.store import StructureStore
 
 RECORD_NAME = "generation.json"
 
@@ -55,6 +59,28 @@ class GenerationRecord(BaseModel):
         """Labelled structures this generation's potential was trained on (train and test splits):
         the campaign's labels before its own labelling step."""
         return self.labels_total - self.labels_added
+
+
+def record_generation(config: CampaignConfig, steps: GenerationSteps) -> GenerationRecord:
+    """The generation's record from its step results, saved as generations/gen-NNN/generation.json;
+    labels_total is read from the store now, the resident memory is this process's."""
+    completed = StructureStore(config.store_url, campaign=config.campaign).status_counts()["completed"]
+    held_out, test, explored = steps.held_out_metrics, steps.test_metrics, steps.explored
+    record = GenerationRecord(
+        generation=steps.generation, potential=steps.potential, potential_digest=steps.potential_digest,
+        training_structures=steps.training_structures, labels_total=completed,
+        labels_added=steps.labels.completed, labels_failed=steps.labels.failed,
+        held_out_energy_rmse_mev_per_atom=held_out["energy_rmse_mev_per_atom"],
+        held_out_forces_rmse_mev_per_angstrom=held_out["forces_rmse_mev_per_angstrom"],
+        test_forces_rmse_mev_per_angstrom=test["forces_rmse_mev_per_angstrom"],
+        explored_frames=explored.frames, uncertainty_measure=config.selection.uncertainty_key,
+        fraction_below_gamma_lower=explored.fraction_below_gamma_lower,
+        max_gamma_median=explored.max_gamma_median, max_gamma_max=explored.max_gamma_max,
+        selected=steps.queued.selected, step_seconds=steps.step_seconds,
+        species_without_gamma=PotentialArtifact.load(steps.potential).species_without_gamma,
+        rss_mb_after=psutil.Process().memory_info().rss / 2**20)
+    record.save(config.workdir / "generations")
+    return record
 
 
 def load_records(generations_root: str | Path) -> list[GenerationRecord]:

@@ -13,11 +13,13 @@ from ase import Atoms
 from mlip_autopipec.backends import PotentialArtifact, get_trainer
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import gamma_statistics
+from mlip_autopipec.campaign.results import ExplorationSummary, QueueSummary
 from mlip_autopipec.campaign.structures import build_seeds, held_out_md, perturbed_copies
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.readers import read_labelled_frames
 from mlip_autopipec.exploration.md import WalkerResult, WalkerSettings, run_walker
 from mlip_autopipec.files import atomic_path
+from mlip_autopipec.generations import find_matching
 from mlip_autopipec.outbox import Candidate, process_outbox
 from mlip_autopipec.selection.committee import TrustLevels, classify, select_candidates
 from mlip_autopipec.selection.gamma import (
@@ -77,9 +79,9 @@ class Exploration:
     stopped_early: int
     uncertainty: list[float] = field(default_factory=list)  # per frame: max γ, or committee max force std
 
-    def summary(self, lower: float) -> dict:
-        return {"trajectories": self.trajectories, "walkers": self.walkers, "frames": len(self.uncertainty),
-                "stopped_early": self.stopped_early, **gamma_statistics(self.uncertainty, lower)}
+    def summary(self, lower: float) -> ExplorationSummary:
+        return ExplorationSummary(trajectories=self.trajectories, walkers=self.walkers, frames=len(self.uncertainty),
+                                  stopped_early=self.stopped_early, **gamma_statistics(self.uncertainty, lower))
 
     def add_walker(self, walker: WalkerResult) -> None:
         self.trajectories.append(str(walker.trajectory))
@@ -228,8 +230,15 @@ def _sampled_frames(run_dir: Path, target: Path, calculator, uncertainty_key: st
     return target, uncertainty
 
 
+def finished_generation(config: CampaignConfig, dataset_digest: str,
+                        initial_digest: str | None) -> PotentialArtifact | None:
+    """The campaign's finished generation trained on this dataset with this training config from this
+    starting potential (reused, never retrained), or None."""
+    return find_matching(config.workdir / "generations", dataset_digest, config.training.digest(), initial_digest)
+
+
 def select_and_queue(config: CampaignConfig, artifact: PotentialArtifact, trajectories: list[str],
-                     generation: int) -> dict:
+                     generation: int) -> QueueSummary:
     """Choose explored frames to label and send them through the DFT outbox: exact and near
     duplicates of each other, of the campaign's stored rows and of the queue already submitted are
     skipped (workdir/outbox/dft_skip.jsonl says why); the rest become pending rows of the next
@@ -262,8 +271,8 @@ def select_and_queue(config: CampaignConfig, artifact: PotentialArtifact, trajec
                             out_dir=config.workdir / "outbox", tolerance=selection.near_duplicate_tolerance,
                             source=_SOURCES[config.exploration.engine], generation=generation + 1)
     counts = report.counts
-    return {"candidates": len(candidates), "selected": len(chosen), "queued": counts["submitted"],
-            "skipped_exact": counts["skipped_exact"], "skipped_near": counts["skipped_near"]}
+    return QueueSummary(candidates=len(candidates), selected=len(chosen), queued=counts["submitted"],
+                        skipped_exact=counts["skipped_exact"], skipped_near=counts["skipped_near"])
 
 
 _SOURCES = {"md": "md", "sampling": "sampling", "both": "explore"}  # provenance of queued rows
