@@ -57,9 +57,9 @@ class Service:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    """A real server, set up twice and deployed; yields what the tests need, then stops everything."""
+def start_service(tmp_path_factory):
+    """A real server, set up twice and deployed; yields what the tests need, then stops everything.
+    The `service` fixture (tests/deployments/conftest.py): one for every test of this package."""
     workdir = tmp_path_factory.mktemp("service")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
