@@ -103,12 +103,27 @@ def _home() -> Path:
     return home
 
 
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes through a proxy
+
+
 def _healthy(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/api/health", timeout=timeout) as response:
+        with _NO_PROXY.open(f"{url}/api/health", timeout=timeout) as response:
             return response.status == 200
     except OSError:
         return False
+
+
+def _is_our_server(pid: int) -> bool:
+    """The pid is alive and still a Prefect server (a state file outlives a reboot; pids are reused)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): ask ps
+        done = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
+        command = done.stdout
+    return "prefect.server.api.server:create_app" in command
 
 
 def _alive(pid: int) -> bool:
@@ -189,7 +204,7 @@ def _start(home: Path) -> dict:
             tail = log.read().decode(errors="replace")[-2000:]
         if "address already in use" not in tail.lower():
             raise LocalServerError(f"the local Prefect server did not start within {START_TIMEOUT_S:.0f} s "
-                               f"(log: {home / LOG_FILE}):\n{tail}")
+                                   f"(log: {home / LOG_FILE}):\n{tail}")
     raise LocalServerError(f"the local Prefect server found no free port (log: {home / LOG_FILE})")
 
 
@@ -216,7 +231,7 @@ def local_server(start: bool = True) -> dict | None:
         state = _read_state(home)
         if state and _healthy(state["url"]):
             return state
-        if state and _alive(state["pid"]):  # there but not answering: give it a moment, then replace it
+        if state and _is_our_server(state["pid"]):  # there but not answering: a moment, then replace it
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and not _healthy(state["url"]):
                 time.sleep(0.5)
@@ -234,7 +249,7 @@ def stop_local_server() -> bool:
         state = _read_state(home)
         if state is None:
             return False
-        if _alive(state["pid"]):
+        if _is_our_server(state["pid"]):
             _kill(state["pid"])
         (home / STATE_FILE).unlink(missing_ok=True)
         if (home / PID_FILE).exists() and (home / PID_FILE).read_text().strip() == str(state["pid"]):

@@ -105,3 +105,22 @@ def test_the_installed_entry_point_runs_from_anywhere(tmp_path):
     status = subprocess.run([str(script), "server", "status"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120, env={**env, "PREFECT_HOME": str(tmp_path / "home")})
     assert status.returncode == 0 and "no local Prefect server is running" in status.stdout, status.stderr[-2000:]
+
+
+def test_a_stale_state_file_never_kills_another_process(tmp_path):
+    """After a reboot the state file may name a pid that now belongs to something else."""
+    from prefect.settings import PREFECT_HOME, temporary_settings
+
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        stale = json.dumps({"pid": other.pid, "port": 9, "url": "http://127.0.0.1:9"})
+        with temporary_settings(updates={PREFECT_HOME: str(tmp_path)}):
+            (tmp_path / cli.STATE_FILE).write_text(stale)
+            assert cli.stop_local_server() is True
+            (tmp_path / cli.STATE_FILE).write_text(stale)
+            assert cli.local_server(start=False) is None
+        assert other.poll() is None  # still running
+        assert not (tmp_path / cli.STATE_FILE).exists()
+    finally:
+        other.kill()
+        other.wait()
