@@ -217,3 +217,30 @@ def test_a_generation_labelled_by_the_label_flow_on_slurm_with_gpaw_under_mpi(sl
     assert store.get(later).status is Status.PENDING
     [job] = [job for job in slurm_cluster.jobs() if job["JobName"] == f"dft-test-{generation_1[0]}-{generation_1[-1]}"]
     assert job["JobState"] == "COMPLETED" and job["NumTasks"] == "2"
+
+
+def test_an_interrupted_labelling_cancels_its_jobs_and_keeps_what_they_finished(slurm_cluster, pending, tmp_path,
+                                                                               monkeypatch):
+    from mlip_autopipec.labeling import slurm as slurm_labelling
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    store, [quick, hanging] = pending(fcc_cell("Cu", seed=4), fcc_cell("Ni", seed=5))
+    (flags / f"structure-{hanging}").touch()
+    poll = slurm_labelling._SlurmLabeling._poll
+
+    def poll_until_the_first_is_done(self):  # then Ctrl-C, as a user would
+        poll(self)
+        if list((tmp_path / "jobs").glob(f"*/structure-{quick}/outcome.json")):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(slurm_labelling._SlurmLabeling, "_poll", poll_until_the_first_is_done)
+    spec = CalculatorSpec(factory="tests.labeling.faulty_calculators:HangingWhileFlagged",
+                          kwargs={"flag_dir": str(flags)})
+    with pytest.raises(KeyboardInterrupt):
+        label_pending_slurm(store, spec, settings(structures_per_job=2), workdir=tmp_path / "jobs")
+    assert store.get(quick).status is Status.COMPLETED  # finished before the interrupt: kept
+    row = store.get(hanging)
+    assert row.status is Status.PENDING and row.provenance["attempts"] == 1  # failed once, to be tried again
+    assert "the labelling was interrupted; the job was cancelled" in row.provenance["error"]
+    assert not [job for job in slurm_cluster.jobs() if job["JobState"] in ("RUNNING", "PENDING", "COMPLETING")]
