@@ -168,7 +168,7 @@ def label_structures(settings: CampaignConfig, campaign: str, generation: int | 
         return LabelCounts.model_validate(label_task(
             request.store, request.campaign, request.calculator, generation=request.generation,
             max_attempts=request.max_attempts, timeout_s=request.timeout_s, workers=request.workers,
-            workdir=request.workdir, recover_running=request.recover_running))
+            workdir=request.workdir, recover_running=request.recover_running, slurm=request.slurm))
     return _dispatch_labelling(settings, deployment, request)
 
 

@@ -26,7 +26,8 @@ def test_the_request_carries_the_campaign_labelling_settings(tmp_path):
     assert request.model_dump() == {
         "store": config.store_url, "calculator": {"factory": "emt", "kwargs": {}},
         "campaign": "My Campaign--held-out", "generation": None, "timeout_s": 30.0, "max_attempts": 2,
-        "workers": 3, "workdir": str(config.workdir / "labeling" / "my-campaign-held-out"), "recover_running": True}
+        "workers": 3, "workdir": str(config.workdir / "labeling" / "my-campaign-held-out"), "recover_running": True,
+        "slurm": None}
 
 
 def test_a_dispatched_run_is_counted_from_the_store(tmp_path):

@@ -186,37 +186,62 @@ def test_gpaw_under_mpi_in_a_slurm_job_gives_the_serial_labels(slurm_cluster, pe
           f"max |dF| = {np.abs(mpi.forces - direct.forces).max():.1e} eV/Å")
 
 
-def test_a_generation_labelled_by_the_label_flow_on_slurm_with_gpaw_under_mpi(slurm_cluster, pending, tmp_path,
-                                                                           prefect_server, capsys):
-    """End to end: `python -m flows.label --slurm ...` labels one generation's rows with GPAW on 2 MPI
+def test_a_campaign_generation_labelled_on_slurm_with_gpaw_under_mpi(slurm_cluster, tmp_path, prefect_server):
+    """End to end through the campaign's own labelling step (flows.active_learning.label_structures)
+    with `labeling: {executor: slurm, ...}` from a campaign file: one generation's rows, GPAW on 2 MPI
     ranks per structure, both in one SLURM job; the next generation's row stays pending."""
     pytest.importorskip("gpaw")
-    import json
+    import yaml
+    from prefect import flow
 
-    from flows import label as label_flow
+    from flows.active_learning import label_structures
+    from mlip_autopipec.campaign.config import CampaignConfig
+    from mlip_autopipec.store import NewStructure, StructureStore
 
+    gpaw = {"mode": {"name": "pw", "ecut": 200}, "xc": "LDA", "kpts": {"size": [1, 1, 2], "gamma": True},
+            "txt": "gpaw.txt"}
+    slurm = {"ntasks": 2, "mpi_command": "mpiexec -n 2 --oversubscribe", "structures_per_job": 2, "poll_s": 0.5,
+             "walltime": "00:10:00", "environment": ROOT_MPI, "job_name": "dft"}
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump({
+        "campaign": "cu", "workdir": "run", "seeds": [{"bulk": "Cu", "repeat": [1, 1, 2]}],
+        "labeling": {"calculator": {"factory": "gpaw", "kwargs": gpaw}, "timeout_s": 300, "executor": "slurm",
+                     "slurm": slurm}}))
+    config = CampaignConfig.load(path)
     cells = []
     for seed in range(2):
         atoms = fcc_cell("Cu", seed=seed)[:2]
         atoms.cell = [2.6, 2.6, 3.6]
         cells.append(atoms)
-    store, generation_1 = pending(*cells, generation=1)
-    _, [later] = pending(fcc_cell("Ni", seed=9), generation=2)
-    gpaw = {"mode": {"name": "pw", "ecut": 200}, "xc": "LDA", "kpts": {"size": [1, 1, 2], "gamma": True},
-            "txt": "gpaw.txt"}
-    slurm = {"ntasks": 2, "mpi_command": "mpiexec -n 2 --oversubscribe", "structures_per_job": 2, "poll_s": 0.5,
-             "walltime": "00:10:00", "environment": ROOT_MPI, "job_name": "dft"}
-    code = label_flow.main(["--store", str(store.url), "--campaign", "test", "--generation", "1", "--calculator",
-                            "gpaw", "--calculator-kwargs", json.dumps(gpaw), "--timeout", "300",
-                            "--workdir", str(tmp_path / "jobs"), "--slurm", json.dumps(slurm)])
-    assert code == 0
-    assert "GPAW: 2 completed, 0 failed, 0 retried" in capsys.readouterr().out
+    store = StructureStore(config.store_url, campaign=config.campaign)
+    generation_1 = [outcome.id for outcome in store.add(
+        [NewStructure(LabelledFrame(atoms, None, None), "md", status=Status.PENDING, generation=1) for atoms in cells])]
+    [later] = [outcome.id for outcome in store.add(
+        [NewStructure(LabelledFrame(fcc_cell("Ni", seed=9), None, None), "md", status=Status.PENDING, generation=2)])]
+
+    counts = flow(name="label step")(label_structures)(config, config.campaign, 1)  # inside a flow run, as there
+    assert counts.completed == 2 and counts.failed == 0
     for row_id in generation_1:
         row = store.get(row_id)
         assert row.status is Status.COMPLETED and row.provenance["labeler"] == "GPAW"
     assert store.get(later).status is Status.PENDING
-    [job] = [job for job in slurm_cluster.jobs() if job["JobName"] == f"dft-test-{generation_1[0]}-{generation_1[-1]}"]
+    [job] = [job for job in slurm_cluster.jobs() if job["JobName"] == f"dft-cu-{generation_1[0]}-{generation_1[-1]}"]
     assert job["JobState"] == "COMPLETED" and job["NumTasks"] == "2"
+
+
+def test_the_label_flow_submits_to_slurm_from_the_command_line(slurm_cluster, pending, tmp_path, prefect_server,
+                                                               capsys):
+    import json
+
+    from flows import label as label_flow
+
+    store, [row_id] = pending(fcc_cell("Cu", seed=7))
+    slurm = {"poll_s": 0.5, "walltime": "00:05:00", "job_name": "cli"}
+    assert label_flow.main(["--store", str(store.url), "--campaign", "test", "--workdir", str(tmp_path / "jobs"),
+                            "--slurm", json.dumps(slurm)]) == 0
+    assert "EMT: 1 completed, 0 failed, 0 retried" in capsys.readouterr().out
+    assert store.get(row_id).status is Status.COMPLETED
+    assert [job["JobState"] for job in slurm_cluster.jobs() if job["JobName"] == f"cli-test-{row_id}"] == ["COMPLETED"]
 
 
 def test_an_interrupted_labelling_cancels_its_jobs_and_keeps_what_they_finished(slurm_cluster, pending, tmp_path,

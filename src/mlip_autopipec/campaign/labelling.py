@@ -30,6 +30,7 @@ class LabelRequest(BaseModel):
     workers: int
     workdir: str
     recover_running: bool = False
+    slurm: dict | None = None  # labeling.slurm (SlurmSettings) with executor: slurm: SLURM batch jobs
 
 
 def label_request(config: CampaignConfig, campaign: str, generation: int | None,
@@ -40,7 +41,8 @@ def label_request(config: CampaignConfig, campaign: str, generation: int | None,
     return LabelRequest(store=config.store_url, calculator=label.calculator.model_dump(mode="json"),
                         campaign=campaign, generation=generation, timeout_s=label.timeout_s,
                         max_attempts=label.max_attempts, workers=label.workers,
-                        workdir=str(config.workdir / "labeling" / slug(campaign)), recover_running=recover_running)
+                        workdir=str(config.workdir / "labeling" / slug(campaign)), recover_running=recover_running,
+                        slurm=label.slurm.model_dump(mode="json") if label.slurm else None)
 
 
 def completed_ids(request: LabelRequest) -> set[int]:
