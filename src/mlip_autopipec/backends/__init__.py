@@ -20,6 +20,7 @@ from mlip_autopipec.backends.base import (
     TrainingProgress,
     TrainingTimeout,
 )
+from mlip_autopipec.backends.template import Backend, GenerationBusyError
 
 # Backend name -> "module:class" of its Trainer.
 TRAINERS = {
@@ -38,6 +39,7 @@ def get_trainer(name: str, **options) -> Trainer:
 
 
 __all__ = [
-    "BackendError", "BackendNotFound", "DatasetError", "GenerationExistsError", "PotentialArtifact",
-    "ProgressCallback", "Trainer", "TrainingConfigError", "TrainingError", "TrainingProgress", "TrainingTimeout", "get_trainer",
+    "Backend", "BackendError", "BackendNotFound", "DatasetError", "GenerationBusyError", "GenerationExistsError",
+    "PotentialArtifact", "ProgressCallback", "Trainer", "TrainingConfigError", "TrainingError", "TrainingProgress",
+    "TrainingTimeout", "get_trainer",
 ]
