@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
               f"|dF| <= {forces:.1e} eV/Å")
     finally:
         stop_cluster(cluster)
+        shutil.rmtree(work, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"structures": n, "cost_s": args.cost, "poll_s": args.poll, "gpaw": GPAW,
                                    "machine": f"{platform.node()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",

@@ -94,11 +94,16 @@ def slurm_missing() -> str | None:
     """Why no test cluster can start here, or None."""
     if os.geteuid() != 0:
         return "the test SLURM cluster runs slurmctld and slurmd as root; not root"
-    missing = [name for name in DAEMONS if shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin") is None]
+    missing = [name for name in DAEMONS if _binary(name) is None]
     if missing:
         return (f"{', '.join(missing)} not found: apt-get install slurm-wlm munge "
                 "(scripts/bootstrap.sh does as root)")
     return None
+
+
+def _binary(name: str) -> str | None:
+    """Where a SLURM or munge program is: on PATH, or in /usr/sbin (not on a non-root PATH)."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
 
 
 def write_config(root: Path, node: str, cpus: int, memory_mb: int, partition: str = "debug") -> Path:
@@ -162,14 +167,14 @@ def start_cluster(root: Path) -> SlurmCluster:
     cluster = SlurmCluster(root, conf, node, "debug", cpus)
     env = {**os.environ, **cluster.environment()}
     key = root / "munge.key"
-    _run(["mungekey", "--create", f"--keyfile={key}"])
+    _run([_binary("mungekey"), "--create", f"--keyfile={key}"])
     os.chmod(key, 0o600)
     commands = {
-        "munged": ["munged", "--foreground", "--force", f"--socket={root / 'munge.socket'}",
+        "munged": [_binary("munged"), "--foreground", "--force", f"--socket={root / 'munge.socket'}",
                    f"--key-file={key}", f"--pid-file={root / 'munged.pid'}", f"--seed-file={root / 'munged.seed'}",
                    f"--log-file={root / 'munged.log'}"],
-        "slurmctld": ["slurmctld", "-D", "-i", "-f", str(conf)],
-        "slurmd": ["slurmd", "-D", "-f", str(conf), "-N", node],
+        "slurmctld": [_binary("slurmctld"), "-D", "-i", "-f", str(conf)],
+        "slurmd": [_binary("slurmd"), "-D", "-f", str(conf), "-N", node],
     }
     try:
         for name, command in commands.items():
