@@ -40,3 +40,33 @@ def test_settings_are_checked_before_anything_is_submitted():
         SlurmSettings.model_validate({"partion": "compute"})
     with pytest.raises(ValueError, match="not a shell variable name"):
         job_script(SlurmSettings(environment={"BAD-NAME": "1"}), "x", Path("/tmp/x"))
+
+
+def test_a_job_sbatch_refuses_fails_one_batch_and_stops_submitting(tmp_path, pending):
+    from mlip_autopipec.calculators import CalculatorSpec
+    from mlip_autopipec.labeling.slurm import label_pending_slurm
+    from mlip_autopipec.store import Status
+    from tests.labeling.conftest import fcc_cell
+
+    refusing = tmp_path / "sbatch"
+    refusing.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
+    refusing.chmod(0o755)
+    store, [first, second, third] = pending(*(fcc_cell("Cu", seed=seed) for seed in range(3)))
+    report = label_pending_slurm(store, CalculatorSpec(), SlurmSettings(partition="gpu", structures_per_job=1,
+                                                                         commands={"sbatch": str(refusing)}),
+                                 workdir=tmp_path / "jobs")
+    [error] = report.errors
+    assert error.startswith(f"structure {first} (attempt 1): the job could not be submitted: sbatch ")
+    assert "invalid partition specified: gpu" in error and not report.jobs
+    assert [store.get(row).status for row in (first, second, third)] == [Status.PENDING] * 3  # retried next call
+    assert [store.get(row).provenance.get("attempts", 0) for row in (first, second, third)] == [1, 0, 0]
+
+
+@pytest.mark.parametrize("walltime", ["90", "02:00:00", "1-00:00:00", "1-12", "30:00"])
+def test_walltimes_in_slurm_formats_are_accepted(walltime):
+    assert SlurmSettings(walltime=walltime).walltime == walltime
+
+
+def test_a_walltime_slurm_would_refuse_is_refused_when_the_file_is_read():
+    with pytest.raises(ValidationError, match="walltime"):
+        SlurmSettings(walltime="2 hours")

@@ -78,7 +78,8 @@ class SlurmSettings(BaseModel):
     partition: str | None = Field(None, description="sbatch --partition; default: the cluster's default")
     account: str | None = Field(None, description="sbatch --account")
     qos: str | None = Field(None, description="sbatch --qos")
-    walltime: str = Field("01:00:00", description="sbatch --time of each job, e.g. 02:00:00 or 1-00:00:00")
+    walltime: str = Field("01:00:00", pattern=r"^(\d+-)?\d+(:\d\d?){0,2}$",
+                          description="sbatch --time of each job: minutes, [D-]HH:MM[:SS], e.g. 02:00:00 or 1-00:00:00")
     ntasks: int = Field(1, ge=1, description="sbatch --ntasks: MPI ranks per DFT calculation")
     cpus_per_task: int = Field(1, ge=1, description="sbatch --cpus-per-task (threads per rank)")
     memory: str | None = Field(None, description="sbatch --mem, e.g. 16G")

@@ -22,6 +22,8 @@ and only after the job has ended, so a late job cannot store labels twice, and t
 need the shared job directory but no route to the store. Jobs are submitted with --no-requeue:
 SLURM's own requeue would rerun finished structures; retries here are per structure.
 
+A job sbatch refuses (wrong partition, account, walltime over the limit) fails its structures
+with sbatch's message and ends the submitting for this call; the other rows stay pending.
 Interrupted (Ctrl-C, a cancelled Prefect task), the jobs in flight are cancelled with `scancel`, what
 they finished is stored and the rest is failed (retried next time), then the interrupt goes on.
 """
@@ -176,6 +178,7 @@ class _SlurmLabeling:
         self.timeout_s, self.min_distance, self.keep_files = timeout_s, min_distance, keep_files
         self.slurm = SlurmCommands(settings)
         self.in_flight: dict[str, _Batch] = {}
+        self.submit_refused = False
 
     def label(self) -> LabelReport:
         try:
@@ -193,7 +196,11 @@ class _SlurmLabeling:
     # -- submitting --------------------------------------------------------------------------------
 
     def _submit_next(self) -> bool:
-        """Claim up to structures_per_job rows and submit them as one job; False when none are left."""
+        """Claim up to structures_per_job rows and submit them as one job; False when none are left,
+        or once sbatch refused a job (a wrong partition or account would refuse every batch: one
+        batch's structures record the error, the rest stay pending for the next call)."""
+        if self.submit_refused:
+            return False
         rows = []
         while len(rows) < self.settings.structures_per_job and (row_id := self.run.claim()) is not None:
             rows.append(row_id)
@@ -218,8 +225,10 @@ class _SlurmLabeling:
             script.write_text(job_script(self.settings, name, batch.directory))
             batch.job_id = self.slurm.submit(script, batch.directory / "slurm-%j.out")
         except (OSError, SlurmError) as exc:
+            self.submit_refused = True
+            log.error(f"no more SLURM jobs in this call: {name} could not be submitted: {exc}")
             self._finish(batch, because=f"the job could not be submitted: {exc}")
-            return True
+            return False
         log.info(f"submitted SLURM job {batch.job_id} ({name}): structures {', '.join(map(str, rows))}")
         self.in_flight[batch.job_id] = batch
         return True
