@@ -113,6 +113,33 @@ def test_run_stops_the_whole_group_at_its_timeout(tmp_path):
     assert not _alive(int(pid_file.read_text()))
 
 
+def test_run_logged_follows_the_log_and_says_why_the_child_ended(tmp_path):
+    """The one loop every logged child runs in: lines (CR-redrawn ones too) reach on_line in order,
+    the log keeps the command line, and the exit status or the stop is reported."""
+    import threading
+
+    from mlip_autopipec import processes
+
+    log, lines = tmp_path / "tool.log", []
+    ended = processes.run_logged(["sh", "-c", "printf 'a\\nb\\rc\\n'; sleep 0.5; printf 'last'; exit 3"], log, 30,
+                                 on_line=lines.append)
+    assert (ended.returncode, ended.stopped, ended.reason) == (3, None, "failed with exit code 3")
+    assert lines == ["a", "b", "c", "last"]
+    assert log.read_text().startswith("\n$ sh -c ")
+
+    pid_file = tmp_path / "grandchild.pid"
+    started = time.monotonic()
+    ended = processes.run_logged(["sh", "-c", f"sleep 300 & echo $! > {pid_file}; wait"], log, 1, append=False)
+    assert ended.stopped == "timed out after 1 s" and ended.reason == ended.stopped
+    assert time.monotonic() - started < 10 and not _alive(int(pid_file.read_text()))
+    assert not log.read_text().startswith("\n$")  # append=False: a fresh log without the command line
+
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    ended = processes.run_logged(["sleep", "300"], log, 60, cancel=cancel)
+    assert ended.stopped == "was cancelled" and ended.returncode < 0
+
+
 def test_a_killed_training_flow_leaves_no_pacemaker_and_a_rerun_fits_alone(cu_manifest, tiny_config, tmp_path):
     """kill -9 of the process group running a real fit: pacemaker dies with it; the re-run in the
     same generation directory moves the killed attempt aside and nothing writes beside it."""

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
-import shlex
 import shutil
-import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -60,43 +56,12 @@ def run_logged(
     `deadline` is a time.monotonic() value; past it the process group is terminated, then killed,
     and TrainingTimeout is raised. `on_line` sees every output line, in the calling thread.
     """
-    args = [str(part) for part in command]
-    with open(log_path, "a", encoding="utf-8", errors="replace") as log:
-        log.write(f"\n$ {shlex.join(args)}\n")
-        log.flush()
-        process = processes.start(  # own process group, dies with this process
-            args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=subprocess_environment(), text=True, encoding="utf-8", errors="replace", bufsize=1,
-        )
-        lines: queue.Queue[str | None] = queue.Queue()
-        reader = threading.Thread(target=_copy_lines, args=(process, log, lines), daemon=True)
-        reader.start()
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    processes.stop(process)
-                    raise TrainingTimeout(f"{Path(args[0]).name} exceeded its time limit and was killed",
-                                          log_tail(log_path), log_path)
-                try:
-                    line = lines.get(timeout=min(remaining, 0.5))
-                except queue.Empty:
-                    continue
-                if line is None:  # output closed: the process is exiting
-                    break
-                if on_line is not None:
-                    on_line(line)
-            try:
-                return process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                processes.stop(process)
-                raise TrainingTimeout(f"{Path(args[0]).name} closed its output but did not exit in time",
-                                      log_tail(log_path), log_path) from None
-        finally:
-            if process.poll() is None:  # an exception (a raising on_line, Ctrl-C) must not leave it running
-                processes.stop(process)
-            processes.kill_group(process)  # whatever the tool left behind in its group
-            reader.join(timeout=processes.DEFAULT_GRACE_S)
+    ended = processes.run_logged(command, log_path, deadline - time.monotonic(), cwd=cwd, env=subprocess_environment(),
+                                 on_line=on_line)
+    if ended.stopped is not None:
+        raise TrainingTimeout(f"{Path(command[0]).name} exceeded its time limit and was killed",
+                              log_tail(log_path), log_path)
+    return ended.returncode
 
 
 @contextlib.contextmanager
@@ -180,14 +145,3 @@ def tool_failed(tool: str, status: int, log_path: Path, failure: str = "") -> Tr
     (a Python exception, a bad setting): it will fail the same way again, so it is not retried."""
     return TrainingError(f"{tool} {processes.exit_reason(status)}" + (f": {failure}" if failure else ""),
                          log_tail(log_path), log_path, retryable=status < 0)
-
-
-def _copy_lines(process: subprocess.Popen, log, lines: queue.Queue) -> None:
-    try:
-        for line in process.stdout:
-            log.write(line)
-            log.flush()
-            lines.put(line)
-    finally:
-        lines.put(None)
-

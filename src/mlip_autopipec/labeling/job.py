@@ -9,34 +9,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import ase.io
 import numpy as np
 from ase import Atoms
 
 from mlip_autopipec import processes
+from mlip_autopipec.processes import Cancellation
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE, frame_problems
 from mlip_autopipec.labeling.job_files import CALCULATOR_FILE, LOG_FILE, RESULT_FILE, STRUCTURE_FILE
 
-_CANCEL_POLL_S = 0.2
 _LOG_TAIL_LINES = 15
 _LOG_TAIL_CHARS = 1200  # the store keeps 2000 characters of an error; leave room for the headline
-
-
-class Cancellation(Protocol):
-    """Anything that says the job should stop: a threading.Event, or a CancelFile across processes."""
-
-    def is_set(self) -> bool: ...
 
 
 class CancelFile:
@@ -70,8 +61,8 @@ def label_structure(atoms: Atoms, spec: CalculatorSpec, job_dir: str | os.PathLi
     """Label `atoms` with `spec` in a worker process; raise LabelingError with the reason if it fails.
 
     `timeout_s` bounds the whole job, interpreter start-up included. Setting `cancel` (from another
-    thread, or another process for a CancelFile) kills the worker as a timeout would. A `module:callable` calculator must be importable
-    from the caller's working directory or PYTHONPATH.
+    thread, or another process for a CancelFile) kills the worker as a timeout would. A
+    `module:callable` calculator must be importable from the caller's working directory or PYTHONPATH.
     """
     # A broken geometry (overlapping atoms, degenerate cell) would only waste a DFT run.
     broken = [f"{field}: {message}" for field, message in
@@ -98,23 +89,16 @@ def run_worker(module: str, job_dir: Path, name: str, timeout_s: float,
     the worker's output lines while it runs (progress). `launcher` prefixes the command line: an MPI
     launcher (`mpiexec -n 2`, `srun`) runs the worker as that many ranks."""
     log_path = job_dir / LOG_FILE
-    with open(log_path, "wb") as log:
-        # Own process group; the worker watches this process itself (processes.watch_parent) so
-        # that its whole group (MPI ranks of a DFT code) dies with a killed campaign.
-        process = processes.start(
-            [*launcher, sys.executable, "-m", module, str(job_dir.resolve()), "--parent", str(os.getpid())],
-            cwd=job_dir, stdout=log, stderr=subprocess.STDOUT, env=_worker_environment(), die_with_parent=False,
-        )
-    try:
-        stopped = _wait(process, timeout_s, cancel, None if on_line is None else _LogFollower(log_path, on_line))
-    finally:
-        if process.poll() is None:  # interrupted while waiting (Ctrl-C in a single-threaded caller)
-            _terminate_group(process)
-        processes.kill_group(process)  # whatever the worker left behind: MPI ranks, helper daemons
-    if stopped is not None:
-        raise LabelingError(f"{name} {stopped}; the worker was killed{_tail(log_path)}")
-    if process.returncode != 0:
-        raise LabelingError(f"{name} worker {processes.exit_reason(process.returncode)}{_tail(log_path)}")
+    # Not die_with_parent: the worker watches this process itself (processes.watch_parent) so that
+    # its whole group (MPI ranks of a DFT code) dies with a killed campaign.
+    ended = processes.run_logged(
+        [*launcher, sys.executable, "-m", module, str(job_dir.resolve()), "--parent", str(os.getpid())],
+        log_path, timeout_s, cwd=job_dir, env=_worker_environment(), append=False, on_line=on_line, cancel=cancel,
+        die_with_parent=False)
+    if ended.stopped is not None:
+        raise LabelingError(f"{name} {ended.stopped}; the worker was killed{_tail(log_path)}")
+    if ended.returncode != 0:
+        raise LabelingError(f"{name} worker {ended.reason}{_tail(log_path)}")
 
 
 def _worker_environment() -> dict[str, str]:
@@ -123,56 +107,6 @@ def _worker_environment() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"  # an abort must not swallow what the calculator printed
     return env
-
-
-def _wait(process: subprocess.Popen, timeout_s: float, cancel: Cancellation | None,
-          watch: Callable[[], None] | None = None) -> str | None:
-    """Wait for the worker; return why it had to be stopped (timeout, cancelled) or None if it exited.
-    `watch` (if given) is called every poll while it runs, and once more at the end."""
-    deadline = time.monotonic() + timeout_s
-    poll = cancel is not None or watch is not None
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                _terminate_group(process)
-                return f"timed out after {timeout_s:g} s"
-            if cancel is not None and cancel.is_set():
-                _terminate_group(process)
-                return "was cancelled"
-            if watch is not None:
-                watch()
-            try:
-                process.wait(timeout=min(remaining, _CANCEL_POLL_S) if poll else remaining)
-                return None
-            except subprocess.TimeoutExpired:
-                continue
-    finally:
-        if watch is not None:
-            watch()
-
-
-class _LogFollower:
-    """Hands each new complete line of a growing log file to `on_line`."""
-
-    def __init__(self, path: Path, on_line: Callable[[str], None]):
-        self.path, self.on_line, self.offset, self.partial = path, on_line, 0, ""
-
-    def __call__(self) -> None:
-        try:
-            with open(self.path, encoding="utf-8", errors="replace") as handle:
-                handle.seek(self.offset)
-                text = handle.read()
-                self.offset = handle.tell()
-        except OSError:
-            return
-        *lines, self.partial = (self.partial + text).split("\n")
-        for line in lines:
-            self.on_line(line)
-
-
-def _terminate_group(process: subprocess.Popen) -> None:
-    processes.stop(process)  # SIGTERM, processes.DEFAULT_GRACE_S for an MPI launcher to stop its ranks, SIGKILL
 
 
 def _read_result(path: Path, atoms: Atoms, spec: CalculatorSpec, min_distance: float,

@@ -121,15 +121,9 @@ class FairChemCalculator(Calculator):
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Close the server's input (it exits at end of input), then make sure it is gone."""
-    if process.poll() is not None:
-        return
-    try:
-        process.stdin.close()
-        process.wait(timeout=processes.DEFAULT_GRACE_S)
-    except (OSError, subprocess.TimeoutExpired):
-        processes.kill_group(process)
-        process.wait()
+    """Close the server's input (it exits at end of input), then make sure its group is gone."""
+    if process.poll() is None:
+        processes.stop(process, close_input=True)
 
 
 def make_calculator(artifact: PotentialArtifact, python: str | os.PathLike | None = None,
