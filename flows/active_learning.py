@@ -21,7 +21,6 @@ rows left running are sent back to pending on the next start.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from flows import cli
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.labelling import LabelRequest, completed_ids, dispatched_counts, label_request
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop_reason
@@ -239,8 +239,7 @@ def _progress_line(record: GenerationRecord) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.active_learning", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("active_learning", __doc__)
     parser.add_argument("--config", required=True, help="campaign YAML (see campaigns/cuni-demo.yaml)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a configuration error")
     args = parser.parse_args(argv)
@@ -249,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         # server, the workdir or the store is touched.
         settings = CampaignConfig.load(args.config)
         check_writable(settings.store_url)
+        cli.use_prefect_api()  # the configured Prefect API, else the local server (flows/cli.py)
         records = active_learning(args.config)
     except (ConfigError, StoreError) as exc:
         if args.debug:

@@ -3,16 +3,16 @@
     python -m flows.label --store campaign/structures.db --calculator emt --workers 4
     python -m flows.label --store DB --calculator gpaw --calculator-kwargs '{"mode": "pw", "xc": "PBE"}' \\
         --timeout 7200 --workers 4 --task-runner dask
-    python -m flows.label --store postgresql://... --workdir /shared/jobs --dask-address tcp://scheduler:8786
-    python -m flows.label --store DB --calculator gpaw --calculator-kwargs '{"mode": "pw"}' --workdir /scratch/jobs \
+    python -m flows.label --store postgresql://... --out /shared/jobs --dask-address tcp://scheduler:8786
+    python -m flows.label --store DB --calculator gpaw --calculator-kwargs '{"mode": "pw"}' --out /scratch/jobs \
         --slurm '{"partition": "compute", "ntasks": 4, "mpi_command": "srun", "walltime": "04:00:00"}'
 
 Each structure is one Prefect task ("label structure <id>") on the flow's task runner: Prefect's
 thread pool (default), a temporary local Dask cluster of --workers processes (--task-runner dask),
 or a running Dask cluster (--dask-address). --workers structures are in flight at once. With a
-remote cluster the store and --workdir must be reachable from its workers under the same URL/path.
+remote cluster the store and --out must be reachable from its workers under the same URL/path.
 With --slurm (SlurmSettings as JSON, see config/execution.py) the structures go to SLURM instead:
-one sbatch job per batch of structures_per_job, watched from here; --workdir must be shared with
+one sbatch job per batch of structures_per_job, watched from here; --out must be shared with
 the compute nodes, the store need not be.
 
 A structure whose calculation crashes, hangs past --timeout or returns unusable labels is marked
@@ -27,7 +27,6 @@ other settings) makes those rows pending again with their attempts reset, and sa
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import uuid
@@ -36,6 +35,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from pydantic import ValidationError
 
+from flows import cli
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.config.execution import ExecutionSettings, SlurmSettings
 from mlip_autopipec.labeling import (DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, check_settings, fan_out, job_root,
@@ -86,8 +86,7 @@ def label(store: str, calculator: dict, campaign: str = "default", generation: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.label", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("label", __doc__, renames={"--workdir": "--out"})
     parser.add_argument("--store", required=True, help="SQLite path or postgresql:// URL")
     parser.add_argument("--calculator", default="emt",
                         help="emt, lj, morse, gpaw or module:callable (default: emt)")
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="label as SLURM batch jobs with these SlurmSettings, e.g. '{\"partition\": \"compute\", "
                              "\"ntasks\": 4, \"mpi_command\": \"srun\"}' ('{}': the defaults)")
     parser.add_argument("--limit", type=int, help="label at most this many pending structures")
-    parser.add_argument("--workdir",
+    parser.add_argument("--out", dest="workdir",
                         help="job directories (default: labeling/<campaign> beside a SQLite store)")
     parser.add_argument("--recover-running", action="store_true",
                         help="first requeue rows a killed labeller left running")
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if is_server and args.workdir is None:
-        parser.error("--workdir is needed with a server store")
+        parser.error("--out is needed with a server store")
     if min(args.workers, args.max_attempts) < 1 or args.timeout <= 0 or (args.limit or 0) < 0:
         parser.error("--workers and --max-attempts must be >= 1, --timeout > 0, --limit >= 0")
     slurm = None
@@ -156,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         parser.error(f"--task-runner/--dask-address: {exc.errors()[0]['msg']}")
 
+    cli.use_prefect_api()  # the configured Prefect API, else the local server (flows/cli.py)
     labelled = label.with_options(task_runner=build_task_runner(execution))
     with prefect_api_for_workers(execution):
         result = labelled(args.store, spec.model_dump(), campaign=args.campaign, generation=args.generation,

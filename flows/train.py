@@ -23,12 +23,12 @@ The campaign-style config file (YAML) has three optional sections:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from prefect import flow
 
+from flows import cli
 from mlip_autopipec.backends import BackendError, PotentialArtifact
 from mlip_autopipec.config.run_files import ConfigError, read_yaml_mapping
 from mlip_autopipec.config.run_yaml import is_run_spec, load_run_spec
@@ -110,8 +110,7 @@ def run_yaml(config: str, name: str = "run.yaml") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("train", __doc__)
     parser.add_argument("--config", help="YAML with campaign/export/training sections (defaults: small ACE)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--store", help="train on the completed rows of this store (SQLite path or postgresql:// URL)")
@@ -147,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    cli.use_prefect_api()  # the configured Prefect API, else the local server (flows/cli.py)
     try:
         if is_run:
             run_yaml(args.config, name=f"{spec.backend} {spec.task}")
