@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from ase import Atoms
 
 from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialArtifact, ProgressCallback
@@ -62,6 +63,29 @@ def reference_labels(atoms: Atoms, split: str, index: int) -> tuple[float, objec
     if forces is None:
         raise DatasetError(f"data.{split}: structure {index} has no forces (REF_forces or forces)")
     return float(energy), forces, atoms.info.get("REF_stress", results.get("stress"))
+
+
+def read_reference(frames: list[Atoms], energy_key: str | None = None, forces_key: str | None = None,
+                   energy_only: bool = False, source: str = "frames", energy_only_option: str = "energy_only"
+                   ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """Reference energies (and forces) of `frames` for scoring a model: `energy_key` / `forces_key`, by
+    default REF_energy / REF_forces else the calculator's results; errors name `source`, the frame and
+    the field (and, for forces, `energy_only_option`)."""
+    energies, forces = [], []
+    for index, atoms in enumerate(frames):
+        energies.append(float(_reference(atoms, atoms.info, "energy", energy_key, f"{source}: frame {index}")))
+        if not energy_only:
+            forces.append(np.asarray(_reference(atoms, atoms.arrays, "forces", forces_key, f"{source}: frame {index}",
+                                                f"; use {energy_only_option} to score energies alone"), dtype=float))
+    return np.array(energies, dtype=float), None if energy_only else forces
+
+
+def _reference(atoms: Atoms, stored: dict, quantity: str, key: str | None, where: str, hint: str = ""):
+    if (key or f"REF_{quantity}") in stored:
+        return stored[key or f"REF_{quantity}"]
+    if key is None and atoms.calc is not None and quantity in atoms.calc.results:
+        return atoms.calc.results[quantity]
+    raise ValueError(f"{where} has no reference {quantity} (looked for {key or f'REF_{quantity} or {quantity}'}){hint}")
 
 
 def trained(spec: RunSpec, artifact: PotentialArtifact, manifest: Path | None) -> dict:

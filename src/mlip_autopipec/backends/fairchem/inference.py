@@ -15,6 +15,7 @@ import numpy as np
 from ase import Atoms
 
 from mlip_autopipec.backends.fairchem.interpreter import call_worker
+from mlip_autopipec.backends.run_yaml import read_reference
 from mlip_autopipec.files import atomic_path
 from mlip_autopipec.validation.errors import error_metrics
 
@@ -68,16 +69,16 @@ def infer_frames(python: Path, checkpoint: Path, frames: Sequence[Atoms], output
 def evaluate_frames(python: Path, checkpoint: Path, frames: Sequence[Atoms], predictions_path: Path,
                     log_path: Path, energy_only: bool = False, source: str = "frames", **options) -> dict[str, float]:
     """RMSE/MAE of `frames`' labels against the model's predictions (written to `predictions_path`)."""
-    references = [_reference(atoms, index, source, energy_only) for index, atoms in enumerate(frames)]
+    energy_reference, forces_reference = read_reference(frames, energy_only=energy_only, source=source,
+                                                        energy_only_option="eval.energy_only")
     infer_frames(python, checkpoint, frames, predictions_path, log_path, energy_only=energy_only, **options)
     import ase.io
 
     predicted = ase.io.read(predictions_path, index=":", format="extxyz")
     n_atoms = np.array([len(atoms) for atoms in frames], dtype=float)
-    energy_error = (np.array([atoms.info[PREFIX + "energy"] for atoms in predicted])
-                    - np.array([energy for energy, _ in references])) / n_atoms
+    energy_error = (np.array([atoms.info[PREFIX + "energy"] for atoms in predicted]) - energy_reference) / n_atoms
     force_error = None if energy_only else np.concatenate([
-        (atoms.arrays[PREFIX + "forces"] - forces).reshape(-1) for atoms, (_, forces) in zip(predicted, references)])
+        (atoms.arrays[PREFIX + "forces"] - forces).reshape(-1) for atoms, forces in zip(predicted, forces_reference)])
     return {**error_metrics(energy_error, force_error), "atoms": float(n_atoms.sum())}
 
 
@@ -91,18 +92,3 @@ def evaluate_frames_file(python: Path, checkpoint: Path, frames_path: Path, pred
 
 def _geometry(atoms: Atoms) -> Atoms:
     return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-
-
-def _reference(atoms: Atoms, index: int, source: str, energy_only: bool) -> tuple[float, np.ndarray | None]:
-    results = dict(atoms.calc.results) if atoms.calc is not None else {}
-    energy = atoms.info.get("REF_energy", results.get("energy"))
-    if energy is None:
-        raise ValueError(f"{source}: frame {index} has no reference energy (looked for REF_energy or energy)")
-    if energy_only:
-        return float(energy), None
-    forces = atoms.arrays.get("REF_forces", results.get("forces"))
-    if forces is None:
-        raise ValueError(f"{source}: frame {index} has no reference forces (looked for REF_forces or forces); "
-                         "use eval.energy_only to score energies alone")
-    return float(energy), np.asarray(forces, dtype=float)
-

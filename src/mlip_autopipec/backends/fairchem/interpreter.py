@@ -31,12 +31,11 @@ class WorkerError(BackendError):
 def find_python(explicit: str | os.PathLike | None = None) -> Path:
     """The FairChem interpreter; BackendNotFound (saying how to build one) when there is none."""
     if explicit is not None:
-        candidates = [("backend_python", Path(explicit))]
+        where, path = "backend_python", Path(explicit)
     elif os.environ.get(ENV_VARIABLE):
-        candidates = [(ENV_VARIABLE, Path(os.environ[ENV_VARIABLE]))]
+        where, path = ENV_VARIABLE, Path(os.environ[ENV_VARIABLE])
     else:
-        candidates = [("the default FairChem environment", DEFAULT_VENV / "bin" / "python")]
-    where, path = candidates[0]
+        where, path = "the default FairChem environment", DEFAULT_VENV / "bin" / "python"
     if path.is_file() and os.access(path, os.X_OK):
         return path
     raise BackendNotFound(f"FairChem interpreter {path} ({where}) does not exist or is not executable. "

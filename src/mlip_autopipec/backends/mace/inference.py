@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms
 
 from mlip_autopipec.backends.mace.calculator import committee_deviations, load_models
-from mlip_autopipec.backends.run_yaml import read_frames
+from mlip_autopipec.backends.run_yaml import read_frames, read_reference
 from mlip_autopipec.backends.runner import resolve_device
 from mlip_autopipec.validation.errors import error_metrics
 
@@ -131,18 +131,6 @@ def predict(models: ModelSource | list, frames: Sequence[Atoms], energy_only: bo
                        n_atoms=np.array([len(atoms) for atoms in frames], dtype=float))
 
 
-def read_reference(frames: Sequence[Atoms], energy_key: str | None = None, forces_key: str | None = None,
-                   energy_only: bool = False, source: str = "frames"
-                   ) -> tuple[np.ndarray, list[np.ndarray] | None]:
-    """Reference energies (and forces) of `frames`; errors name `source`, the frame and the field."""
-    energies, forces = [], []
-    for index, atoms in enumerate(frames):
-        energies.append(_reference_energy(atoms, energy_key, source, index))
-        if not energy_only:
-            forces.append(_reference_forces(atoms, forces_key, source, index))
-    return np.array(energies, dtype=float), None if energy_only else forces
-
-
 def evaluate(models: ModelSource | list, data: str | os.PathLike, energy_only: bool = False,
              batch_size: int = 16, device: str = "auto", amp: bool = False,
              energy_key: str | None = None, forces_key: str | None = None) -> Evaluation:
@@ -208,29 +196,6 @@ def infer_frames(models: ModelSource | list, frames: Sequence[Atoms], output: st
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _reference_energy(atoms: Atoms, key: str | None, path, index: int) -> float:
-    keys = [key] if key else ["REF_energy"]
-    for name in keys:
-        if name in atoms.info:
-            return float(atoms.info[name])
-    if key is None and atoms.calc is not None and "energy" in atoms.calc.results:
-        return float(atoms.calc.results["energy"])
-    wanted = key or "REF_energy or energy"
-    raise ValueError(f"{path}: frame {index} has no reference energy (looked for {wanted})")
-
-
-def _reference_forces(atoms: Atoms, key: str | None, path, index: int) -> np.ndarray:
-    keys = [key] if key else ["REF_forces"]
-    for name in keys:
-        if name in atoms.arrays:
-            return np.asarray(atoms.arrays[name], dtype=float)
-    if key is None and atoms.calc is not None and "forces" in atoms.calc.results:
-        return np.asarray(atoms.calc.results["forces"], dtype=float)
-    wanted = key or "REF_forces or forces"
-    raise ValueError(f"{path}: frame {index} has no reference forces (looked for {wanted}); "
-                     "use energy_only to score energies alone")
 
 
 def _check_elements(frames: Sequence[Atoms], model_numbers: Sequence[int]) -> None:
