@@ -57,15 +57,12 @@ def collect_metrics(workdir: Path) -> tuple[dict[str, float], dict[str, list[dic
     final: dict[str, float] = {}
     history: dict[str, list[dict[str, float]]] = {}
     for split, rows in tables.items():
-        last = rows[-1]
-        final[f"{split}_loss"] = last["loss"]
-        final[f"{split}_energy_rmse_mev_per_atom"] = 1e3 * last["rmse_epa"]
-        final[f"{split}_forces_rmse_mev_per_angstrom"] = 1e3 * last["rmse_f_comp"]
-        final[f"{split}_forces_mae_mev_per_angstrom"] = 1e3 * last["mae_f_comp"]
+        history[split] = [_history_entry(row) for row in rows]
+        final.update({f"{split}_{key}": value for key, value in history[split][-1].items()
+                      if key not in ("ladder_step", "iteration")})
         energy_mae = _energy_mae_from_predictions(workdir / PREDICTIONS[split])
         if energy_mae is not None:
             final[f"{split}_energy_mae_mev_per_atom"] = 1e3 * energy_mae
-        history[split] = [_history_entry(row) for row in rows]
 
     final_train = tables["train"][-1]
     final["iterations"] = float(sum(1 for row in tables["train"] if row["iter_num"] > 0))
