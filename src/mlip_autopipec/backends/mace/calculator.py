@@ -58,13 +58,17 @@ def make_mace_calculator(model_paths: Sequence[str | os.PathLike], device: str =
     if not model_paths:
         raise ValueError("no MACE model files given")
     device = resolve_device(device)
-    models = load_models(model_paths, device)
-    dtype = default_dtype or _model_dtype(models[0])
-    if len(models) == 1:
-        from mace.calculators import MACECalculator
+    return calculator_of(load_models(model_paths, device), device, default_dtype)
 
-        return MACECalculator(models=models, device=device, default_dtype=dtype)
-    return CommitteeMACECalculator(models=models, device=device, default_dtype=dtype)
+
+def calculator_of(models: list, device: str, default_dtype: str | None = None) -> Calculator:
+    """MACECalculator over loaded `models` (already on `device`); a CommitteeMACECalculator for several."""
+    dtype = default_dtype or _model_dtype(models[0])
+    if len(models) > 1:
+        return CommitteeMACECalculator(models=models, device=device, default_dtype=dtype)
+    from mace.calculators import MACECalculator
+
+    return MACECalculator(models=models, device=device, default_dtype=dtype)
 
 
 def make_calculator(artifact: PotentialArtifact, with_uncertainty: bool = True, device: str = "auto") -> Calculator:

@@ -121,17 +121,11 @@ def load_exported_models(manifest_path: str | os.PathLike, weights: str | os.Pat
 def calculator_from_manifest(manifest_path: str | os.PathLike, weights: str | os.PathLike | None = None,
                              device: str = "auto") -> Calculator:
     """An ASE calculator for an exported model (a committee calculator when it has several)."""
-    from mlip_autopipec.backends.mace.calculator import CommitteeMACECalculator, _model_dtype
+    from mlip_autopipec.backends.mace.calculator import calculator_of
     from mlip_autopipec.backends.runner import resolve_device
 
     device = resolve_device(device)
-    models = load_exported_models(manifest_path, weights, device)
-    dtype = _model_dtype(models[0])
-    if len(models) > 1:
-        return CommitteeMACECalculator(models=models, device=device, default_dtype=dtype)
-    from mace.calculators import MACECalculator
-
-    return MACECalculator(models=models, device=device, default_dtype=dtype)
+    return calculator_of(load_exported_models(manifest_path, weights, device), device)
 
 
 def _export_sources(source: Path):
