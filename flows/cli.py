@@ -32,6 +32,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlip_autopipec.processes import alive
+
 STATE_FILE = "mlip-local-server.json"  # {pid, port, url} of the server this module started
 LOCK_FILE = "mlip-local-server.lock"
 LOG_FILE = "mlip-local-server.log"
@@ -126,16 +128,6 @@ def _is_our_server(pid: int) -> bool:
     return "prefect.server.api.server:create_app" in command
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _read_state(home: Path) -> dict | None:
     try:
         return json.loads((home / STATE_FILE).read_text())
@@ -191,7 +183,7 @@ def _start(home: Path) -> dict:
         offset = (home / LOG_FILE).stat().st_size if (home / LOG_FILE).exists() else 0
         pid = _launch(home, port)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while _alive(pid) and not _healthy(url, timeout=1.0) and time.monotonic() < deadline:
+        while alive(pid) and not _healthy(url, timeout=1.0) and time.monotonic() < deadline:
             time.sleep(0.2)
         if _healthy(url):
             state = {"pid": pid, "port": port, "url": url, "started": time.time()}
@@ -213,11 +205,11 @@ def _kill(pid: int, timeout: float = 15.0) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)  # the server leads its own process group
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             time.sleep(0.1)
-        if not _alive(pid):
+        if not alive(pid):
             return
 
 

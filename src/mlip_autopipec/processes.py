@@ -207,6 +207,17 @@ def exit_reason(returncode: int) -> str:
     return f"failed with exit code {returncode}"
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def watch_parent(parent: int, poll_s: float = 1.0) -> None:
     """In a child started with `die_with_parent=False`: when process `parent` is gone (kill -9,
     OOM), SIGKILL this process's whole group, grandchildren included. A daemon thread polls."""
@@ -221,5 +232,5 @@ def watch_parent(parent: int, poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
-__all__ = ["DEFAULT_GRACE_S", "Cancellation", "Ended", "LogFollower", "exit_reason", "kill_group", "run", "run_logged",
+__all__ = ["DEFAULT_GRACE_S", "Cancellation", "Ended", "LogFollower", "alive", "exit_reason", "kill_group", "run", "run_logged",
            "signal_group", "start", "stop", "watch_parent"]

@@ -20,7 +20,6 @@ import sys
 import time
 import urllib.request
 from html.parser import HTMLParser
-from pathlib import Path
 
 import ase.io
 import numpy as np

@@ -13,6 +13,7 @@ import pytest
 
 from flows import cli
 from flows import export as export_flow
+from mlip_autopipec.processes import alive
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +81,7 @@ def test_two_commands_at_once_share_one_local_server(tmp_path, shared_data):
         stopped = subprocess.run([sys.executable, "-m", "flows.cli", "server", "stop"], cwd=PROJECT_ROOT, env=env,
                                  capture_output=True, text=True, timeout=120)
     assert "stopped" in stopped.stdout
-    assert not cli._alive(state["pid"])
+    assert not alive(state["pid"])
     assert not (home / cli.STATE_FILE).exists() and not (home / cli.PID_FILE).exists()
 
 

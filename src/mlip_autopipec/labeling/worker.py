@@ -27,7 +27,7 @@ from pathlib import Path
 import ase.io
 
 from mlip_autopipec.calculators import CalculatorSpec
-from mlip_autopipec.processes import watch_parent
+from mlip_autopipec.processes import alive, watch_parent
 from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.labeling.job_files import CALCULATOR_FILE, RESULT_FILE, STRUCTURE_FILE
 
@@ -73,25 +73,15 @@ def main(argv: list[str] | None = None) -> int:
 def _watch_process(pid: int) -> None:
     """An MPI rank: SIGKILL itself (the launcher then ends the other ranks) once process `pid` is gone.
     A rank on another node than `pid` (srun across nodes) cannot see it and does not watch."""
-    if not _alive(pid):
+    if not alive(pid):
         return
 
     def watch() -> None:
-        while _alive(pid):
+        while alive(pid):
             time.sleep(_PARENT_POLL_S)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="labeller-watchdog", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _mpi_size() -> int:

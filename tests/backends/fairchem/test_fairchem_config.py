@@ -56,7 +56,6 @@ def test_fairchem_config_schema_errors_name_the_field():
 
 
 def test_training_configs_know_the_fairchem_backends():
-    import mlip_autopipec.backends.fairchem  # noqa: F401  (registers equiformer_v2 / gemnet_oc)
     from mlip_autopipec.config.training import parse_training_config
 
     config = parse_training_config({"backend": "gemnet_oc", "epochs": 3})

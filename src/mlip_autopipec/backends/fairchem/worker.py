@@ -55,7 +55,6 @@ def _calculator(checkpoint: str, cpu: bool):
 def predict(args) -> dict:
     import ase.io
     import numpy as np
-    from ase.calculators.singlepoint import SinglePointCalculator
 
     calculator = _calculator(args.checkpoint, args.cpu)
     frames = ase.io.read(args.input, index=":", format="extxyz")
