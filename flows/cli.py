@@ -256,6 +256,7 @@ def prefect_api() -> Iterator[str | None]:
     if configured_api_url() or os.environ.get("MLIP_LOCAL_SERVER", "1").lower() in ("0", "false", "no"):
         yield None
         return
+    from prefect.context import refresh_global_settings_context
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     try:
@@ -265,13 +266,16 @@ def prefect_api() -> Iterator[str | None]:
         raise SystemExit(3) from None
     print(f"Prefect UI: {state['url']} (local server; `mlip-autopipec server stop` or `make stop` ends it)",
           file=sys.stderr, flush=True)
-    with temporary_settings(updates={PREFECT_API_URL: state["url"] + "/api"}):
-        os.environ["PREFECT_API_URL"] = state["url"] + "/api"  # subprocesses (Dask workers, trainings) too
-        try:
+    os.environ["PREFECT_API_URL"] = state["url"] + "/api"  # subprocesses (Dask workers, trainings) too
+    # Threads that carry no settings context of their own (Prefect's log shipping, a task's worker
+    # threads) read the process-global one: without this they would start a temporary server.
+    refresh_global_settings_context()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: state["url"] + "/api"}):
             yield state["url"]
-        finally:
-            os.environ.pop("PREFECT_API_URL", None)
-
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        refresh_global_settings_context()
 
 
 _process_api: contextlib.ExitStack | None = None

@@ -77,6 +77,15 @@ def test_two_commands_at_once_share_one_local_server(tmp_path, shared_data):
                                capture_output=True, text=True, timeout=120)
         assert f"Prefect UI: {state['url']} (pid {state['pid']}" in again.stdout
         print(f"second look-up in {time.monotonic() - started:.1f} s")
+        # A thread with no settings context of its own (Prefect's log shipping, a task's worker threads)
+        # must see the local server too, or it starts a temporary one and its logs never reach the UI.
+        in_thread = ("import threading; from flows import cli; cli.use_prefect_api(); "
+                     "from prefect.settings import get_current_settings as current; seen = []; "
+                     "t = threading.Thread(target=lambda: seen.append(current().api.url)); t.start(); t.join(); "
+                     "print('thread:', seen[0])")
+        thread = subprocess.run([sys.executable, "-c", in_thread], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert f"thread: {state['url']}/api" in thread.stdout, thread
     finally:
         stopped = subprocess.run([sys.executable, "-m", "flows.cli", "server", "stop"], cwd=PROJECT_ROOT, env=env,
                                  capture_output=True, text=True, timeout=120)
