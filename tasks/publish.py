@@ -77,11 +77,17 @@ def _existing_block(block_name: str) -> PotentialGeneration | None:
         return None
 
 
+def backend_version(artifact: PotentialArtifact) -> str:
+    """"pacemaker 0.4.0rc1": the backend's name once, also where its version string already starts with it."""
+    version = artifact.version.strip()
+    return version if version.split(" ")[0].lower() == artifact.backend.lower() else f"{artifact.backend} {version}"
+
+
 def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, evaluation: dict,
                     block_name: str) -> str:
     metrics = evaluation["metrics"]
     lines = [
-        f"# {campaign}: generation {index} ({artifact.backend} {artifact.version})",
+        f"# {campaign}: generation {index} ({backend_version(artifact)})",
         "",
         f"Evaluated on the **{evaluation['split']}** split, {int(metrics['frames'])} structures.",
         "",

@@ -80,8 +80,8 @@ PER_ELEMENT = {"Cu": {"atoms": 93, "forces_rmse_mev_per_angstrom": 35.0, "forces
 
 
 def _two_element_artifact(**fields) -> PotentialArtifact:
-    return PotentialArtifact(backend="pacemaker", elements=["Cu", "Ni"], files={}, digests={}, version="0.4",
-                             dataset_digest="d" * 64, config_digest="c" * 64, **fields)
+    return PotentialArtifact(**{"backend": "pacemaker", "elements": ["Cu", "Ni"], "files": {}, "digests": {},
+                                "version": "0.4", "dataset_digest": "d" * 64, "config_digest": "c" * 64, **fields})
 
 
 def test_the_report_names_species_without_gamma_and_errors_per_element():
@@ -98,3 +98,12 @@ def test_no_such_sections_when_every_species_has_gamma_or_the_evaluation_is_olde
 
     text = report_markdown("c", 1, _two_element_artifact(), EVALUATION, "c-gen-001")
     assert "without γ" not in text and "per element" not in text
+
+
+def test_the_report_title_names_the_backend_once():
+    from tasks.publish import report_markdown
+
+    text = report_markdown("c", 0, _two_element_artifact(version="pacemaker 0.4.0rc1"), EVALUATION, "c-gen-000")
+    assert text.splitlines()[0] == "# c: generation 0 (pacemaker 0.4.0rc1)"
+    text = report_markdown("c", 0, _two_element_artifact(version="0.4"), EVALUATION, "c-gen-000")
+    assert text.splitlines()[0] == "# c: generation 0 (pacemaker 0.4)"
