@@ -14,6 +14,7 @@ from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.backends.base import ARTIFACT_NAME
 from mlip_autopipec.campaign.labelling import slug  # noqa: F401 (tasks import it from here)
 from mlip_autopipec.generations import generation_index
+from mlip_autopipec.validation.plots import markdown_image
 from tasks.blocks import PotentialGeneration
 
 
@@ -114,14 +115,26 @@ def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, eval
         *[f"| {w['label']} | {w['atoms']} | {w['energy_error_mev_per_atom']:.2f} | "
           f"{w['forces_rmse_mev_per_angstrom']:.1f} |" for w in evaluation["worst_frames"]],
         "",
+        *plot_lines(evaluation),
         "## Files",
         "",
         f"- block: `{block_name}` (PotentialGeneration)",
         *[f"- {role}: `{artifact.path(role).resolve()}`" for role in sorted(artifact.files)],
-        *[f"- {name} plot: `{Path(path).resolve()}`" for name, path in evaluation["plots"].items()],
         f"- dataset digest: `{artifact.dataset_digest[:16]}`, potential digest: `{artifact.digest[:16]}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+PLOT_CAPTIONS = {"parity": "Parity: predicted vs reference", "errors": "Error histograms",
+                 "gamma": "Extrapolation grade γ per structure and per atom"}
+
+
+def plot_lines(evaluation: dict) -> list[str]:
+    """The evaluation's plots, shown inline as thumbnails (the UI cannot open files on the campaign's disk)."""
+    lines = ["## Plots", ""] if evaluation["plots"] else []
+    for name, path in evaluation["plots"].items():
+        lines += [f"### {PLOT_CAPTIONS.get(name, name)}", "", *markdown_image(name, path), ""]
+    return lines
 
 
 def uncertainty_lines(artifact: PotentialArtifact) -> list[str]:

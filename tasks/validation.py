@@ -1,5 +1,5 @@
 """Validation task: a thin wrapper over mlip_autopipec.validation.report that also publishes the
-report and its numbers as Prefect artifacts (markdown + table, keys slugged from the title)."""
+report and its numbers as Prefect artifacts (markdown with the plots inline + table, keys slugged from the title)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.validation.physical import cubic_crystal
+from mlip_autopipec.validation.plots import thumbnail_uri
 from mlip_autopipec.validation.report import (
     METRICS_NAME,
     REPORT_NAME,
@@ -57,9 +58,14 @@ def validate_task(potential: str, data: list[str], out: str, reference: str | No
 
 
 def publish_validation(metrics: dict, out: str, key: str) -> None:
-    """Markdown artifact (the report, plots as absolute paths) and a table of the numbers."""
+    """Markdown artifact (the report, its plots shown inline as thumbnails, their files as absolute
+    paths) and a table of the numbers."""
     out_dir = Path(out).resolve()
     markdown = (out_dir / REPORT_NAME).read_text()
+    for name, filename in metrics["plots"].items():  # the report's relative links: no server serves them
+        uri = thumbnail_uri(out_dir / filename)
+        if uri:
+            markdown = markdown.replace(f"![{name}]({filename})", f"![{name}]({uri})")
     markdown += "\n## Files\n\n" + "\n".join(
         f"- {name}: `{out_dir / filename}`" for name, filename in
         [("metrics", METRICS_NAME), ("report", REPORT_NAME), *metrics["plots"].items()]) + "\n"

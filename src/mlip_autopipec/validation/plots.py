@@ -128,3 +128,36 @@ def learning_curve(records: Sequence[GenerationRecord], target: str | Path, titl
     figure.suptitle(title or "learning curve")
     figure.tight_layout()
     return _save(figure, target)
+
+
+THUMBNAIL_WIDTH = 480  # px: readable in the Prefect UI, ~20-40 kB per picture in its database
+
+
+def thumbnail_uri(png: str | Path, width: int = THUMBNAIL_WIDTH, colours: int = 64) -> str | None:
+    """A small copy of the picture `png` as a data: URI (PNG, `colours` palette colours), for Markdown
+    that must show the picture where no server can serve the file (a Prefect artifact, rendered by the
+    UI in the browser); None when the file is missing or unreadable."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(png) as image:
+            image = image.convert("RGB")
+            if image.width > width:
+                image = image.resize((width, max(1, round(image.height * width / image.width))), Image.LANCZOS)
+            small = image.quantize(colors=colours)
+    except (OSError, ValueError):
+        return None
+    buffer = io.BytesIO()
+    small.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def markdown_image(caption: str, png: str | Path, width: int = THUMBNAIL_WIDTH) -> list[str]:
+    """Markdown lines showing `png` inline as a thumbnail (the file's path below it), or only its path
+    when it cannot be read."""
+    uri = thumbnail_uri(png, width)
+    path = f"`{Path(png).resolve()}`"
+    return [f"![{caption}]({uri})", "", path] if uri else [f"{caption}: {path} (not readable)"]
