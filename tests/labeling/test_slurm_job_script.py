@@ -70,3 +70,107 @@ def test_walltimes_in_slurm_formats_are_accepted(walltime):
 def test_a_walltime_slurm_would_refuse_is_refused_when_the_file_is_read():
     with pytest.raises(ValidationError, match="walltime"):
         SlurmSettings(walltime="2 hours")
+
+
+# -- a fake SLURM (shell scripts through SlurmSettings.commands): faults injected by files in its directory --
+
+FAKE_SBATCH = """#!/bin/bash
+# Prints the next job id; keeps its arguments and environment. A file `refuse` refuses every job.
+dir=$(dirname "$0")
+[ -e "$dir/refuse" ] && { echo "sbatch: error: $(cat "$dir/refuse")" >&2; exit 1; }
+id=$(( $(cat "$dir/next-id" 2>/dev/null || echo 100) + 1 )); echo $id > "$dir/next-id"
+echo "$@" > "$dir/sbatch-$id.args"; env > "$dir/sbatch-$id.env"; echo PENDING > "$dir/state-$id"
+echo "$id"
+"""
+FAKE_SQUEUE = """#!/bin/bash
+# `down`: slurmctld unreachable. state-<id> FORGOTTEN: squeue does not know the job.
+dir=$(dirname "$0")
+[ -e "$dir/down" ] && { echo "slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1; }
+for arg; do case $arg in --jobs=*) ids=${arg#--jobs=};; esac; done
+for id in ${ids//,/ }; do
+  state=$(cat "$dir/state-$id" 2>/dev/null || echo FORGOTTEN)
+  if [ "$state" = FORGOTTEN ]; then echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1; fi
+  echo "$id|$state|None"
+done
+"""
+FAKE_SCANCEL = """#!/bin/bash
+dir=$(dirname "$0")
+for id; do echo "$id" >> "$dir/cancelled"; echo CANCELLED > "$dir/state-$id"; done
+"""
+FAKE_SACCT = "#!/bin/bash\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n"
+
+
+@pytest.fixture
+def fake_slurm(tmp_path):
+    """(directory, settings(**overrides)): SlurmSettings whose sbatch/squeue/scancel/sacct are the fakes."""
+    directory = tmp_path / "fake-slurm"
+    directory.mkdir()
+    commands = {}
+    for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE), ("scancel", FAKE_SCANCEL),
+                       ("sacct", FAKE_SACCT)):
+        (directory / name).write_text(text)
+        (directory / name).chmod(0o755)
+        commands[name] = str(directory / name)
+
+    def settings(**overrides) -> SlurmSettings:
+        return SlurmSettings(**{"poll_s": 0.05, "structures_per_job": 2, "commands": commands, **overrides})
+
+    return directory, settings
+
+
+def test_an_interrupt_or_a_surprise_while_submitting_leaves_no_claimed_row_running(fake_slurm, pending, tmp_path,
+                                                                                     monkeypatch):
+    from mlip_autopipec.calculators import CalculatorSpec
+    from mlip_autopipec.labeling import slurm as slurm_labelling
+    from mlip_autopipec.store import Status
+    from tests.labeling.conftest import fcc_cell
+
+    directory, settings = fake_slurm
+    store, ids = pending(*(fcc_cell("Cu", seed=seed) for seed in range(2)))
+
+    def surprise(*args, **kwargs):
+        raise RuntimeError("a bug in job_script")
+
+    monkeypatch.setattr(slurm_labelling, "job_script", surprise)
+    report = slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs")
+    assert [store.get(row).status for row in ids] == [Status.PENDING] * 2  # failed once, retried next call
+    assert all("could not be submitted: RuntimeError: a bug in job_script" in error for error in report.errors)
+    monkeypatch.undo()
+
+    submit = slurm_labelling.SlurmCommands.submit
+
+    def submit_then_ctrl_c(self, script, log):
+        submit(self, script, log)  # sbatch accepted the job, then Ctrl-C before its id came back
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(slurm_labelling.SlurmCommands, "submit", submit_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs")
+    rows = [store.get(row) for row in ids]
+    assert [row.status for row in rows] == [Status.PENDING] * 2 and [row.provenance["attempts"] for row in rows] == [2, 2]
+    assert all("interrupted while submitting" in row.provenance["error"] for row in rows)
+
+
+def test_a_job_interrupted_after_sbatch_returned_its_id_is_cancelled(fake_slurm, pending, tmp_path, monkeypatch):
+    from mlip_autopipec.calculators import CalculatorSpec
+    from mlip_autopipec.labeling import slurm as slurm_labelling
+    from mlip_autopipec.store import Status
+    from tests.labeling.conftest import fcc_cell
+
+    directory, settings = fake_slurm
+    store, ids = pending(fcc_cell("Cu", seed=1))
+
+    def ctrl_c(message, *args):
+        if message.startswith("submitted SLURM job"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(slurm_labelling.log, "info", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs")
+    assert (directory / "cancelled").read_text().split() == ["101"]
+    assert store.get(ids[0]).status is Status.PENDING
+
+
+def test_environment_keys_are_checked_when_the_file_is_read():
+    with pytest.raises(ValidationError, match="not a shell variable name"):
+        SlurmSettings(environment={"BAD-NAME": "1"})

@@ -14,9 +14,10 @@ Library side only: tasks/runners.py turns this into a Prefect task runner.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ExecutionSettings(BaseModel):
@@ -103,3 +104,11 @@ class SlurmSettings(BaseModel):
     poll_s: float = Field(5.0, gt=0, description="seconds between squeue polls")
     commands: dict[Literal["sbatch", "squeue", "scancel", "scontrol", "sacct"], str] = Field(
         default_factory=dict, description="other paths or wrappers for the SLURM commands")
+
+    @field_validator("environment")
+    @classmethod
+    def _shell_variable_names(cls, environment: dict[str, str]) -> dict[str, str]:
+        for key in environment:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"{key!r} is not a shell variable name")
+        return environment

@@ -201,37 +201,57 @@ class _SlurmLabeling:
         batch's structures record the error, the rest stay pending for the next call)."""
         if self.submit_refused:
             return False
-        rows = []
-        while len(rows) < self.settings.structures_per_job and (row_id := self.run.claim()) is not None:
-            rows.append(row_id)
-        if not rows:
-            return False
-        store = self.run.store
-        name = f"{self.settings.job_name}-{_slug(store.campaign)}-{rows[0]}"
-        if len(rows) > 1:
-            name += f"-{rows[-1]}"
-        batch = _Batch(name, self.root / f"{name}-{uuid.uuid4().hex[:8]}", rows, {})
+        rows: list[int] = []
+        batch: _Batch | None = None
         try:
-            for row_id in rows:
-                row = store.get(row_id)
-                batch.attempts[row_id] = int(row.provenance.get("attempts", 1))
-                directory = structure_dir(batch.directory, row_id)
-                directory.mkdir(parents=True)
-                ase.io.write(directory / STRUCTURE_FILE, row.frame.atoms, format="traj")
-            (batch.directory / BATCH_FILE).write_text(json.dumps({
-                "rows": rows, "calculator": self.run.spec.model_dump(mode="json"), "timeout_s": self.timeout_s,
-                "min_distance": self.min_distance, "mpi_command": self.settings.mpi_command}))
-            script = batch.directory / "job.sh"
-            script.write_text(job_script(self.settings, name, batch.directory))
-            batch.job_id = self.slurm.submit(script, batch.directory / "slurm-%j.out")
-        except (OSError, SlurmError) as exc:
-            self.submit_refused = True
-            log.error(f"no more SLURM jobs in this call: {name} could not be submitted: {exc}")
-            self._finish(batch, because=f"the job could not be submitted: {exc}")
-            return False
-        log.info(f"submitted SLURM job {batch.job_id} ({name}): structures {', '.join(map(str, rows))}")
-        self.in_flight[batch.job_id] = batch
+            while len(rows) < self.settings.structures_per_job and (row_id := self.run.claim()) is not None:
+                rows.append(row_id)
+            if not rows:
+                return False
+            store = self.run.store
+            name = f"{self.settings.job_name}-{_slug(store.campaign)}-{rows[0]}"
+            if len(rows) > 1:
+                name += f"-{rows[-1]}"
+            batch = _Batch(name, self.root / f"{name}-{uuid.uuid4().hex[:8]}", rows, {})
+            try:
+                self._write_and_submit(batch)
+            except Exception as exc:  # sbatch refused, disk trouble, a setting job_script cannot write
+                self.submit_refused = True
+                log.error(f"no more SLURM jobs in this call: {name} could not be submitted: {exc}")
+                reason = str(exc) if isinstance(exc, (OSError, SlurmError)) else f"{type(exc).__name__}: {exc}"
+                self._finish(batch, because=f"the job could not be submitted: {reason}")
+                return False
+        except BaseException as exc:  # Ctrl-C, a cancelled task: no claimed row stays running, no job runs on
+            if batch is None:
+                batch = _Batch("(not submitted)", self.root / "(none)", rows, {})
+            if batch.job_id and batch.job_id not in self.in_flight:
+                try:
+                    self.slurm.cancel([batch.job_id])
+                except SlurmError as cancel_error:
+                    log.error(f"could not cancel SLURM job {batch.job_id}: {cancel_error}")
+            if batch.job_id not in self.in_flight:
+                batch.cancelled_because = batch.cancelled_because or "the labelling was interrupted while submitting"
+                self._finish(batch, because=f"{batch.cancelled_because} ({type(exc).__name__})")
+            raise
         return True
+
+    def _write_and_submit(self, batch: _Batch) -> None:
+        """Write the batch's files and sbatch it; in flight once sbatch returned its id."""
+        store, rows, name = self.run.store, batch.rows, batch.name
+        for row_id in rows:
+            row = store.get(row_id)
+            batch.attempts[row_id] = int(row.provenance.get("attempts", 1))
+            directory = structure_dir(batch.directory, row_id)
+            directory.mkdir(parents=True)
+            ase.io.write(directory / STRUCTURE_FILE, row.frame.atoms, format="traj")
+        (batch.directory / BATCH_FILE).write_text(json.dumps({
+            "rows": rows, "calculator": self.run.spec.model_dump(mode="json"), "timeout_s": self.timeout_s,
+            "min_distance": self.min_distance, "mpi_command": self.settings.mpi_command}))
+        script = batch.directory / "job.sh"
+        script.write_text(job_script(self.settings, name, batch.directory))
+        batch.job_id = self.slurm.submit(script, batch.directory / "slurm-%j.out")
+        self.in_flight[batch.job_id] = batch
+        log.info(f"submitted SLURM job {batch.job_id} ({name}): structures {', '.join(map(str, rows))}")
 
     # -- watching ----------------------------------------------------------------------------------
 
@@ -318,7 +338,12 @@ class _SlurmLabeling:
             if error is not None:
                 all_labelled = False
                 message = f"structure {row_id} (attempt {number}): {error}"
-                store.fail(row_id, message, labeler_digest=run.spec.digest())
+                try:
+                    store.fail(row_id, message, labeler_digest=run.spec.digest())
+                except StatusError as exc:  # another labeller recovered this row meanwhile: its outcome stands
+                    run.record(Attempt(row_id, number, batch.submitted, seconds,
+                                       error=f"{message}; not stored: {exc}", stored=False))
+                    continue
                 run.record(Attempt(row_id, number, batch.submitted, seconds, error=message))
                 continue
             try:
