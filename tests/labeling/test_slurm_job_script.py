@@ -174,3 +174,31 @@ def test_a_job_interrupted_after_sbatch_returned_its_id_is_cancelled(fake_slurm,
 def test_environment_keys_are_checked_when_the_file_is_read():
     with pytest.raises(ValidationError, match="not a shell variable name"):
         SlurmSettings(environment={"BAD-NAME": "1"})
+
+
+def test_one_structure_raising_the_unexpected_leaves_the_rest_of_its_batch_labelled(tmp_path, monkeypatch):
+    import json
+
+    from mlip_autopipec.calculators import CalculatorSpec
+    from mlip_autopipec.labeling import batch_job
+
+    for row_id in (1, 2):
+        batch_job.structure_dir(tmp_path, row_id).mkdir()
+    (tmp_path / batch_job.BATCH_FILE).write_text(json.dumps({
+        "rows": [1, 2], "calculator": CalculatorSpec().model_dump(mode="json"), "timeout_s": 10,
+        "min_distance": 0.5, "mpi_command": None}))
+
+    class Labelled:
+        compute_seconds = 0.1
+
+    def label_structure(atoms, spec, job_dir, timeout_s, **kwargs):
+        if job_dir.name == "structure-1":
+            raise KeyError("a bug in a calculator factory")
+        return Labelled()
+
+    monkeypatch.setattr(batch_job, "label_structure", label_structure)
+    monkeypatch.setattr(batch_job.ase.io, "read", lambda *args, **kwargs: None)
+    assert batch_job.main([str(tmp_path)]) == 0
+    outcomes = [json.loads((batch_job.structure_dir(tmp_path, row) / batch_job.OUTCOME_FILE).read_text())
+                for row in (1, 2)]
+    assert outcomes[0]["ok"] is False and "KeyError" in outcomes[0]["error"] and outcomes[1]["ok"] is True

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             result = label_structure(atoms, spec, job_dir, float(batch["timeout_s"]),
                                      min_distance=float(batch["min_distance"]), launcher=launcher)
             outcome = {"ok": True, "compute_seconds": result.compute_seconds}
-        except (LabelingError, OSError) as exc:
+        except Exception as exc:  # LabelingError, disk trouble, anything unexpected: this structure only
             outcome = {"ok": False, "error": str(exc) if isinstance(exc, LabelingError) else
                        f"{type(exc).__name__}: {exc}"}
         outcome["seconds"] = time.perf_counter() - clock
