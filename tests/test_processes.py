@@ -131,13 +131,34 @@ def test_run_logged_follows_the_log_and_says_why_the_child_ended(tmp_path):
     started = time.monotonic()
     ended = processes.run_logged(["sh", "-c", f"sleep 300 & echo $! > {pid_file}; wait"], log, 1, append=False)
     assert ended.stopped == "timed out after 1 s" and ended.reason == ended.stopped
-    assert time.monotonic() - started < 10 and not _alive(int(pid_file.read_text()))
+    assert time.monotonic() - started < 10
+    assert _wait_for(lambda: not _alive(int(pid_file.read_text())), 5), "the grandchild outlived the timeout"
     assert not log.read_text().startswith("\n$")  # append=False: a fresh log without the command line
 
     cancel = threading.Event()
     threading.Timer(0.5, cancel.set).start()
     ended = processes.run_logged(["sleep", "300"], log, 60, cancel=cancel)
     assert ended.stopped == "was cancelled" and ended.returncode < 0
+
+
+def test_a_redrawn_progress_line_arrives_before_the_next_newline(tmp_path):
+    """A tool that redraws one line with CR (tqdm) is followed as it redraws, not at its next LF;
+    a CR at the very end waits, since it may be the first half of a CRLF."""
+    from mlip_autopipec.processes import LogFollower
+
+    log, lines = tmp_path / "tool.log", []
+    follow = LogFollower(log, lines.append)
+    log.write_bytes(b"epoch 1: 10%\repoch 1: 20%\repoch 1: 30")
+    follow()
+    assert lines == ["epoch 1: 10%", "epoch 1: 20%"]
+    with open(log, "ab") as handle:
+        handle.write(b"%\r")
+    follow()
+    assert lines == ["epoch 1: 10%", "epoch 1: 20%"]
+    with open(log, "ab") as handle:
+        handle.write(b"\ndone\n")
+    follow()
+    assert lines == ["epoch 1: 10%", "epoch 1: 20%", "epoch 1: 30%", "done"]
 
 
 def test_a_killed_training_flow_leaves_no_pacemaker_and_a_rerun_fits_alone(cu_manifest, tiny_config, tmp_path):

@@ -188,8 +188,8 @@ class LogFollower:
                 data = handle.read()
         except OSError:
             return
-        if not final:
-            data = data[:data.rfind(b"\n") + 1]  # whole lines only: no line, nor UTF-8 character, is cut
+        if not final:  # whole lines only: no line, nor UTF-8 character, is cut; a last CR may be half a CRLF
+            data = data[:max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1)) + 1]
         self.offset += len(data)
         lines = self._NEWLINE.split(data.decode("utf-8", errors="replace"))
         for line in lines[:-1] if lines[-1] == "" else lines:
