@@ -202,3 +202,55 @@ def test_one_structure_raising_the_unexpected_leaves_the_rest_of_its_batch_label
     outcomes = [json.loads((batch_job.structure_dir(tmp_path, row) / batch_job.OUTCOME_FILE).read_text())
                 for row in (1, 2)]
     assert outcomes[0]["ok"] is False and "KeyError" in outcomes[0]["error"] and outcomes[1]["ok"] is True
+
+
+def test_a_controller_outage_longer_than_the_forgotten_grace_fails_no_job(fake_slurm, pending, tmp_path,
+                                                                          monkeypatch, caplog):
+    import threading
+
+    from mlip_autopipec.calculators import CalculatorSpec
+    from mlip_autopipec.labeling import slurm as slurm_labelling
+    from tests.labeling.conftest import fcc_cell
+
+    directory, settings = fake_slurm
+    monkeypatch.setattr(slurm_labelling, "_FORGOTTEN_GRACE_S", 0.2)
+    store, [row_id] = pending(fcc_cell("Cu", seed=1))
+    (directory / "down").touch()  # slurmctld unreachable from the first poll on, for 5 graces
+
+    def controller_back():
+        (directory / "state-101").write_text("COMPLETED\n")
+        (directory / "down").unlink()
+
+    timer = threading.Timer(1.0, controller_back)
+    timer.start()
+    with caplog.at_level("WARNING", logger=slurm_labelling.__name__):
+        report = slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs",
+                                                     max_attempts=1)
+    timer.join()
+    [job] = report.jobs
+    assert job["state"] == "COMPLETED" and not (directory / "cancelled").exists()
+    assert "ended COMPLETED before labelling it" in report.failed[row_id]
+    assert "cannot query SLURM (jobs in flight are kept, not failed)" in caplog.text
+    assert "Unable to contact slurm controller" in caplog.text
+
+
+def test_a_job_squeue_has_forgotten_is_cancelled_before_its_rows_are_retried(fake_slurm, pending, tmp_path,
+                                                                             monkeypatch):
+    from mlip_autopipec.calculators import CalculatorSpec
+    from mlip_autopipec.labeling import slurm as slurm_labelling
+    from tests.labeling.conftest import fcc_cell
+
+    directory, settings = fake_slurm
+    monkeypatch.setattr(slurm_labelling, "_FORGOTTEN_GRACE_S", 0.2)
+    store, [row_id] = pending(fcc_cell("Cu", seed=1))
+    (directory / "state-101").write_text("FORGOTTEN\n")  # squeue: Invalid job id specified, from the start
+    (directory / "next-id").write_text("100\n")
+    original = FAKE_SBATCH.replace('echo PENDING > "$dir/state-$id"', '[ -e "$dir/state-$id" ] || echo PENDING > '
+                                   '"$dir/state-$id"')
+    (directory / "sbatch").write_text(original)
+    report = slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs",
+                                                 max_attempts=1)
+    [job] = report.jobs
+    assert job["job_id"] == "101" and job["state"] == "UNKNOWN"
+    assert (directory / "cancelled").read_text().split() == ["101"]
+    assert "neither squeue nor sacct knows the job any more" in report.failed[row_id]

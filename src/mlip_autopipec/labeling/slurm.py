@@ -104,16 +104,22 @@ class SlurmCommands:
         return job_id
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
-        """The state of each job SLURM still knows: squeue (live and recently ended jobs), then sacct."""
+        """The state of each job SLURM still knows: squeue (live and recently ended jobs), then sacct.
+        Raises SlurmError when squeue fails for another reason than a job id it does not know
+        (slurmctld down or unreachable): then nothing can be said about any job."""
         found: dict[str, JobState] = {}
         if not job_ids:
             return found
         result = self._run("squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}",
                            "--format=%i|%T|%r", check=False)
-        if result.returncode != 0 and len(job_ids) > 1:  # one forgotten id fails the whole query
-            for job_id in job_ids:
-                found.update(self.states([job_id]))
-            return found
+        if result.returncode != 0:
+            message = (result.stderr or result.stdout).strip()
+            if "Invalid job id" not in message:
+                raise SlurmError(f"squeue failed ({result.returncode}): {message[-1000:]}")
+            if len(job_ids) > 1:  # one forgotten id fails the whole query
+                for job_id in job_ids:
+                    found.update(self.states([job_id]))
+                return found
         for line in result.stdout.splitlines():
             job_id, state, reason = (line.split("|") + ["", ""])[:3]
             if job_id.strip() in job_ids:
@@ -225,10 +231,7 @@ class _SlurmLabeling:
             if batch is None:
                 batch = _Batch("(not submitted)", self.root / "(none)", rows, {})
             if batch.job_id and batch.job_id not in self.in_flight:
-                try:
-                    self.slurm.cancel([batch.job_id])
-                except SlurmError as cancel_error:
-                    log.error(f"could not cancel SLURM job {batch.job_id}: {cancel_error}")
+                self._cancel_quietly(batch.job_id)
             if batch.job_id not in self.in_flight:
                 batch.cancelled_because = batch.cancelled_because or "the labelling was interrupted while submitting"
                 self._finish(batch, because=f"{batch.cancelled_because} ({type(exc).__name__})")
@@ -259,7 +262,8 @@ class _SlurmLabeling:
         try:
             states = self.slurm.states(list(self.in_flight))
         except SlurmError as exc:  # slurmctld unreachable for a moment: ask again next time
-            log.warning(f"cannot query SLURM, trying again in {self.settings.poll_s:g} s: {exc}")
+            log.warning(f"cannot query SLURM (jobs in flight are kept, not failed), trying again in "
+                        f"{self.settings.poll_s:g} s: {exc}")
             return
         now = time.time()
         for job_id, batch in list(self.in_flight.items()):
@@ -269,6 +273,7 @@ class _SlurmLabeling:
                 if now - batch.unknown_since < max(_FORGOTTEN_GRACE_S, 3 * self.settings.poll_s):
                     continue
                 state = JobState("UNKNOWN", "neither squeue nor sacct knows the job any more")
+                self._cancel_quietly(job_id)  # in case it runs on unseen: its rows are about to be retried
             batch.unknown_since = None
             batch.state = state
             if state.state in ENDED or state.state == "UNKNOWN":
@@ -295,7 +300,12 @@ class _SlurmLabeling:
             deadline = time.monotonic() + _INTERRUPT_WAIT_S
             waiting = {batch.job_id: batch for batch in batches}
             while waiting and time.monotonic() < deadline:
-                for job_id, state in self.slurm.states(list(waiting)).items():
+                try:
+                    states = self.slurm.states(list(waiting))
+                except SlurmError as exc:
+                    log.warning(f"cannot query SLURM: not waiting for the cancelled jobs to end: {exc}")
+                    break
+                for job_id, state in states.items():
                     if state.state in ENDED:
                         waiting.pop(job_id).state = state
                 if waiting:
@@ -303,6 +313,12 @@ class _SlurmLabeling:
         finally:
             for batch in batches:
                 self._finish(batch)
+
+    def _cancel_quietly(self, job_id: str) -> None:
+        try:
+            self.slurm.cancel([job_id])
+        except SlurmError as exc:
+            log.error(f"could not cancel SLURM job {job_id}: {exc}")
 
     # -- storing -----------------------------------------------------------------------------------
 
