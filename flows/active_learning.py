@@ -16,7 +16,8 @@ frames the potential already knows (γ < gamma_lower) reaches converged_fraction
 
 Re-running the same command resumes after the last finished generation; a finished campaign
 does nothing. Killing it mid-generation loses no labels: labelled rows are in the store, and
-rows left running are sent back to pending on the next start.
+rows left running are sent back to pending on the next start. The Prefect UI's
+artifact `<campaign>-dashboard` shows how the campaign is doing, a new version each generation.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from mlip_autopipec.campaign.steps import HeldOutError, finished_generation, md_
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.store import StoreError, check_writable
 from tasks.caching import run_with_outputs
-from tasks.campaign import (explore_task, explore_walker_task, learning_curve_task, prepare_task, record_task,
+from tasks.campaign import (dashboard_task, explore_task, explore_walker_task, prepare_task, record_task,
                             select_and_queue_task)
 from tasks.labeling import label_task
 from tasks.publish import BlockConflict, publish_task, slug
@@ -59,6 +60,7 @@ def active_learning(config: str) -> list[dict]:
         print(f"campaign {settings.campaign} is finished ({reason}); nothing to do")
         return [r.model_dump(mode="json") for r in records]
 
+    dashboard_task(settings, f"running generation {len(records)}")
     prepare_task(settings)
     label_structures(settings, settings.held_out_campaign, None, recover_running=True)
     # the campaign's own directory: a workdir from before held-out-md/ still holds held-out/md/ beside it
@@ -75,7 +77,7 @@ def active_learning(config: str) -> list[dict]:
                                        held_out["manifest"], held_out["digest"]))
         reason = stop_reason(records, settings.stop)
         print(_progress_line(records[-1]))
-        learning_curve_task(settings)
+        dashboard_task(settings, f"stopped: {reason}" if reason else f"running generation {len(records)}")
     logger.info(f"campaign {settings.campaign} stopped: {reason}")
     create_table_artifact(key=f"{slug(settings.campaign)}-campaign-summary",
                           table=[r.table_row() for r in records],

@@ -5,6 +5,8 @@ model, so Prefect's cache key is its content) and returns a small typed result."
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -15,7 +17,7 @@ from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, record_generation
 from mlip_autopipec.campaign.results import ExplorationSummary, GenerationSteps, QueueSummary
 from mlip_autopipec.exploration.md import WalkerResult
-from mlip_autopipec.validation.plots import learning_curve
+from mlip_autopipec.validation.plots import learning_curve, markdown_image
 from tasks.caching import DIGEST_CACHE
 from tasks.publish import slug
 
@@ -71,18 +73,56 @@ def record_task(config: CampaignConfig, generation_steps: GenerationSteps) -> Ge
     return record_generation(config, generation_steps)
 
 
-@task(name="learning curve", cache_policy=NO_CACHE)
-def learning_curve_task(config: CampaignConfig) -> str:
-    """workdir/report/learning-curve.png over every finished generation, and a markdown artifact
-    with the numbers behind it (the UI shows artifacts, not files on the campaign's disk)."""
+@task(name="campaign dashboard", cache_policy=NO_CACHE)
+def dashboard_task(config: CampaignConfig, status: str) -> str | None:
+    """The campaign's one artifact (key `<campaign>-dashboard`), a new version of it each time:
+    status, labels spent and failed, the learning curve inline, the generations' table and the time
+    of each step. Also writes workdir/report/learning-curve.png; returns its path (None before the
+    first generation)."""
     records = load_records(config.workdir / "generations")
-    target = learning_curve(records, config.workdir / "report" / "learning-curve.png",
-                            title=f"{config.campaign}: held-out error vs labels")
-    rows = "\n".join(f"| {r.generation} | {r.labels_total} | {r.held_out_energy_rmse_mev_per_atom:.2f} | "
-                     f"{r.held_out_forces_rmse_mev_per_angstrom:.1f} |" for r in records)
-    create_markdown_artifact(
-        f"# {config.campaign}: learning curve\n\nPlot: `{target}`\n\n"
-        "| generation | labels | held-out E RMSE (meV/atom) | held-out F RMSE (meV/Å) |\n|---|---|---|---|\n"
-        + rows, key=f"{slug(config.campaign)}-learning-curve",
-        description=f"{config.campaign}: held-out RMSE against the number of labels")
-    return str(target)
+    curve = None
+    if records:
+        curve = str(learning_curve(records, config.workdir / "report" / "learning-curve.png",
+                                   title=f"{config.campaign}: held-out error vs labels"))
+    create_markdown_artifact(dashboard_markdown(config.campaign, records, status, curve, config.stop.label_budget),
+                             key=f"{slug(config.campaign)}-dashboard",
+                             description=f"{config.campaign}: {status}")
+    return curve
+
+
+STEPS = ("export", "train", "validate", "explore", "select", "label")
+
+
+def dashboard_markdown(campaign: str, records: list[GenerationRecord], status: str, curve: str | None,
+                       label_budget: int | None = None) -> str:
+    """The dashboard's Markdown: what `flows.active_learning` prints at its end, and more."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# {campaign}: campaign dashboard", "", f"**{status}** (updated {now})", ""]
+    if not records:
+        return "\n".join(lines + ["No generation finished yet.", ""])
+    last = records[-1]
+    failed = sum(r.labels_failed for r in records)
+    budget = f" of {label_budget}" if label_budget else ""
+    lines += ["| generations | labels spent | labels failed | held-out F RMSE (meV/Å) | held-out E RMSE (meV/atom) "
+              "| known % |", "|---|---|---|---|---|---|",
+              f"| {len(records)} | {last.labels_total}{budget} | {failed} | "
+              f"{last.held_out_forces_rmse_mev_per_angstrom:.1f} | {last.held_out_energy_rmse_mev_per_atom:.2f} | "
+              f"{100 * last.fraction_below_gamma_lower:.0f} |", ""]
+    if curve:
+        lines += ["## Learning curve", "", *markdown_image("learning curve", curve), ""]
+    lines += ["## Generations", "",
+              "| gen | train | labels | added | failed | F RMSE meV/Å | E RMSE meV/at | known % | selected |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.generation} | {r.training_structures} | {r.labels_total} | {r.labels_added} | {r.labels_failed} "
+              f"| {r.held_out_forces_rmse_mev_per_angstrom:.1f} | {r.held_out_energy_rmse_mev_per_atom:.2f} | "
+              f"{100 * r.fraction_below_gamma_lower:.0f} | {r.selected} |" for r in records]
+    steps = list(STEPS) + sorted({step for r in records for step in r.step_seconds} - set(STEPS))
+    lines += ["", "## Time per step (s)", "", "| gen | " + " | ".join(steps) + " | total |",
+              "|---|" + "---|" * (len(steps) + 1)]
+    lines += [f"| {r.generation} | " + " | ".join(_seconds(r.step_seconds.get(step)) for step in steps)
+              + f" | {_seconds(sum(r.step_seconds.values()) if r.step_seconds else None)} |" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
