@@ -13,6 +13,10 @@ here; base job templates and everything else stay as they are, so running it aga
     and made active;
   - the block types of tasks/blocks.py (e.g. "Potential Generation"), so the UI can show them before the
     first generation is published.
+  - the automation "crash runs without heartbeats" (Prefect's "detect zombie flows"): a flow run that
+    sent a heartbeat and then neither another one nor a final state within --heartbeat-grace seconds
+    (default 600; flow runs send one every PREFECT_FLOWS_HEARTBEAT_FREQUENCY = 180 s) is set Crashed:
+    its process is gone (killed, out of memory, a lost node), and the UI stops showing it Running.
 
 Exit codes: 0 done, 1 the server cannot be reached or a pool of that name has another type, 2 usage.
 """
@@ -34,6 +38,8 @@ WORK_POOLS = {
 }
 WORK_POOL_TYPE = "process"
 GPU_LIMIT = "gpu"
+ZOMBIE_AUTOMATION = "crash runs without heartbeats"
+HEARTBEAT_GRACE_S = 600
 
 
 class SetupError(RuntimeError):
@@ -42,7 +48,7 @@ class SetupError(RuntimeError):
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # "work pool", "concurrency limit", "block type"
+    kind: str  # "work pool", "concurrency limit", "block type", "automation"
     name: str
     action: str  # "created", "updated", "unchanged", "registered"
 
@@ -50,8 +56,9 @@ class Change:
         return f"{self.kind} {self.name}: {self.action}"
 
 
-async def setup_server(client, gpu_slots: int = 1) -> list[Change]:
-    """Idempotently create the pools, the `gpu` limit and the block types on `client`'s server."""
+async def setup_server(client, gpu_slots: int = 1, heartbeat_grace_s: float = HEARTBEAT_GRACE_S) -> list[Change]:
+    """Idempotently create the pools, the `gpu` limit, the block types and the automation that crashes
+    runs whose heartbeats stopped on `client`'s server."""
     error = await client.api_healthcheck()
     if error is not None:
         raise SetupError(f"Prefect API at {client.api_url} is not reachable: {error}")
@@ -60,7 +67,53 @@ async def setup_server(client, gpu_slots: int = 1) -> list[Change]:
                for name, description in WORK_POOLS.items()]
     changes.append(await _ensure_gpu_limit(client, gpu_slots))
     changes.extend(await _register_block_types(client))
+    changes.append(await _ensure_automation(client, zombie_automation(heartbeat_grace_s)))
     return changes
+
+
+def zombie_automation(grace_s: float = HEARTBEAT_GRACE_S, name: str = ZOMBIE_AUTOMATION, tag: str | None = None):
+    """Prefect's automation for flow runs whose heartbeats stopped (docs: "detect zombie flows"): after a
+    heartbeat, expect another heartbeat or a final state within `grace_s`, else set the run Crashed.
+    `tag`: only flow runs with this tag (a test's own automation; the server's covers every run)."""
+    from datetime import timedelta
+
+    from prefect.automations import AutomationCore
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=name, description="Sets a flow run Crashed when its heartbeats stop (its process is gone); "
+                               "created by python -m deployments.setup_server",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.id": f"prefect.tag.{tag}"}) if tag else
+            ResourceSpecification({}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=grace_s)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {grace_s:g} s: the flow run's process is gone "
+                                            "(automation " + repr(name) + ")")])
+
+
+async def _ensure_automation(client, automation) -> Change:
+    """Create `automation`, or set the one of that name to it (only when it differs)."""
+    existing = await client.read_automations_by_name(automation.name)
+    if not existing:
+        await client.create_automation(automation)
+        return Change("automation", automation.name, "created")
+    def settings(item) -> dict:  # without the ids the server gives the trigger
+        return item.model_dump(mode="json", include={"trigger", "actions", "description", "enabled"},
+                               exclude={"trigger": {"id"}})
+
+    if settings(existing[0]) == settings(automation):
+        return Change("automation", automation.name, "unchanged")
+    await client.update_automation(existing[0].id, automation)
+    return Change("automation", automation.name, "updated")
 
 
 async def _ensure_work_pool(client, name: str, description: str, concurrency_limit: int | None) -> Change:
@@ -135,9 +188,14 @@ def main(argv: list[str] | None = None) -> int:
                                           "(default: PREFECT_API_URL from the environment or profile)")
     parser.add_argument("--gpu-slots", type=int, default=1,
                         help="GPUs: concurrent runs of gpu-pool and slots of the 'gpu' limit (default: 1)")
+    parser.add_argument("--heartbeat-grace", type=float, default=HEARTBEAT_GRACE_S, metavar="SECONDS",
+                        help="a flow run with no heartbeat for this long is set Crashed (default: "
+                             f"{HEARTBEAT_GRACE_S}; flow runs send one every PREFECT_FLOWS_HEARTBEAT_FREQUENCY s)")
     args = parser.parse_args(argv)
     if args.gpu_slots < 1:
         parser.error("--gpu-slots must be >= 1")
+    if args.heartbeat_grace < 60:
+        parser.error("--heartbeat-grace must be >= 60 s (flow runs send a heartbeat every 30 s at most)")
 
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -153,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
         async def run() -> list[Change]:
             async with get_client() as client:
-                return await setup_server(client, gpu_slots=args.gpu_slots)
+                return await setup_server(client, gpu_slots=args.gpu_slots, heartbeat_grace_s=args.heartbeat_grace)
 
         try:
             changes = asyncio.run(run())

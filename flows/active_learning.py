@@ -16,7 +16,8 @@ frames the potential already knows (γ < gamma_lower) reaches converged_fraction
 
 Re-running the same command resumes after the last finished generation; a finished campaign
 does nothing. Killing it mid-generation loses no labels: labelled rows are in the store, and
-rows left running are sent back to pending on the next start. The Prefect UI's
+rows left running are sent back to pending on the next start, where the killed run's flow, subflow
+and task runs, left "Running" in the Prefect UI, are set Crashed (tasks/run_identity.py). The UI's
 artifact `<campaign>-dashboard` shows how the campaign is doing, a new version each generation.
 """
 
@@ -43,6 +44,7 @@ from tasks.campaign import (dashboard_task, explore_task, explore_walker_task, p
 from tasks.labeling import label_task
 from tasks.publish import BlockConflict, publish_task, slug
 from tasks.rendering import render_most_uncertain_task
+from tasks.run_identity import mark_earlier_runs_crashed
 from tasks.store import export_task
 from tasks.training import artifact_summary, evaluate_task, plot_files, potential_files, train_task
 
@@ -53,6 +55,7 @@ def active_learning(config: str) -> list[dict]:
     validated CampaignConfig is what every subflow and task gets."""
     settings = CampaignConfig.load(config)
     logger = get_run_logger()
+    mark_earlier_runs_crashed(settings.workdir)  # runs of this campaign left "Running" by a killed process
     generations_root = settings.workdir / "generations"
     records = load_records(generations_root)
     reason = stop_reason(records, settings.stop)

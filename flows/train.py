@@ -39,6 +39,7 @@ from mlip_autopipec.store import StoreError, check_writable
 from mlip_autopipec.store.secrets import password_to_environment
 from tasks.caching import run_with_outputs
 from tasks.publish import publish_task
+from tasks.run_identity import mark_earlier_runs_crashed
 from tasks.run_spec import run_spec_task
 from tasks.store import export_task, ingest_file_task
 from tasks.training import evaluate_task, plot_files, potential_files, train_task
@@ -52,6 +53,7 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
           initial_potential: str | None = None, name: str | None = None) -> dict:
     settings = TrainRunConfig.load(config)
     out_dir = Path(out)
+    mark_earlier_runs_crashed(out_dir)  # runs of this --out left "Running" by a killed process
     store_url = store or str(out_dir / "structures.db")
     for path in data or []:
         report = ingest_file_task(store_url, path, settings.campaign, "ingest", 0, DEFAULT_MIN_DISTANCE)
