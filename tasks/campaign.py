@@ -103,11 +103,12 @@ def dashboard_markdown(campaign: str, records: list[GenerationRecord], status: s
     last = records[-1]
     failed = sum(r.labels_failed for r in records)
     budget = f" of {label_budget}" if label_budget else ""
-    lines += ["| generations | labels spent | labels failed | held-out F RMSE (meV/Å) | held-out E RMSE (meV/atom) "
-              "| known % |", "|---|---|---|---|---|---|",
+    lines += ["| generations | labels spent | labels failed | F RMSE meV/Å | E RMSE meV/at | known % |",
+              "|---|---|---|---|---|---|",
               f"| {len(records)} | {last.labels_total}{budget} | {failed} | "
               f"{last.held_out_forces_rmse_mev_per_angstrom:.1f} | {last.held_out_energy_rmse_mev_per_atom:.2f} | "
               f"{100 * last.fraction_below_gamma_lower:.0f} |", ""]
+    lines += ["Errors on the held-out set, of the last generation; known: explored frames below gamma_lower.", ""]
     if curve:
         lines += ["## Learning curve", "", *markdown_image("learning curve", curve), ""]
     lines += ["## Generations", "",

@@ -4,7 +4,9 @@ A real `prefect server start` on a free loopback port (its own PREFECT_HOME; the
 port), a flow run in its own process that validates EMT against the shared Cu DFT data and publishes
 the report and metrics table exactly as a generation does (tasks.validation.publish_validation), then
 Debian's chromium opens each artifact page of the UI, lets its JavaScript run, and the DOM it dumps
-must show the report's table cells and the table's metric values. The screenshots are kept in
+must show the report's table cells and the table's metric values. The report's plots and the campaign
+dashboard's learning curve are embedded as data: URI thumbnails: the screenshot must hold each
+picture's pixels, drawn at its own size (not only an <img> tag). The screenshots are kept in
 test-outputs/ui-render/ for a person to look at.
 """
 
@@ -20,6 +22,9 @@ import sys
 import time
 import urllib.request
 from html.parser import HTMLParser
+
+import base64
+import io
 
 import ase.io
 import numpy as np
@@ -56,11 +61,21 @@ def publish_generation_artifacts(data: str, out: str, key: str) -> None:
     from mlip_autopipec.validation.report import load_validation_frames, validate_potential
     from tasks.validation import publish_validation
 
+    from prefect.artifacts import create_markdown_artifact
+
+    from mlip_autopipec.validation.plots import learning_curve
+    from tasks.campaign import dashboard_markdown
+    from tests.tasks.test_campaign_dashboard import dashboard_records
+
     @flow(name="ui-check-publish")
     def publish() -> None:
         frames, labels, _ = load_validation_frames([data])
         metrics = validate_potential(EMT(), frames, out, labels=labels, title="EMT on Cu DFT")
         publish_validation(metrics, out, key)
+        records = dashboard_records()  # as tasks.campaign.dashboard_task publishes it
+        curve = learning_curve(records, f"{out}/learning-curve.png", title="ui check: held-out error vs labels")
+        create_markdown_artifact(dashboard_markdown("ui check", records, "running generation 3", str(curve), 100),
+                                 key="ui-check-dashboard")
 
     deadline = time.monotonic() + SERVER_START_S
     while not _healthy(PREFECT_API_URL.value()):
@@ -103,8 +118,9 @@ def published(tmp_path_factory, shared_data):
         SECONDS["server start + publishing flow"] = time.monotonic() - started
         assert publisher.returncode == 0, output[-5000:]
         artifacts = _post(f"{api}/artifacts/filter", {})
-        by_type = {artifact["type"]: artifact for artifact in artifacts}
+        by_type = {artifact["type"]: artifact for artifact in artifacts if artifact["key"] != "ui-check-dashboard"}
         assert set(by_type) == {"markdown", "table"}, [a["key"] for a in artifacts]
+        by_type["dashboard"] = next(artifact for artifact in artifacts if artifact["key"] == "ui-check-dashboard")
         yield {"ui": f"http://127.0.0.1:{port}", "workdir": workdir, "artifacts": by_type,
                "metrics": json.loads((out / "validation_metrics.json").read_text())}
     finally:
@@ -126,6 +142,27 @@ def test_markdown_report_page_shows_the_metrics_and_table_cells(published):
     assert "Validation of EMT on Cu DFT" in text and "|---|" not in text  # rendered, not raw markdown
 
 
+def test_report_page_draws_the_plots_inline(published):
+    report = published["artifacts"]["markdown"]
+    pictures = _embedded_pictures(report["data"])
+    assert set(pictures) == {"parity", "errors"}  # EMT has no γ; no crystal given: no EOS
+    _rendered_text(published, report["id"], "report-plots", window=(1280, 3200))
+    missing = [name for name, picture in pictures.items()
+               if not _drawn(SCREENSHOTS / "artifact-report-plots.png", picture)]
+    assert not missing, f"plots not drawn by the UI: {missing}"
+
+
+def test_campaign_dashboard_page_shows_the_table_and_draws_the_learning_curve(published):
+    dashboard = published["artifacts"]["dashboard"]
+    text = _rendered_text(published, dashboard["id"], "dashboard")
+    assert "ui check: campaign dashboard" in text and "running generation 3" in text
+    missing = [cell for cell in _markdown_table_cells(dashboard["data"]) if cell not in text]
+    assert not missing, f"table cells of the dashboard not shown by the UI: {missing}"
+    pictures = _embedded_pictures(dashboard["data"])
+    assert list(pictures) == ["learning curve"]
+    assert _drawn(SCREENSHOTS / "artifact-dashboard.png", pictures["learning curve"]), "learning curve not drawn"
+
+
 def test_metrics_table_page_shows_every_row(published):
     table = published["artifacts"]["table"]
     rows = json.loads(table["data"])
@@ -139,13 +176,14 @@ def test_metrics_table_page_shows_every_row(published):
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _rendered_text(published: dict, artifact_id: str, name: str) -> str:
+def _rendered_text(published: dict, artifact_id: str, name: str, window: tuple[int, int] = WINDOW) -> str:
     """The artifact page after the UI's JavaScript ran, as visible text; its screenshot is kept."""
     url = f"{published['ui']}/artifacts/artifact/{artifact_id}"
     profile = published["workdir"] / f"chromium-{name}"
     common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              f"--user-data-dir={profile}", f"--virtual-time-budget={PAGE_BUDGET_MS}", f"--window-size={WINDOW[0]},{WINDOW[1]}"]
+              f"--user-data-dir={profile}", f"--virtual-time-budget={PAGE_BUDGET_MS}",
+              f"--window-size={window[0]},{window[1]}"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     screenshot = SCREENSHOTS / f"artifact-{name}.png"
     started = time.monotonic()
@@ -154,7 +192,7 @@ def _rendered_text(published: dict, artifact_id: str, name: str) -> str:
     SECONDS[f"chromium {name} page"] = time.monotonic() - started
     assert page.returncode == 0, page.stderr[-3000:]
     with Image.open(screenshot) as image:  # a drawn page, not an empty window
-        assert image.size == WINDOW
+        assert image.size == window
         rgb = np.asarray(image.convert("RGB")).astype(np.uint32)
         assert len(np.unique(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2])) > 100
     text = _visible_text(page.stdout)
@@ -195,6 +233,36 @@ def _markdown_table_cells(markdown: str) -> list[str]:
             cells += [cell.strip() for cell in line.strip().strip("|").split("|")
                       if cell.strip() and not re.search(r"[*`\[]", cell)]
     return cells
+
+
+def _embedded_pictures(markdown: str) -> dict[str, np.ndarray]:
+    """The data: URI images of a markdown text by their alt text, decoded to RGB pixels."""
+    pictures = {}
+    for alt, payload in re.findall(r"!\[([^\]]*)\]\(data:image/png;base64,([^)]+)\)", markdown):
+        with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
+            pictures[alt] = np.asarray(image.convert("RGB"))
+    return pictures
+
+
+def _drawn(screenshot, picture: np.ndarray) -> bool:
+    """Whether the screenshot holds `picture` at its own size: three of its rows (without the ends,
+    which rounded corners may clip) found in it, each right below the one before at the same column."""
+    with Image.open(screenshot) as image:
+        page = np.asarray(image.convert("RGB"))
+    height, width = picture.shape[:2]
+    rows = [height // 4, height // 2, 3 * height // 4]
+    inner = slice(8, width - 8)
+    first = picture[rows[0], inner].tobytes()
+    for y in range(page.shape[0] - height):
+        at = page[y].tobytes().find(first)
+        while at >= 0:
+            if at % 3 == 0:
+                x = at // 3 - 8
+                if all(np.array_equal(page[y + row - rows[0], x + 8:x + width - 8], picture[row, inner])
+                       for row in rows[1:]):
+                    return True
+            at = page[y].tobytes().find(first, at + 1)
+    return False
 
 
 def _js_number(value) -> str:
