@@ -1,5 +1,6 @@
 """Rendering tasks: thin wrappers over mlip_autopipec.rendering that publish what was drawn as a
-markdown artifact (files, colouring and its range; the Prefect UI cannot show local pictures)."""
+markdown artifact (files, colouring and its range, the first and last frame inline as thumbnails: the
+Prefect UI cannot open local pictures)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mlip_autopipec.rendering import RenderingUnavailable, RenderResult, render_most_uncertain, render_trajectory
+from mlip_autopipec.validation.plots import markdown_image
 from tasks.publish import slug
 
 
@@ -56,6 +58,12 @@ def _publish(result: RenderResult, key: str) -> None:
         *([f"- note: {result.note}"] if result.note else []),
         f"- first frame: `{result.frames[0]}`",
         f"- last frame: `{result.frames[-1]}`",
+        "",
+        "## First and last frame",  # inline thumbnails: the UI cannot open the files
+        "",
+        *markdown_image("first frame", result.frames[0], 360),
+        "",
+        *(markdown_image("last frame", result.frames[-1], 360) if len(result.frames) > 1 else []),
     ]
     create_markdown_artifact(key=slug(key), markdown="\n".join(lines) + "\n",
                              description=f"render of {Path(result.trajectory).name}")

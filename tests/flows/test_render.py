@@ -82,3 +82,4 @@ def test_campaign_task_renders_the_most_uncertain_walker_and_publishes_it(shared
         [published] = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
             key=ArtifactCollectionFilterKey(any_=["test-gen-1-walker"])))
     assert "colour bar" in published.data and result["movie"] in published.data
+    assert published.data.count("](data:image/png;base64,") == 2  # first and last frame, shown in the UI
