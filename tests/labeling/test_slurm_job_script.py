@@ -79,7 +79,8 @@ FAKE_SBATCH = """#!/bin/bash
 dir=$(dirname "$0")
 [ -e "$dir/refuse" ] && { echo "sbatch: error: $(cat "$dir/refuse")" >&2; exit 1; }
 id=$(( $(cat "$dir/next-id" 2>/dev/null || echo 100) + 1 )); echo $id > "$dir/next-id"
-echo "$@" > "$dir/sbatch-$id.args"; env > "$dir/sbatch-$id.env"; echo PENDING > "$dir/state-$id"
+echo "$@" > "$dir/sbatch-$id.args"; env > "$dir/sbatch-$id.env"
+cat "$dir/initial-state" > "$dir/state-$id" 2>/dev/null || echo PENDING > "$dir/state-$id"
 echo "$id"
 """
 FAKE_SQUEUE = """#!/bin/bash
@@ -243,14 +244,36 @@ def test_a_job_squeue_has_forgotten_is_cancelled_before_its_rows_are_retried(fak
     directory, settings = fake_slurm
     monkeypatch.setattr(slurm_labelling, "_FORGOTTEN_GRACE_S", 0.2)
     store, [row_id] = pending(fcc_cell("Cu", seed=1))
-    (directory / "state-101").write_text("FORGOTTEN\n")  # squeue: Invalid job id specified, from the start
-    (directory / "next-id").write_text("100\n")
-    original = FAKE_SBATCH.replace('echo PENDING > "$dir/state-$id"', '[ -e "$dir/state-$id" ] || echo PENDING > '
-                                   '"$dir/state-$id"')
-    (directory / "sbatch").write_text(original)
+    (directory / "initial-state").write_text("FORGOTTEN\n")  # squeue: Invalid job id specified, from the start
     report = slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs",
                                                  max_attempts=1)
     [job] = report.jobs
     assert job["job_id"] == "101" and job["state"] == "UNKNOWN"
     assert (directory / "cancelled").read_text().split() == ["101"]
     assert "neither squeue nor sacct knows the job any more" in report.failed[row_id]
+
+
+def test_no_secret_reaches_slurm_and_the_batch_directory_is_the_users_alone(fake_slurm, pending, tmp_path,
+                                                                            monkeypatch):
+    import stat
+
+    from mlip_autopipec.calculators import CalculatorSpec
+    from mlip_autopipec.labeling.slurm import label_pending_slurm
+    from tests.labeling.conftest import fcc_cell
+
+    directory, settings = fake_slurm
+    secrets = {"PGPASSWORD": "pg-s3cret", "PREFECT_API_KEY": "pnu_key", "GITHUB_TOKEN": "ghp_tok",
+               "aws_secret_access_key": "aws-s3cret", "MY_DB_PASSWORD": "db-s3cret"}
+    for key, value in secrets.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    (directory / "initial-state").write_text("FAILED\n")
+    store, [row_id] = pending(fcc_cell("Cu", seed=1))
+    report = label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs", max_attempts=1)
+    [job] = report.jobs
+    environment = (directory / f"sbatch-{job['job_id']}.env").read_text()
+    script = (tmp_path / "jobs" / job["directory"] / "job.sh").read_text()
+    assert "OMP_NUM_THREADS=3" in environment
+    for value in secrets.values():
+        assert value not in environment and value not in script
+    assert stat.S_IMODE((tmp_path / "jobs" / job["directory"]).stat().st_mode) == 0o700

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -86,7 +87,7 @@ class SlurmCommands:
     def _run(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         try:
             result = subprocess.run([*self.command(name), *args], capture_output=True, text=True,
-                                    stdin=subprocess.DEVNULL, timeout=120)
+                                    stdin=subprocess.DEVNULL, timeout=120, env=job_environment())
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SlurmError(f"{name}: {exc}") from exc
         if check and result.returncode != 0:
@@ -241,6 +242,8 @@ class _SlurmLabeling:
     def _write_and_submit(self, batch: _Batch) -> None:
         """Write the batch's files and sbatch it; in flight once sbatch returned its id."""
         store, rows, name = self.run.store, batch.rows, batch.name
+        self.root.mkdir(parents=True, exist_ok=True)
+        batch.directory.mkdir(mode=0o700)  # job.sh can hold environment values: the user's own
         for row_id in rows:
             row = store.get(row_id)
             batch.attempts[row_id] = int(row.provenance.get("attempts", 1))
@@ -372,6 +375,18 @@ class _SlurmLabeling:
             run.record(Attempt(row_id, number, batch.submitted, seconds, compute))
         if all_labelled and not self.keep_files:
             shutil.rmtree(batch.directory, ignore_errors=True)
+
+
+_SECRET_NAMES = {"PGPASSWORD", "PREFECT_API_KEY"}
+_SECRET_PARTS = ("PASSWORD", "SECRET", "TOKEN")
+
+
+def job_environment() -> dict[str, str]:
+    """This process's environment without its secrets: what the SLURM commands run with. sbatch passes
+    its environment on to the job (--export=ALL) and slurmctld keeps it, so the store's password
+    (store/secrets.py puts it in PGPASSWORD), an API key or a token must not be in it."""
+    return {key: value for key, value in os.environ.items()
+            if key not in _SECRET_NAMES and not any(part in key.upper() for part in _SECRET_PARTS)}
 
 
 def job_script(settings: SlurmSettings, name: str, batch_dir: Path, python: str | None = None) -> str:
