@@ -148,7 +148,8 @@ def test_an_interrupt_or_a_surprise_while_submitting_leaves_no_claimed_row_runni
     with pytest.raises(KeyboardInterrupt):
         slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs")
     rows = [store.get(row) for row in ids]
-    assert [row.status for row in rows] == [Status.PENDING] * 2 and [row.provenance["attempts"] for row in rows] == [2, 2]
+    assert [row.status for row in rows] == [Status.PENDING] * 2
+    assert [row.provenance["attempts"] for row in rows] == [2, 2]
     assert all("interrupted while submitting" in row.provenance["error"] for row in rows)
 
 
@@ -277,3 +278,17 @@ def test_no_secret_reaches_slurm_and_the_batch_directory_is_the_users_alone(fake
     for value in secrets.values():
         assert value not in environment and value not in script
     assert stat.S_IMODE((tmp_path / "jobs" / job["directory"]).stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("settings", [
+    {"partition": "compute\n#SBATCH --account=someone-else"}, {"account": "proj 42"}, {"qos": "normal\t"},
+    {"memory": "16G\nrm -rf ~"}, {"partition": ""}, {"sbatch_options": ["--exclusive\necho owned"]},
+    {"sbatch_options": ["exclusive"]}, {"modules": ["gpaw/24.1\necho owned"]}, {"setup": ["cd /scratch\r"]}])
+def test_a_value_that_would_end_the_sbatch_block_or_its_line_is_refused_when_the_file_is_read(settings):
+    with pytest.raises(ValidationError):
+        SlurmSettings(**settings)
+
+
+def test_module_names_are_quoted_in_the_job_script():
+    script = job_script(SlurmSettings(modules=["gpaw/24.1;touch x"]), "x", Path("/tmp/x"))
+    assert "module load 'gpaw/24.1;touch x'" in script.splitlines()

@@ -88,9 +88,11 @@ class SlurmSettings(BaseModel):
     max_jobs: int = Field(4, ge=1, description="jobs queued or running at once")
     job_name: str = Field("mlip-label", pattern=r"^[A-Za-z0-9._-]+$",
                           description="prefix of the job names: <job_name>-<campaign>-<first structure id>")
-    modules: list[str] = Field(default_factory=list, description="`module load` each, first in the job script")
+    modules: list[str] = Field(default_factory=list, description="`module load` each (quoted), first in the job "
+                                                                 "script")
     setup: list[str] = Field(default_factory=list, description="shell lines run before labelling (activate an "
-                                                               "environment, cd, ulimit)")
+                                                               "environment, cd, ulimit); trusted: they go into "
+                                                               "job.sh as they are")
     environment: dict[str, str] = Field(default_factory=dict, description="exported in the job script, e.g. "
                                                                           "ASE_VASP_COMMAND or OMP_NUM_THREADS")
     mpi_command: str | None = Field(None, description="launches each labelling worker, e.g. `srun` or "
@@ -104,6 +106,30 @@ class SlurmSettings(BaseModel):
     poll_s: float = Field(5.0, gt=0, description="seconds between squeue polls")
     commands: dict[Literal["sbatch", "squeue", "scancel", "scontrol", "sacct"], str] = Field(
         default_factory=dict, description="other paths or wrappers for the SLURM commands")
+
+    @field_validator("partition", "account", "qos", "memory")
+    @classmethod
+    def _one_slurm_word(cls, value: str | None) -> str | None:
+        # It goes into an #SBATCH line: a newline would end the #SBATCH block, a space the option.
+        if value is not None and (not value or re.search(r"[\s\x00-\x1f\x7f]", value)):
+            raise ValueError(f"{value!r}: a SLURM name, without spaces or control characters")
+        return value
+
+    @field_validator("sbatch_options", "modules", "setup")
+    @classmethod
+    def _one_line_each(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if re.search(r"[\x00-\x1f\x7f]", value):
+                raise ValueError(f"{value!r}: one line each, without newlines or control characters")
+        return values
+
+    @field_validator("sbatch_options")
+    @classmethod
+    def _options(cls, options: list[str]) -> list[str]:
+        for option in options:
+            if not option.startswith("-"):
+                raise ValueError(f"{option!r} is not an sbatch option (e.g. --constraint=skylake)")
+        return options
 
     @field_validator("environment")
     @classmethod

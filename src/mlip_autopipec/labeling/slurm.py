@@ -400,7 +400,8 @@ def job_script(settings: SlurmSettings, name: str, batch_dir: Path, python: str 
     options += settings.sbatch_options
     lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in options),
              "# Written by mlip-autopipec (labeling/slurm.py): one labelling batch; see batch.json.",
-             *(f"module load {module}" for module in settings.modules), *settings.setup]
+             *(f"module load {shlex.quote(module)}" for module in settings.modules),
+             *settings.setup]  # trusted shell, as the campaign file's author wrote it
     for key, value in settings.environment.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise ValueError(f"slurm.environment: {key!r} is not a shell variable name")
