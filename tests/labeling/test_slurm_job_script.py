@@ -292,3 +292,29 @@ def test_a_value_that_would_end_the_sbatch_block_or_its_line_is_refused_when_the
 def test_module_names_are_quoted_in_the_job_script():
     script = job_script(SlurmSettings(modules=["gpaw/24.1;touch x"]), "x", Path("/tmp/x"))
     assert "module load 'gpaw/24.1;touch x'" in script.splitlines()
+
+
+def test_jobs_of_a_submitter_that_died_are_cancelled_before_recover_running_labels_their_rows_again(
+        fake_slurm, pending, tmp_path, monkeypatch):
+    from mlip_autopipec.calculators import CalculatorSpec
+    from mlip_autopipec.labeling import slurm as slurm_labelling
+    from mlip_autopipec.store import Status
+    from tests.labeling.conftest import fcc_cell
+
+    directory, settings = fake_slurm
+    store, ids = pending(*(fcc_cell("Cu", seed=seed) for seed in range(2)))
+    with monkeypatch.context() as dying:  # killed (SIGKILL, OOM, a lost node): no clean-up at all
+        dying.setattr(slurm_labelling._SlurmLabeling, "_cancel_all", lambda self, because: None)
+        dying.setattr(slurm_labelling._SlurmLabeling, "_poll", lambda self: (_ for _ in ()).throw(SystemExit))
+        with pytest.raises(SystemExit):
+            slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs")
+    assert [store.get(row).status for row in ids] == [Status.RUNNING] * 2 and not (directory / "cancelled").exists()
+
+    (directory / "initial-state").write_text("FAILED\n")
+    report = slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs",
+                                                 recover_running=True, max_attempts=2)
+    assert sorted(report.recovered) == ids and [job["job_id"] for job in report.jobs] == ["102"]
+    assert (directory / "cancelled").read_text().split() == ["101"]  # the orphan, before its rows ran again
+    slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs",
+                                        recover_running=True, max_attempts=2)
+    assert (directory / "cancelled").read_text().split() == ["101"]  # finished batches are left alone

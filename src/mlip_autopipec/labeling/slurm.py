@@ -50,11 +50,12 @@ from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.config.execution import SlurmSettings
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
+from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.labeling.batch import (DEFAULT_TIMEOUT_S, Attempt, LabelingRun, LabelReport, check_settings,
                                            job_root)
 from mlip_autopipec.labeling.batch_job import BATCH_FILE, OUTCOME_FILE, structure_dir
 from mlip_autopipec.labeling.job_files import RESULT_FILE, STRUCTURE_FILE
-from mlip_autopipec.store import StatusError, StructureStore
+from mlip_autopipec.store import Status, StatusError, StructureStore
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED"
          "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
 _FORGOTTEN_GRACE_S = 60.0  # a job neither squeue nor sacct knows any more has ended (or never existed)
 _INTERRUPT_WAIT_S = 30.0  # after scancel on interrupt: how long to wait for the jobs to end
+JOB_ID_FILE = "job_id"  # in the batch directory: the SLURM job id, written as soon as sbatch returned it
+FINISHED_FILE = "finished"  # in the batch directory: the submitting process stored the job's outcomes
 
 
 class SlurmError(RuntimeError):
@@ -173,6 +176,8 @@ def label_pending_slurm(
     compute nodes. Returns the LabelReport; its `jobs` lists every job with its final state."""
     check_settings(timeout_s=timeout_s, max_attempts=max_attempts, limit=limit)
     root = job_root(store, workdir).absolute()
+    if recover_running:  # before the rows go back to pending: their jobs from a dead submitter must not run on
+        cancel_orphaned_jobs(root, {row.id for row in store.select(Status.RUNNING)}, SlurmCommands(settings))
     run = LabelingRun(store, spec, limit=limit, generation=generation, max_attempts=max_attempts,
                       recover_running=recover_running, retry_failed=retry_failed)
     return _SlurmLabeling(run, settings, root, timeout_s, min_distance, keep_files).label()
@@ -256,6 +261,7 @@ class _SlurmLabeling:
         script = batch.directory / "job.sh"
         script.write_text(job_script(self.settings, name, batch.directory))
         batch.job_id = self.slurm.submit(script, batch.directory / "slurm-%j.out")
+        atomic_write_text(batch.directory / JOB_ID_FILE, batch.job_id)  # for recover_running, should we die
         self.in_flight[batch.job_id] = batch
         log.info(f"submitted SLURM job {batch.job_id} ({name}): structures {', '.join(map(str, rows))}")
 
@@ -375,6 +381,35 @@ class _SlurmLabeling:
             run.record(Attempt(row_id, number, batch.submitted, seconds, compute))
         if all_labelled and not self.keep_files:
             shutil.rmtree(batch.directory, ignore_errors=True)
+        elif batch.directory.is_dir():
+            try:
+                atomic_write_text(batch.directory / FINISHED_FILE, f"{batch.state.state}\n")
+            except OSError as exc:
+                log.warning(f"cannot mark {batch.directory} finished: {exc}")
+
+
+def cancel_orphaned_jobs(root: Path, running: set[int], slurm: SlurmCommands) -> list[str]:
+    """scancel the jobs of batch directories under `root` that hold a job id, are not marked finished and
+    label any of the `running` rows: a submitting process that died left them; their rows are about to
+    be labelled again. Returns the cancelled job ids."""
+    cancelled = []
+    for id_file in sorted(root.glob(f"*/{JOB_ID_FILE}")) if root.is_dir() else []:
+        directory = id_file.parent
+        if (directory / FINISHED_FILE).exists():
+            continue
+        try:
+            job_id = id_file.read_text().strip()
+            rows = set(json.loads((directory / BATCH_FILE).read_text())["rows"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not job_id.isdigit() or not rows & running:
+            continue
+        log.warning(f"cancelling SLURM job {job_id} ({directory.name}) of a labelling that did not finish: "
+                    f"its structures {', '.join(map(str, sorted(rows & running)))} are labelled again")
+        slurm.cancel([job_id])
+        atomic_write_text(directory / FINISHED_FILE, "CANCELLED (recovered)\n")
+        cancelled.append(job_id)
+    return cancelled
 
 
 _SECRET_NAMES = {"PGPASSWORD", "PREFECT_API_KEY"}
@@ -434,4 +469,5 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:40] or "campaign"
 
 
-__all__ = ["ENDED", "JobState", "SlurmCommands", "SlurmError", "job_script", "label_pending_slurm"]
+__all__ = ["ENDED", "JobState", "SlurmCommands", "SlurmError", "cancel_orphaned_jobs", "job_environment", "job_script",
+           "label_pending_slurm"]
