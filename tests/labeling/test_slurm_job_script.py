@@ -318,3 +318,28 @@ def test_jobs_of_a_submitter_that_died_are_cancelled_before_recover_running_labe
     slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs",
                                         recover_running=True, max_attempts=2)
     assert (directory / "cancelled").read_text().split() == ["101"]  # finished batches are left alone
+
+
+def test_a_row_another_labeller_took_over_meanwhile_does_not_stop_the_labelling(fake_slurm, pending, tmp_path,
+                                                                                monkeypatch):
+    from mlip_autopipec.calculators import CalculatorSpec
+    from mlip_autopipec.labeling import slurm as slurm_labelling
+    from mlip_autopipec.store import Status
+    from tests.labeling.conftest import fcc_cell
+
+    directory, settings = fake_slurm
+    store, [row_id] = pending(fcc_cell("Cu", seed=1))
+    (directory / "initial-state").write_text("FAILED\n")
+    poll = slurm_labelling._SlurmLabeling._poll
+
+    def taken_over_first(self):  # a labeller with recover_running failed the row while the job ran
+        if store.get(row_id).status is Status.RUNNING:
+            store.fail(row_id, "failed by another labeller")
+        poll(self)
+
+    monkeypatch.setattr(slurm_labelling._SlurmLabeling, "_poll", taken_over_first)
+    report = slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs",
+                                                 max_attempts=1)
+    [attempt] = report.attempts
+    assert not attempt.stored and "not stored" in attempt.error
+    assert store.get(row_id).provenance["error"] == "failed by another labeller"
