@@ -25,7 +25,14 @@ SLURM's own requeue would rerun finished structures; retries here are per struct
 A job sbatch refuses (wrong partition, account, walltime over the limit) fails its structures
 with sbatch's message and ends the submitting for this call; the other rows stay pending.
 Interrupted (Ctrl-C, a cancelled Prefect task), the jobs in flight are cancelled with `scancel`, what
-they finished is stored and the rest is failed (retried next time), then the interrupt goes on.
+they finished is stored and the rest is failed (retried next time), then the interrupt goes on; a batch
+interrupted while being written or submitted fails its rows too (and its job, if sbatch took it, is
+cancelled). Each batch directory gets the job id (job_id) as soon as sbatch returns it and a
+`finished` mark once its outcomes are stored: killed outright, this process leaves its jobs findable,
+and the next call with recover_running scancels them before their rows are labelled again. squeue
+failing for another reason than an unknown job id (slurmctld down) fails no job: the poll waits.
+The SLURM commands run without this process's secrets (job_environment): sbatch passes its
+environment on to the job and slurmctld keeps it.
 """
 
 from __future__ import annotations
