@@ -343,3 +343,21 @@ def test_a_row_another_labeller_took_over_meanwhile_does_not_stop_the_labelling(
     [attempt] = report.attempts
     assert not attempt.stored and "not stored" in attempt.error
     assert store.get(row_id).provenance["error"] == "failed by another labeller"
+
+
+def test_a_job_whose_id_cannot_be_written_down_is_cancelled(fake_slurm, pending, tmp_path, monkeypatch):
+    from mlip_autopipec.calculators import CalculatorSpec
+    from mlip_autopipec.labeling import slurm as slurm_labelling
+    from mlip_autopipec.store import Status
+    from tests.labeling.conftest import fcc_cell
+
+    directory, settings = fake_slurm
+    store, [row_id] = pending(fcc_cell("Cu", seed=1))
+
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(slurm_labelling, "atomic_write_text", disk_full)
+    report = slurm_labelling.label_pending_slurm(store, CalculatorSpec(), settings(), workdir=tmp_path / "jobs")
+    assert (directory / "cancelled").read_text().split() == ["101"]
+    assert "No space left on device" in report.errors[0] and store.get(row_id).status is Status.PENDING

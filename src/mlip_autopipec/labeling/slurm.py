@@ -236,6 +236,9 @@ class _SlurmLabeling:
                 self._write_and_submit(batch)
             except Exception as exc:  # sbatch refused, disk trouble, a setting job_script cannot write
                 self.submit_refused = True
+                if batch.job_id:  # sbatch took it (writing job_id failed): it must not run on unwatched
+                    self.in_flight.pop(batch.job_id, None)
+                    self._cancel_quietly(batch.job_id)
                 log.error(f"no more SLURM jobs in this call: {name} could not be submitted: {exc}")
                 reason = str(exc) if isinstance(exc, (OSError, SlurmError)) else f"{type(exc).__name__}: {exc}"
                 self._finish(batch, because=f"the job could not be submitted: {reason}")
