@@ -168,7 +168,7 @@ def label_structures(settings: CampaignConfig, campaign: str, generation: int | 
 
         with prefect_api_for_workers(settings.execution):
             return LabelCounts.model_validate(
-                label_flow.with_options(task_runner=build_task_runner(settings.execution))(**request.model_dump()))
+                label_flow.with_options(task_runner=build_task_runner(settings.execution))(**request.flow_parameters()))
     if deployment is None:
         return LabelCounts.model_validate(label_task(
             request.store, request.campaign, request.calculator, generation=request.generation,
@@ -179,7 +179,7 @@ def label_structures(settings: CampaignConfig, campaign: str, generation: int | 
 
 def _dispatch_labelling(settings: CampaignConfig, deployment: str, request: LabelRequest) -> LabelCounts:
     before = completed_ids(request)
-    flow_run = _run_deployment_and_wait(settings, deployment, request.model_dump(),
+    flow_run = _run_deployment_and_wait(settings, deployment, request.flow_parameters(),
                                         f"labelling of {request.campaign}, generation {request.generation}")
     counts = dispatched_counts(request, before, str(flow_run.id))
     get_run_logger().info(f"labelling run {flow_run.name!r} of {deployment}: {counts.completed} completed, "

@@ -23,11 +23,13 @@ def _config(tmp_path, extra: str = "") -> CampaignConfig:
 def test_the_request_carries_the_campaign_labelling_settings(tmp_path):
     config = _config(tmp_path, "labeling: {timeout_s: 30, max_attempts: 2, workers: 3}\n")
     request = label_request(config, config.held_out_campaign, None, recover_running=True)
-    assert request.model_dump() == {
+    assert request.flow_parameters() == {
         "store": config.store_url, "calculator": {"factory": "emt", "kwargs": {}},
         "campaign": "My Campaign--held-out", "generation": None, "timeout_s": 30.0, "max_attempts": 2,
-        "workers": 3, "workdir": str(config.workdir / "labeling" / "my-campaign-held-out"), "recover_running": True,
-        "slurm": None}
+        "workers": 3, "workdir": str(config.workdir / "labeling" / "my-campaign-held-out"), "recover_running": True}
+    # a label deployment registered before SLURM labelling takes a request without it; one that uses it says so
+    slurm = _config(tmp_path, "labeling: {executor: slurm, slurm: {partition: debug}}\n")
+    assert label_request(slurm, slurm.campaign, 1).flow_parameters()["slurm"]["partition"] == "debug"
 
 
 def test_a_dispatched_run_is_counted_from_the_store(tmp_path):

@@ -32,6 +32,11 @@ class LabelRequest(BaseModel):
     recover_running: bool = False
     slurm: dict | None = None  # labeling.slurm (SlurmSettings) with executor: slurm: SLURM batch jobs
 
+    def flow_parameters(self) -> dict:
+        """The label flow's arguments. `slurm` only when it is set, so that a label deployment
+        registered before SLURM labelling existed still runs a request that does not use it."""
+        return self.model_dump(exclude=None if self.slurm else {"slurm"})
+
 
 def label_request(config: CampaignConfig, campaign: str, generation: int | None,
                   recover_running: bool = False) -> LabelRequest:
