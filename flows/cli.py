@@ -213,15 +213,21 @@ def _kill(pid: int, timeout: float = 15.0) -> None:
             return
 
 
+def _serving(state: dict | None) -> bool:
+    """The recorded server is ours and answers: after ours died, another program (another user's
+    server on a shared login node) may answer at its address."""
+    return bool(state) and _is_our_server(state["pid"]) and _healthy(state["url"])
+
+
 def local_server(start: bool = True) -> dict | None:
     """The running local server's state, started first if need be (and `start`)."""
     home = _home()
     state = _read_state(home)
-    if state and _healthy(state["url"]):
+    if _serving(state):
         return state
     with _locked(home):  # one starter at a time; the others wait here and then find its server
         state = _read_state(home)
-        if state and _healthy(state["url"]):
+        if _serving(state):
             return state
         if state and _is_our_server(state["pid"]):  # there but not answering: a moment, then replace it
             deadline = time.monotonic() + 10

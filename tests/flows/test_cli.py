@@ -134,3 +134,33 @@ def test_a_stale_state_file_never_kills_another_process(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_server_that_is_not_ours_is_not_used(tmp_path):
+    """Ours died and something else answers at its address (another user's server on a shared login
+    node): commands must not send their runs there."""
+    import http.server
+    import threading
+
+    from prefect.settings import PREFECT_HOME, temporary_settings
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    impostor = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        url = f"http://127.0.0.1:{impostor.server_port}"
+        assert cli._healthy(url)
+        with temporary_settings(updates={PREFECT_HOME: str(tmp_path)}):
+            (tmp_path / cli.STATE_FILE).write_text(json.dumps({"pid": dead.pid, "port": 0, "url": url}))
+            assert cli.local_server(start=False) is None
+    finally:
+        impostor.shutdown()
