@@ -37,17 +37,6 @@ def test_outside_a_deployment_training_runs_without_the_limit():
     assert not [r for r in records if r.levelno >= logging.WARNING], [r.getMessage() for r in records]
 
 
-def test_outside_a_deployment_an_existing_limit_is_still_held():
-    with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINING_SLOT, limit=1))
-    try:
-        with training_slot():
-            assert _active_slots() == 1
-        assert _active_slots() == 0
-    finally:
-        _delete_limit()
-
-
 def test_a_deployment_run_on_a_server_without_the_limit_fails_clearly(monkeypatch):
     monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", str(uuid.uuid4()))
     with pytest.raises(RuntimeError, match="needs the server's 'gpu' concurrency limit: run "
@@ -56,8 +45,10 @@ def test_a_deployment_run_on_a_server_without_the_limit_fails_clearly(monkeypatc
             pytest.fail("trained without the limit")
 
 
-def test_a_deployment_run_holds_one_slot_while_it_trains(monkeypatch):
-    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", str(uuid.uuid4()))
+@pytest.mark.parametrize("in_deployment", [True, False])
+def test_an_existing_limit_holds_one_slot_while_it_trains(monkeypatch, in_deployment):
+    if in_deployment:
+        monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", str(uuid.uuid4()))
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINING_SLOT, limit=1))
     try:
