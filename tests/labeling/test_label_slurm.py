@@ -147,15 +147,20 @@ def test_a_node_drained_mid_run_finishes_its_job_and_the_next_one_is_retried(slu
                           kwargs={"flag_dir": str(flags)})
     try:
         report = label_pending_slurm(store, spec, settings(structures_per_job=1, max_jobs=1, pending_timeout_s=3),
-                                     workdir=tmp_path / "jobs")
+                                     workdir=tmp_path / "jobs", max_attempts=5)
     finally:
         injector.join(timeout=5)
         slurm_cluster.set_node_state("RESUME", check=False)  # whatever happened, the next test gets the node
     assert not injector.errors, injector.errors
     assert sorted(report.completed) == [running, queued] and not report.failed, report.errors
-    assert store.get(running).provenance["attempts"] == 1 and store.get(queued).provenance["attempts"] == 2
-    [error] = report.errors
-    assert error.startswith(f"structure {queued} (attempt 1): SLURM job ") and "did not start within 3 s" in error
+    # The retry submitted right after the cancel may itself wait out the 3 s if SLURM schedules it only
+    # after the resume settles (seen on a loaded CI machine): how many retries it takes is SLURM's timing.
+    retries = store.get(queued).provenance["attempts"] - 1
+    assert store.get(running).provenance["attempts"] == 1 and 1 <= retries < 5
+    assert len(report.errors) == retries
+    for attempt, error in enumerate(report.errors, start=1):
+        assert error.startswith(f"structure {queued} (attempt {attempt}): SLURM job "), error
+        assert "did not start within 3 s (pending, reason: " in error, error
 
 
 def test_gpaw_under_mpi_in_a_slurm_job_gives_the_serial_labels(slurm_cluster, pending, tmp_path):
