@@ -78,9 +78,15 @@ class Parser(argparse.ArgumentParser):
         return out
 
 
+_invoked_as: str | None = None  # "mlip-autopipec" while main() dispatches a command
+
+
 def parser(command: str, doc: str | None, renames: dict[str, str] | None = None) -> Parser:
-    """The parser of `python -m flows.<command>` (also `mlip-autopipec <command>`)."""
-    return Parser(prog=f"python -m flows.{command}", description=doc, renames=renames)
+    """The parser of `python -m flows.<command>` or `mlip-autopipec <command>`: its usage and help
+    name the command the way the user called it."""
+    prog = (f"{_invoked_as} {command.replace('_', '-')}" if _invoked_as
+            else f"python -m flows.{command}")
+    return Parser(prog=prog, description=doc, renames=renames)
 
 
 # -- one local server ---------------------------------------------------------------------------
@@ -300,9 +306,9 @@ def use_prefect_api() -> str | None:
 
 # -- mlip-autopipec <command> -------------------------------------------------------------------
 
-def server(argv: list[str]) -> int:
-    cli = parser("cli server", "The local Prefect server that commands share (under PREFECT_HOME).")
-    cli.prog = "mlip-autopipec server"
+def server(argv: list[str], prog: str = "mlip-autopipec") -> int:
+    cli = Parser(prog=f"{prog} server",
+                 description="The local Prefect server that commands share (under PREFECT_HOME).")
     cli.add_argument("action", choices=["status", "start", "stop"])
     args = cli.parse_args(argv)
     if args.action == "stop":
@@ -318,7 +324,8 @@ def server(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "mlip-autopipec") -> int:
+    """`prog <command> [options]`; `prog` is how the user called us, shown in every command's usage."""
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = [name.replace("_", "-") for name in COMMANDS]
     if not argv or argv[0] in ("-h", "--help"):
@@ -326,13 +333,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0].replace("_", "-"), argv[1:]
     if command == "server":
-        return server(rest)
+        return server(rest, prog)
     if command not in commands:
         print(f"error: unknown command {argv[0]!r}; one of: {', '.join(commands)}, server", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"flows.{command.replace('-', '_')}")
-    return module.main(rest)
+    global _invoked_as
+    _invoked_as = prog
+    try:
+        return importlib.import_module(f"flows.{command.replace('-', '_')}").main(rest)
+    finally:
+        _invoked_as = None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m flows.cli"))

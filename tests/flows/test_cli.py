@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -38,6 +39,21 @@ def test_mlip_autopipec_dispatches_to_the_flows(capsys):
         cli.main(["direct-sample", "--help"])
     assert exited.value.code == 0 and "--n-clusters" in capsys.readouterr().out
     assert cli.main(["no-such-command"]) == 2
+
+
+@pytest.mark.parametrize(("argv", "prog", "usage"), [
+    (["train", "--help"], "mlip-autopipec", "usage: mlip-autopipec train "),
+    (["direct_sample", "--help"], "mlip-autopipec", "usage: mlip-autopipec direct-sample "),
+    (["server", "--help"], "python -m flows.cli", "usage: python -m flows.cli server "),
+])
+def test_usage_names_the_command_as_it_was_called(argv, prog, usage, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv, prog=prog)
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith(usage)
+    if argv[0] != "server":  # the same command run as a module names the module
+        with pytest.raises(SystemExit):
+            importlib.import_module(f"flows.{argv[0]}").main(["--help"])
+        assert capsys.readouterr().out.startswith(f"usage: python -m flows.{argv[0]} ")
 
 
 def test_a_configured_api_wins(monkeypatch):
