@@ -27,3 +27,48 @@ def test_a_cache_hit_whose_files_are_gone_runs_again(tmp_path):
     twice_with_deletion(target)
     assert CALLS == [target, target]
     assert Path(target).read_text() == "abc"
+
+
+# The same task source twice: once returning a dict (results before they were typed), once a model.
+STEPS_MODULE = '''
+from pydantic import BaseModel, ConfigDict
+from prefect import task
+from tasks.caching import DIGEST_CACHE
+
+CALLS = []
+{result}
+
+@task(name="step", cache_policy=DIGEST_CACHE, persist_result=True)
+def step(target: str, content_digest: str) -> Result:
+    CALLS.append(target)
+    return Result(target=target)
+'''
+TYPED = '''
+class Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    target: str
+'''
+
+
+def _steps_module(tmp_path, monkeypatch, name: str, result: str):
+    import importlib
+
+    (tmp_path / f"{name}.py").write_text(STEPS_MODULE.format(result=result))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module(name)
+
+
+def test_a_result_persisted_under_another_result_type_is_not_loaded_as_the_new_one(tmp_path, monkeypatch):
+    untyped = _steps_module(tmp_path, monkeypatch, "untyped_steps", "Result = dict")
+    typed = _steps_module(tmp_path, monkeypatch, "typed_steps", TYPED)
+    assert untyped.step.source_code == typed.step.source_code  # TASK_SOURCE alone would not tell them apart
+    target = str(tmp_path / "out")
+
+    @flow
+    def run(module) -> list:
+        return [module.step(target, "abc"), module.step(target, "abc")]
+
+    assert run(untyped) == [{"target": target}] * 2
+    first, cached = run(typed)
+    assert typed.CALLS == [target]  # the dict was not reused; the model was, loaded back from Prefect's storage
+    assert isinstance(cached, typed.Result) and cached == first == typed.Result(target=target)
