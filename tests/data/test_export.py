@@ -123,3 +123,18 @@ def test_a_rare_element_is_never_only_in_the_test_split():
             assert sorted(split["train"] + split["test"]) == list(range(20))
             tested_without_ni += 7 in split_by_group(cells(with_ni=False), fraction, seed)["test"]
     assert tested_without_ni > 0  # the same cell, all Cu, does land in test: the rule is what keeps it
+
+
+def test_extxyz_holds_exactly_what_ase_writes_for_the_labelled_atoms(tmp_path, shared_data):
+    """The writer puts labels where ase's extxyz writer moves a calculator's results; the bytes
+    (hence the dataset digest) are those of `ase.io.write` on `frame.to_atoms()`."""
+    from mlip_autopipec.data.readers import read_labelled_frames
+
+    frames = [frame for _, frame in read_labelled_frames(shared_data / "Cu-I.extxyz")][:6]
+    frames[1].stress = np.arange(6, dtype=float)
+    frames[2].stress = np.arange(9, dtype=float).reshape(3, 3)
+    frames[3].energy_corrected = None
+    manifest = export_dataset([ExportItem(frame, str(index)) for index, frame in enumerate(frames)], tmp_path / "out",
+                              test_fraction=0.0, formats=["extxyz"])
+    ase.io.write(tmp_path / "ase.extxyz", [frame.to_atoms() for frame in frames], format="extxyz")
+    assert manifest.path_of("extxyz", "train").read_bytes() == (tmp_path / "ase.extxyz").read_bytes()

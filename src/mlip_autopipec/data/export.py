@@ -167,7 +167,21 @@ def check_export_target(out_dir: str | os.PathLike, overwrite: bool = False) -> 
 
 
 def _write_extxyz(frames: Sequence[LabelledFrame], path: Path) -> None:
-    ase.io.write(path, [frame.to_atoms() for frame in frames], format="extxyz")
+    """The bytes ase writes for `frame.to_atoms()`, with the labels placed where ase's writer moves a
+    calculator's results (info, arrays): a SinglePointCalculator would copy every frame's atoms once more."""
+    images = []
+    for frame in frames:
+        atoms = frame.atoms.copy()
+        if frame.energy_corrected is not None:
+            atoms.info["energy_corrected"] = frame.energy_corrected
+        if frame.energy is not None:
+            atoms.info["energy"] = frame.energy
+        if frame.stress is not None:
+            atoms.info["stress"] = np.array(frame.stress, dtype=float)
+        if frame.forces is not None:
+            atoms.arrays["forces"] = np.array(frame.forces, dtype=float)
+        images.append(atoms)
+    ase.io.write(path, images, format="extxyz")
 
 
 def _write_mace_extxyz(frames: Sequence[LabelledFrame], path: Path) -> None:
