@@ -7,23 +7,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: workers and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mlip_autopipec.files import atomic_path  # noqa: E402
-from mlip_autopipec.validation.errors import Predictions  # noqa: E402
+from mlip_autopipec.files import atomic_path
+from mlip_autopipec.validation.errors import Predictions
 
 if TYPE_CHECKING:  # the campaign package sits above validation; only its record's fields are read
     from mlip_autopipec.campaign.records import GenerationRecord
 
 
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (workers and CI have no display), imported on
+    first use: about a second that commands which import this module but never plot do not pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def parity_plot(predictions: Predictions, target: str | Path, title: str = "") -> Path:
     """Energy-per-atom and force-component parity side by side, with RMSE in each panel."""
     metrics = predictions.summary()
-    figure, (energy_axis, force_axis) = plt.subplots(1, 2, figsize=(10, 4.6))
+    figure, (energy_axis, force_axis) = pyplot().subplots(1, 2, figsize=(10, 4.6))
     per_atom_ref = predictions.energy_reference / predictions.n_atoms
     per_atom_pred = predictions.energy_predicted / predictions.n_atoms
     _parity(energy_axis, per_atom_ref, per_atom_pred, "energy per atom (eV/atom)",
@@ -37,7 +44,7 @@ def parity_plot(predictions: Predictions, target: str | Path, title: str = "") -
 
 
 def error_histogram(predictions: Predictions, target: str | Path, title: str = "") -> Path:
-    figure, (energy_axis, force_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (energy_axis, force_axis) = pyplot().subplots(1, 2, figsize=(10, 4))
     energy_errors = 1000.0 * predictions.energy_per_atom_error
     force_errors = 1000.0 * predictions.force_error.reshape(-1)
     energy_axis.hist(energy_errors, bins=_bins(energy_errors, 40), color="tab:blue")
@@ -58,7 +65,7 @@ GAMMA_UNRELIABLE = 5.0  # γ beyond ~5: predictions are not to be trusted
 
 def gamma_histograms(max_gamma: np.ndarray, atom_gamma: np.ndarray, target: str | Path, title: str = "") -> Path:
     """Extrapolation grade γ: largest per structure (left) and every atom's (right, log counts)."""
-    figure, (structure_axis, atom_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (structure_axis, atom_axis) = pyplot().subplots(1, 2, figsize=(10, 4))
     structures, atoms = np.asarray(max_gamma, dtype=float), np.asarray(atom_gamma, dtype=float)
     structure_axis.hist(structures, bins=_bins(structures, max(5, min(40, len(structures)))), color="tab:green")
     structure_axis.set_xlabel("max γ per structure")
@@ -98,7 +105,7 @@ def _parity(axis, reference: np.ndarray, predicted: np.ndarray, label: str, note
 def _save(figure, target: str | Path) -> Path:
     with atomic_path(target) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
-    plt.close(figure)
+    pyplot().close(figure)
     return Path(target)
 
 
@@ -112,7 +119,7 @@ def learning_curve(records: Sequence[GenerationRecord], target: str | Path, titl
     labels = np.array([record.labels_trained_on for record in ordered], dtype=float)
     panels = [("held_out_energy_rmse_mev_per_atom", "energy RMSE (meV/atom)", "tab:blue"),
               ("held_out_forces_rmse_mev_per_angstrom", "force RMSE (meV/Å)", "tab:orange")]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    figure, axes = pyplot().subplots(1, 2, figsize=(10, 4.2))
     for axis, (field, axis_label, colour) in zip(axes, panels):
         rmse = np.array([getattr(record, field) for record in ordered], dtype=float)
         axis.plot(labels, rmse, "o-", color=colour, markersize=6)

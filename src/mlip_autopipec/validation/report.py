@@ -13,31 +13,28 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from ase import Atoms  # noqa: E402
-from ase.calculators.calculator import Calculator  # noqa: E402
-
-from mlip_autopipec.backends.potentials import load_potential, potential_energy_reference  # noqa: E402
-from mlip_autopipec.data.frames import EnergyReference, LabelledFrame  # noqa: E402
-from mlip_autopipec.data.problems import FrameProblem  # noqa: E402
-from mlip_autopipec.data.readers import read_labelled_frames  # noqa: E402
-from mlip_autopipec.files import atomic_path, atomic_write_text  # noqa: E402
-from mlip_autopipec.validation.errors import predict  # noqa: E402
-from mlip_autopipec.validation.physical import (  # noqa: E402
+from mlip_autopipec.backends.potentials import load_potential, potential_energy_reference
+from mlip_autopipec.data.frames import EnergyReference, LabelledFrame
+from mlip_autopipec.data.problems import FrameProblem
+from mlip_autopipec.data.readers import read_labelled_frames
+from mlip_autopipec.files import atomic_path, atomic_write_text
+from mlip_autopipec.validation.errors import predict
+from mlip_autopipec.validation.physical import (
     PhysicalComparison,
     compare_physical,
     per_element_force_errors,
 )
-from mlip_autopipec.validation.plots import (  # noqa: E402
+from mlip_autopipec.validation.plots import (
     GAMMA_EXTRAPOLATION,
     GAMMA_UNRELIABLE,
     error_histogram,
     gamma_histograms,
     parity_plot,
+    pyplot,
 )
 
 __all__ = ["METRICS_NAME", "REPORT_NAME", "eos_plot", "gamma_statistics", "load_potential", "load_validation_frames",
@@ -186,7 +183,7 @@ def _json_default(value):
 def eos_plot(comparison: PhysicalComparison, target: str | Path, title: str = "") -> Path:
     """E(V) - E0 per atom of the potential and the reference (each from its own minimum, since
     their energy zeros differ), scanned points and fitted equilibrium volumes."""
-    figure, axis = plt.subplots(figsize=(6.4, 4.6))
+    figure, axis = pyplot().subplots(figsize=(6.4, 4.6))
     curves = [("potential", comparison.potential, "tab:blue")]
     if comparison.reference is not None:
         curves.append((comparison.reference_name or "reference", comparison.reference, "tab:red"))
@@ -208,7 +205,7 @@ def eos_plot(comparison: PhysicalComparison, target: str | Path, title: str = ""
 def _save(figure, target: str | Path) -> Path:
     with atomic_path(target) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
-    plt.close(figure)
+    pyplot().close(figure)
     return Path(target)
 
 
