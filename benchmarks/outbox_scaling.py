@@ -1,7 +1,7 @@
 """DFT outbox scaling: 1k / 10k / 100k candidates of 32 atoms, and grouping vs pymatgen.
 
     .venv/bin/python -m benchmarks.outbox_scaling [--workload triclinic|alloy] [--sizes 1000 10000 100000]
-        [--processes 2] [--pymatgen 1000] [--json out.json]
+        [--processes 2] [--pymatgen 1000] [--store 3000] [--json out.json]
 
 Workloads (32 atoms each):
 - triclinic: 70 % distinct random triclinic Cu28Au4 cells, 20 % exact duplicates of one of them
@@ -13,7 +13,9 @@ Workloads (32 atoms each):
 Reports wall time per size, the exponent of time ~ N^k fitted over the sizes, the grouping
 recovered against the known truth (adjusted Rand index) and `wrongly_skipped`: candidates skipped
 as a duplicate of a structure that is not theirs. With --pymatgen M the first M candidates are also
-grouped by pymatgen's StructureMatcher and both are scored against the truth.
+grouped by pymatgen's StructureMatcher and both are scored against the truth. With --store R the
+outbox runs against a store of R rows instead (written as ingest writes them, without the outbox's
+fingerprint): two calls of the first size's candidates each, drawn from the same workload, timed apart.
 """
 
 from __future__ import annotations
@@ -104,6 +106,33 @@ def wrongly_skipped(report, ids: list[str], truth: np.ndarray) -> int:
     return sum(group[s["id"]] != group[s["duplicate_of"]] for s in report.skipped)
 
 
+def run_with_store(rows: int, n: int, processes: int, workload: str = "triclinic") -> dict:
+    """Two outbox calls of `n` candidates against a store of `rows` rows of the same workload."""
+    from mlip_autopipec.data.frames import LabelledFrame
+    from mlip_autopipec.store import NewStructure, Status, StructureStore
+    pool, truth = make_candidates(rows + 2 * n, workload=workload)
+    group = {c.id: g for c, g in zip(pool, truth.tolist())}
+    results = {"workload": workload, "store_rows": rows, "calls": []}
+    with tempfile.TemporaryDirectory() as work:
+        store = StructureStore(f"{work}/structures.db")
+        outcomes = store.add([NewStructure(LabelledFrame(c.atoms, None, None), "bench", status=Status.PENDING)
+                              for c in pool[:rows]])
+        for c, outcome in zip(pool[:rows], outcomes):
+            group[f"store:{outcome.id}"] = group[c.id]
+        for call in range(2):
+            batch = pool[rows + call * n:rows + (call + 1) * n]
+            start = time.perf_counter()
+            report = process_outbox(batch, store, None, f"{work}/out{call}", tolerance=0.05, processes=processes)
+            seconds = time.perf_counter() - start
+            for record in report.submitted:
+                group[f"store:{record['store_id']}"] = group[record["id"]]
+            row = {"call": call + 1, "n": n, "seconds": round(seconds, 2), **report.counts,
+                   "wrongly_skipped": sum(group[s["id"]] != group[s["duplicate_of"]] for s in report.skipped)}
+            results["calls"].append(row)
+            print(json.dumps(row), flush=True)
+    return results
+
+
 def run(sizes, processes, pymatgen_n, workload: str = "triclinic") -> dict:
     from sklearn.metrics import adjusted_rand_score
     results = {"workload": workload, "sizes": [], "pymatgen": None}
@@ -160,9 +189,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--pymatgen", type=int, default=1000, help="subset size for StructureMatcher (0: skip)")
+    parser.add_argument("--store", type=int, default=0, help="rows of a store to run against (0: no store)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    results = run(args.sizes, args.processes, args.pymatgen, args.workload)
+    if args.store:
+        results = run_with_store(args.store, args.sizes[0], args.processes, args.workload)
+    else:
+        results = run(args.sizes, args.processes, args.pymatgen, args.workload)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

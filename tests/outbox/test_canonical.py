@@ -1,4 +1,4 @@
-"""Invariance of the canonical fingerprint and the near-duplicate descriptor (property-based)."""
+"""Invariance of the fingerprint (store/fingerprint.py) and the near-duplicate descriptor (property-based)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,8 @@ from ase import Atoms
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlip_autopipec.outbox import canonical_fingerprint, canonicalize, descriptor
+from mlip_autopipec.outbox import descriptor
+from mlip_autopipec.store.fingerprint import canonicalize, fingerprint
 
 NEAR = 0.05
 # Unimodular integer matrices: each gives the same lattice in another basis.
@@ -34,7 +35,7 @@ def random_structure(seed: int, n: int = 12, cubic: bool = False) -> Atoms:
 
 
 def same(a: Atoms, b: Atoms) -> bool:
-    return canonical_fingerprint(a) == canonical_fingerprint(b)
+    return fingerprint(a) == fingerprint(b)
 
 
 def near(a: Atoms, b: Atoms) -> float:
@@ -147,7 +148,7 @@ def test_supercell_of_one_species_cubic(size):
 def test_the_niggli_basis_change_is_the_one_of_ases_public_reduction():
     from ase.build.niggli import niggli_reduce_cell
 
-    from mlip_autopipec.outbox.canonical import _niggli_basis_change
+    from mlip_autopipec.store.fingerprint import _niggli_basis_change
 
     rng = np.random.default_rng(7)
     for _ in range(200):

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlip_autopipec.outbox import Candidate, descriptor, find_match, process_outbox
-from mlip_autopipec.outbox.canonical import reduced_cell
+from mlip_autopipec.store.fingerprint import reduced_cell
 from mlip_autopipec.outbox.descriptor import prefilter_threshold
 from tests.outbox.test_canonical import UNIMODULAR, random_structure
 

@@ -8,7 +8,7 @@ import numpy as np
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.outbox import (SKIP_FILE, SUBMIT_FILE, Candidate, process_outbox, read_candidates,
                                    read_submitted)
-from mlip_autopipec.store import StructureStore
+from mlip_autopipec.store import StructureStore, fingerprint
 from mlip_autopipec.store.structure_store import NewStructure, Status
 from tests.outbox.test_canonical import UNIMODULAR, random_structure
 
@@ -93,10 +93,26 @@ def test_store_integration(tmp_path):
     assert [row.id for row in pending] == [r["store_id"] for r in report.submitted]
     assert all(row.generation == 3 and row.source == "outbox" for row in pending)
     assert store.status_counts() == {"pending": 2, "running": 0, "completed": 1, "failed": 0}
+    # the store now holds every row's fingerprint: the ingested row's recorded by this run, the
+    # submitted ones written with them; later runs read them
+    recorded = {row.id: row.canonical_fingerprint for row in store.select()}
+    assert recorded == {1: fingerprint(labelled), **{r["store_id"]: r["fingerprint"] for r in report.submitted}}
 
     again = process_outbox(candidates, store, None, tmp_path / "out", generation=3)
     assert again.submitted == []
     assert store.status_counts()["pending"] == 2
+
+
+def test_store_rows_at_another_fingerprint_tolerance(tmp_path):
+    """The store records fingerprints at the default tolerance; with another one they are computed."""
+    store = StructureStore(tmp_path / "structures.db")
+    labelled = random_structure(7)
+    store.add([NewStructure(LabelledFrame(labelled, -1.0, np.zeros((len(labelled), 3))), "dft")])
+    exact, nearby = variants(labelled, 2)
+    report = process_outbox([Candidate("x0", exact[2]), Candidate("x1", nearby)], store, None, tmp_path / "out",
+                            fingerprint_tolerance=1e-4)
+    assert [(s["reason"], s["duplicate_of"]) for s in report.skipped] == [("exact", "store:1"), ("near", "store:1")]
+    assert store.get(1).canonical_fingerprint is None
 
 
 def test_ase_readable_input(tmp_path):

@@ -1,11 +1,12 @@
 import multiprocessing
 
+import ase.db
 import numpy as np
 import pytest
 from ase.build import bulk
 
 from mlip_autopipec.data.frames import LabelledFrame
-from mlip_autopipec.store import NewStructure, Status, StatusError, StoreError, StructureStore
+from mlip_autopipec.store import NewStructure, Status, StatusError, StoreError, StructureStore, fingerprint
 
 
 def _cell(shift: float) -> LabelledFrame:
@@ -67,6 +68,29 @@ def test_harvest_filters_by_generation_source_and_campaign(store_url):
     assert len(store.harvest()) == 3
     assert [r.generation for r in store.harvest(source="md")] == [1, 2]
     assert [r.generation for r in store.harvest(max_generation=1)] == [0, 1]
+
+
+def test_the_full_fingerprint_is_computed_once_for_rows_without_it_and_read_after(store_url):
+    StructureStore(store_url, campaign="other").add([NewStructure(_cell(0.5), "ingest")])
+    store = StructureStore(store_url, campaign="cu")
+    # as ingest (and every version before it was recorded) writes a row: without it; and a writer that has it
+    store.add([NewStructure(_cell(0.1), "ingest", origin="a.xyz:0"),
+               NewStructure(_cell(0.2), "outbox", status=Status.PENDING, canonical_fingerprint="recorded")])
+    before = {row.id: row for row in store.select()}
+    assert [row.canonical_fingerprint for row in before.values()] == [None, "recorded"]
+    rows = store.select_fingerprinted()
+    assert [row.canonical_fingerprint for row in rows] == [fingerprint(_cell(0.1).atoms), "recorded"]
+    for row in rows:  # recorded, and nothing else of the row changed
+        again = store.get(row.id)
+        assert again.canonical_fingerprint == row.canonical_fingerprint
+        assert (again.fingerprint, again.status, again.source, again.provenance) == (
+            before[row.id].fingerprint, before[row.id].status, before[row.id].source, before[row.id].provenance)
+        np.testing.assert_array_equal(again.frame.atoms.positions, before[row.id].frame.atoms.positions)
+    assert store.get(1).canonical_fingerprint is None  # another campaign's row: not this outbox's business
+    # written as ase.db's own update writes a key: a selection by it finds the row
+    found = ase.db.connect(store.url).select(canonical_fingerprint=rows[0].canonical_fingerprint)
+    assert [row.id for row in found] == [rows[0].id]
+    assert store.add([NewStructure(_cell(0.1), "md")])[0].duplicate_of == rows[0].id
 
 
 def _write_shifts(path: str, shifts: list[float]) -> None:

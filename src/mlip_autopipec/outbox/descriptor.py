@@ -25,7 +25,7 @@ from ase import Atoms
 from ase.data import covalent_radii
 from scipy.spatial import cKDTree
 
-from mlip_autopipec.outbox.canonical import reduced_cell
+from mlip_autopipec.store.fingerprint import reduced_cell
 
 DEFAULT_NEIGHBOURS = 8
 KD_COORDINATES = 24

@@ -31,7 +31,7 @@ import numpy as np
 from ase import Atoms
 from scipy.optimize import linear_sum_assignment
 
-from mlip_autopipec.outbox.canonical import BASIS_ROWS, fully_periodic, reduced_cell
+from mlip_autopipec.store.fingerprint import BASIS_ROWS, fully_periodic, reduced_cell
 
 _UNMATCHED = 1e6  # assignment cost of a pair farther apart than allowed
 

@@ -2,7 +2,8 @@
 
 Candidates are deduplicated against each other (first one wins), against the queue already
 submitted by earlier runs (`dft_submit.jsonl`) and against every row of the store's campaign.
-Exact duplicates share a canonical fingerprint. A near duplicate within `tolerance` Å has an
+Exact duplicates share a fingerprint (`store.fingerprint`; the store records each row's, so its
+rows are not fingerprinted again on every run). A near duplicate within `tolerance` Å has an
 equivalent cell, translation and same-species permutation under which every atom lies within
 `tolerance` of its partner (see `match`): pairs are proposed by the species-resolved descriptor
 prefilter (`descriptor`, which never misses such a pair) and each skip is confirmed by
@@ -27,9 +28,9 @@ import numpy as np
 from ase import Atoms
 
 from mlip_autopipec.files import atomic_write_text
-from mlip_autopipec.outbox.canonical import DEFAULT_TOLERANCE, canonical_fingerprint, canonicalize
 from mlip_autopipec.outbox.descriptor import composition_key, descriptor, near_pairs, prefilter_threshold
 from mlip_autopipec.outbox.match import find_match
+from mlip_autopipec.store.fingerprint import DEFAULT_TOLERANCE, canonicalize, fingerprint
 
 SUBMIT_FILE = "dft_submit.jsonl"
 SKIP_FILE = "dft_skip.jsonl"
@@ -183,7 +184,7 @@ def _entry(label: str, atoms: Atoms, tolerance: float, near_tolerance: float, fp
            canonical: bool = False) -> _Entry:
     desc = descriptor(atoms)
     return _Entry(label, atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
-                  fp or canonical_fingerprint(atoms, tolerance, canonical=canonical), desc,
+                  fp or fingerprint(atoms, tolerance, assume_canonical=canonical), desc,
                   composition_key(atoms),
                   prefilter_threshold(atoms, near_tolerance, assume_reduced=canonical))
 
@@ -222,8 +223,11 @@ def _process_locked(candidates, store, submitted_queue_path, out_dir: Path, tole
                                  tolerance, record.get("fingerprint") if record.get("fingerprint_tolerance")
                                  == fingerprint_tolerance else None))
     if store is not None:
-        for row in store.select():
-            references.append(_entry(f"store:{row.id}", row.frame.atoms, fingerprint_tolerance, tolerance))
+        # the store keeps each row's fingerprint at the default tolerance; another one is computed here
+        stored = fingerprint_tolerance == DEFAULT_TOLERANCE
+        for row in store.select_fingerprinted() if stored else store.select():
+            references.append(_entry(f"store:{row.id}", row.frame.atoms, fingerprint_tolerance, tolerance,
+                                     row.canonical_fingerprint if stored else None))
 
     report = OutboxReport(candidates=len(candidates))
     exact: dict[str, str] = {}
@@ -262,7 +266,8 @@ def _process_locked(candidates, store, submitted_queue_path, out_dir: Path, tole
         from mlip_autopipec.data.frames import LabelledFrame
         from mlip_autopipec.store.structure_store import NewStructure, Status
         outcomes = store.add([NewStructure(LabelledFrame(entry.atoms(), None, None), source, status=Status.PENDING,
-                                           generation=generation, origin=cand.origin)
+                                           generation=generation, origin=cand.origin,
+                                           canonical_fingerprint=entry.fingerprint if stored else None)
                               for cand, entry in survivors])
         final = []
         for (cand, entry), outcome in zip(survivors, outcomes):

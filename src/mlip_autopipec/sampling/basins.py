@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from mlip_autopipec.outbox.canonical import canonical_fingerprint
+from mlip_autopipec.store.fingerprint import fingerprint
 from mlip_autopipec.outbox.descriptor import composition_key, descriptor
 
 # fcc and hcp hollows of an adatom differ first in its second shell: a longer reach than the outbox's
@@ -45,7 +45,7 @@ class BasinRegistry:
 
     def describe(self, atoms: Atoms, energy: float) -> Basin:
         """A not-yet-registered Basin (id -1) for `atoms` with model energy `energy`."""
-        return Basin(-1, canonical_fingerprint(atoms, self.tolerance), energy / max(len(atoms), 1),
+        return Basin(-1, fingerprint(atoms, self.tolerance), energy / max(len(atoms), 1),
                      composition_key(atoms), basin_descriptor(atoms))
 
     def find(self, candidate: Basin) -> Basin | None:

@@ -1,4 +1,4 @@
-"""The structure store (ase.db) and the canonical fingerprints that keep it free of duplicates."""
+"""The structure store (ase.db) and the fingerprint of a structure, which keeps it free of duplicates."""
 
 from mlip_autopipec.store.fingerprint import fingerprint
 from mlip_autopipec.store.structure_store import (
