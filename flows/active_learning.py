@@ -38,6 +38,7 @@ from mlip_autopipec.campaign.results import GenerationSteps, LabelCounts
 from mlip_autopipec.campaign.steps import HeldOutError, finished_generation, md_walker_indices
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.store import StoreError, check_writable
+from mlip_autopipec.validation.results import Evaluation
 from tasks.caching import run_with_outputs
 from tasks.campaign import (dashboard_task, explore_task, explore_walker_task, prepare_task, record_task,
                             select_and_queue_task)
@@ -45,8 +46,8 @@ from tasks.labeling import label_task
 from tasks.publish import BlockConflict, publish_task, slug
 from tasks.rendering import render_most_uncertain_task
 from tasks.run_identity import mark_earlier_runs_crashed
-from tasks.store import export_task
-from tasks.training import artifact_summary, evaluate_task, plot_files, potential_files, train_task
+from tasks.store import ExportedDataset, export_task
+from tasks.training import TrainedPotential, evaluate_task, train_task
 
 
 @flow(name="active-learning", log_prints=True)
@@ -77,7 +78,7 @@ def active_learning(config: str) -> list[dict]:
         previous = records[-1] if records else None
         records.append(generation_flow(settings, generation, previous.potential if previous else None,
                                        previous.potential_digest if previous else None,
-                                       held_out["manifest"], held_out["digest"]))
+                                       held_out.manifest, held_out.digest))
         reason = stop_reason(records, settings.stop)
         print(_progress_line(records[-1]))
         dashboard_task(settings, f"stopped: {reason}" if reason else f"running generation {len(records)}")
@@ -109,11 +110,11 @@ def generation_flow(settings: CampaignConfig, generation: int, initial_artifact:
     lap("export")
     trained = train_generation(settings, dataset, generation, initial_artifact, initial_digest)
     lap("train")
-    test = run_with_outputs(evaluate_task, plot_files, trained["artifact"], trained["digest"],
-                            dataset["manifest"], dataset["digest"])
-    held = run_with_outputs(evaluate_task, plot_files, trained["artifact"], trained["digest"], held_out_manifest,
-                            held_out_digest, split="train", name="held-out")
-    publish_task(settings.campaign, trained["artifact"], held)
+    test = run_with_outputs(evaluate_task, Evaluation.output_files, trained.artifact, trained.digest,
+                            dataset.manifest, dataset.digest)
+    held = run_with_outputs(evaluate_task, Evaluation.output_files, trained.artifact, trained.digest,
+                            held_out_manifest, held_out_digest, split="train", name="held-out")
+    publish_task(settings.campaign, trained.artifact, held)
     lap("validate")
     md_walkers = None
     if settings.execution.task_runner == "dask" and md_walker_indices(settings):
@@ -121,21 +122,21 @@ def generation_flow(settings: CampaignConfig, generation: int, initial_artifact:
 
         with prefect_api_for_workers(settings.execution):
             md_walkers = explore_walkers_flow.with_options(task_runner=build_task_runner(settings.execution))(
-                settings, trained["artifact"], trained["digest"], generation)
-    explored = run_with_outputs(explore_task, lambda result: result.trajectories, settings, trained["artifact"],
-                                trained["digest"], generation, md_walkers=md_walkers)
+                settings, trained.artifact, trained.digest, generation)
+    explored = run_with_outputs(explore_task, lambda result: result.trajectories, settings, trained.artifact,
+                                trained.digest, generation, md_walkers=md_walkers)
     if settings.exploration.render_most_uncertain:
-        render_most_uncertain_task(explored.trajectories, str(Path(trained["generation_dir"]) / "report"),
+        render_most_uncertain_task(explored.trajectories, str(Path(trained.generation_dir) / "report"),
                                    key=f"{settings.campaign}-gen-{generation:03d}-most-uncertain")
     lap("explore")
-    queued = select_and_queue_task(settings, trained["artifact"], explored.trajectories, generation)
+    queued = select_and_queue_task(settings, trained.artifact, explored.trajectories, generation)
     lap("select")
     labels = label_structures(settings, settings.campaign, generation + 1)
     lap("label")
     return record_task(settings, GenerationSteps(
-        generation=generation, potential=trained["artifact"], potential_digest=trained["digest"],
-        training_structures=dataset["counts"]["train"], held_out_metrics=held["metrics"],
-        test_metrics=test["metrics"], explored=explored, queued=queued, labels=labels, step_seconds=seconds))
+        generation=generation, potential=trained.artifact, potential_digest=trained.digest,
+        training_structures=dataset.counts["train"], held_out_metrics=held.metrics,
+        test_metrics=test.metrics, explored=explored, queued=queued, labels=labels, step_seconds=seconds))
 
 
 @flow(name="explore walkers", flow_run_name="explore walkers, generation {generation}")
@@ -167,10 +168,10 @@ def label_structures(settings: CampaignConfig, campaign: str, generation: int | 
         from tasks.runners import build_task_runner, prefect_api_for_workers
 
         with prefect_api_for_workers(settings.execution):
-            return LabelCounts.model_validate(
+            return LabelCounts.of(
                 label_flow.with_options(task_runner=build_task_runner(settings.execution))(**request.flow_parameters()))
     if deployment is None:
-        return LabelCounts.model_validate(label_task(
+        return LabelCounts.of(label_task(
             request.store, request.campaign, request.calculator, generation=request.generation,
             max_attempts=request.max_attempts, timeout_s=request.timeout_s, workers=request.workers,
             workdir=request.workdir, recover_running=request.recover_running, slurm=request.slurm))
@@ -187,22 +188,22 @@ def _dispatch_labelling(settings: CampaignConfig, deployment: str, request: Labe
     return counts
 
 
-def train_generation(settings: CampaignConfig, dataset: dict, generation: int, initial_artifact: str | None,
-                     initial_digest: str | None) -> dict:
+def train_generation(settings: CampaignConfig, dataset: ExportedDataset, generation: int,
+                     initial_artifact: str | None, initial_digest: str | None) -> TrainedPotential:
     """Train the generation in-process, or as a run of the `dispatch.training_deployment` deployment
     (flows/train.py:train_generation on the GPU pool), waited for. Either way a finished generation
     with the same dataset, config and starting potential is reused, not retrained; the dispatched
     run's result is read back from the generations directory (the run's return value stays on the
     worker), so the worker must see the campaign's workdir under the same path."""
     root = settings.workdir / "generations"
-    arguments = (dataset["manifest"], dataset["digest"], settings.training.model_dump(mode="json"), str(root),
+    arguments = (dataset.manifest, dataset.digest, settings.training.model_dump(mode="json"), str(root),
                  initial_artifact, initial_digest)
     deployment = settings.dispatch.training_deployment
     if deployment is None:
-        return run_with_outputs(train_task, potential_files, *arguments, generation=generation)
+        return run_with_outputs(train_task, TrainedPotential.output_files, *arguments, generation=generation)
 
     def finished():
-        return finished_generation(settings, dataset["digest"], initial_digest)
+        return finished_generation(settings, dataset.digest, initial_digest)
 
     if finished() is None:
         parameters = dict(zip(("manifest", "manifest_digest", "training_config", "generations_root",
@@ -212,9 +213,9 @@ def train_generation(settings: CampaignConfig, dataset: dict, generation: int, i
     artifact = finished()
     if artifact is None:
         raise RuntimeError(f"the training run of {deployment} finished, but {root} holds no generation trained "
-                           f"on dataset {dataset['digest'][:12]}: does the worker see the campaign's workdir "
+                           f"on dataset {dataset.digest[:12]}: does the worker see the campaign's workdir "
                            "under the same path?")
-    return artifact_summary(artifact)
+    return TrainedPotential.of(artifact)
 
 
 def _run_deployment_and_wait(settings: CampaignConfig, deployment: str, parameters: dict, what: str):

@@ -25,24 +25,24 @@ from prefect import flow
 from flows import cli
 from mlip_autopipec.files import sha256_file
 from tasks.caching import run_with_outputs
-from tasks.direct_sample import direct_sample_task
+from tasks.direct_sample import DirectSampleResult, direct_sample_task
 
 
 @flow(name="direct-sample", log_prints=True)
 def direct_sample(inputs: list[str], output: str, n_clusters: int, n_select: int | None = None,
-                  seed: int = 0, key: str = "direct-sample") -> dict:
+                  seed: int = 0, key: str = "direct-sample") -> DirectSampleResult:
     digests = [sha256_file(path) for path in inputs]
-    result = run_with_outputs(direct_sample_task, lambda r: [r["output"], r["summary_file"], r["plot_file"]],
+    result = run_with_outputs(direct_sample_task, DirectSampleResult.output_files,
                               [str(Path(p).resolve()) for p in inputs], digests, str(Path(output).resolve()),
                               n_clusters, n_select, seed, key)
     print(describe(result))
     return result
 
 
-def describe(result: dict) -> str:
-    return (f"picked {result['picked']} of {result['frames']} structures from {result['clusters']} clusters "
-            f"(sizes {result['cluster_sizes']}) into {result['output']}; cluster table "
-            f"{result['summary_file']}, PCA plot {result['plot_file']}")
+def describe(result: DirectSampleResult) -> str:
+    return (f"picked {result.picked} of {result.frames} structures from {result.clusters} clusters "
+            f"(sizes {result.cluster_sizes}) into {result.output}; cluster table "
+            f"{result.summary_file}, PCA plot {result.plot_file}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,9 @@ from prefect import flow
 from flows import cli
 from mlip_autopipec.data.manifest import ExportFormat
 
+if typing.TYPE_CHECKING:
+    from tasks.store import ExportedDataset
+
 
 ALL_FORMATS = typing.get_args(ExportFormat)  # the library's export (ase.io) is imported when needed
 
@@ -26,13 +29,13 @@ ALL_FORMATS = typing.get_args(ExportFormat)  # the library's export (ase.io) is 
 @flow(name="export", log_prints=True)
 def export(store: str, out: str, campaign: str = "default", test_fraction: float = 0.1, seed: int = 0,
            formats: list[str] = list(ALL_FORMATS), generation: int | None = None,
-           source: str | None = None, overwrite: bool = False) -> dict:
+           source: str | None = None, overwrite: bool = False) -> ExportedDataset:
     from tasks.store import export_task
 
     result = export_task(store, campaign, out, test_fraction, seed, formats,
                          generation=generation, source=source, overwrite=overwrite)
-    print(f"exported {result['counts']['train']} train / {result['counts']['test']} test frames "
-          f"to {out} (manifest {result['digest'][:12]})")
+    print(f"exported {result.counts['train']} train / {result.counts['test']} test frames "
+          f"to {out} (manifest {result.digest[:12]})")
     return result
 
 

@@ -38,8 +38,8 @@ from pydantic import ValidationError
 from flows import cli
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.config.execution import ExecutionSettings, SlurmSettings
-from mlip_autopipec.labeling import (DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, check_settings, fan_out, job_root,
-                                     label_pending_slurm)
+from mlip_autopipec.labeling import (DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, LabelReport, check_settings,
+                                     fan_out, job_root, label_pending_slurm)
 from mlip_autopipec.store import StoreError, StructureStore, check_writable
 from mlip_autopipec.store.secrets import password_to_environment
 from tasks.labeling import label_row_task, publish_label_report
@@ -50,11 +50,11 @@ from tasks.runners import build_task_runner, prefect_api_for_workers
 def label(store: str, calculator: dict, campaign: str = "default", generation: int | None = None,
           timeout_s: float = DEFAULT_TIMEOUT_S, max_attempts: int = 3, workers: int = 1,
           workdir: str | None = None, limit: int | None = None, recover_running: bool = False,
-          retry_failed: bool = False, slurm: dict | None = None) -> dict:
+          retry_failed: bool = False, slurm: dict | None = None) -> LabelReport:
     """Label pending rows, `workers` at a time, one task per structure on this flow's task runner
     (choose it with `label.with_options(task_runner=build_task_runner(settings))`); `calculator` is a
     CalculatorSpec as dict; with `slurm` (SlurmSettings as dict) as SLURM batch jobs instead. Returns
-    LabelReport.to_dict(); the failures are logged."""
+    the LabelReport; the failures are logged."""
     check_settings(workers=workers, timeout_s=timeout_s, max_attempts=max_attempts, limit=limit)
     spec = CalculatorSpec.model_validate(calculator)
     structures = StructureStore(store, campaign=campaign)
@@ -63,7 +63,7 @@ def label(store: str, calculator: dict, campaign: str = "default", generation: i
                                      generation=generation, timeout_s=timeout_s, max_attempts=max_attempts,
                                      workdir=workdir, recover_running=recover_running, retry_failed=retry_failed)
         publish_label_report(campaign, report)
-        return report.to_dict()
+        return report
     root = job_root(structures, workdir).absolute()  # the same path on every worker
     store_url = store if structures.is_server else str(Path(store).absolute())
     run = LabelingRun(structures, spec, limit=limit, generation=generation, max_attempts=max_attempts,
@@ -82,7 +82,7 @@ def label(store: str, calculator: dict, campaign: str = "default", generation: i
     finally:
         cancel.path.unlink(missing_ok=True)
     publish_label_report(campaign, report)
-    return report.to_dict()
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,13 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.use_prefect_api()  # the configured Prefect API, else the local server (flows/cli.py)
     labelled = label.with_options(task_runner=build_task_runner(execution))
     with prefect_api_for_workers(execution):
-        result = labelled(args.store, spec.model_dump(), campaign=args.campaign, generation=args.generation,
+        report = labelled(args.store, spec.model_dump(), campaign=args.campaign, generation=args.generation,
                           timeout_s=args.timeout, max_attempts=args.max_attempts, workers=args.workers,
                           workdir=args.workdir, limit=args.limit, recover_running=args.recover_running,
                           retry_failed=args.retry_failed, slurm=slurm)
-    for error in result["failures"].values():
+    for error in report.failed.values():
         print(f"failed: {error}")
-    print(result["summary"])
+    print(report.summary())
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows import cli
-from mlip_autopipec.rendering import RENDERERS, RenderingUnavailable, TrajectoryError, parse_size
+from mlip_autopipec.rendering import RENDERERS, RenderingUnavailable, RenderResult, TrajectoryError, parse_size
 from mlip_autopipec.rendering.blender import find_blender
 from tasks.rendering import render_trajectory_task
 
@@ -29,12 +29,12 @@ from tasks.rendering import render_trajectory_task
 @flow(name="render", log_prints=True)
 def render(input: str, out: str, every: int = 1, size: tuple[int, int] = (640, 480), color_by: str = "auto",
            renderer: str = "ovito", blender: str | None = None, movie: str | None = "mp4",
-           fps: float = 8.0) -> dict:
+           fps: float = 8.0) -> RenderResult:
     result = render_trajectory_task(input, out, every, size, color_by, renderer, blender, movie, fps)
-    scale = "" if result["value_range"] is None else " ({:.4g} to {:.4g})".format(*result["value_range"])
-    print(f"{len(result['frames'])} frames coloured by {result['colour_by']}{scale} in {Path(out).resolve()}"
-          + (f", movie {Path(result['movie']).name}" if result["movie"] else "")
-          + (f"; {result['note']}" if result.get("note") else ""))
+    scale = "" if result.value_range is None else " ({:.4g} to {:.4g})".format(*result.value_range)
+    print(f"{len(result.frames)} frames coloured by {result.colour_by}{scale} in {Path(out).resolve()}"
+          + (f", movie {Path(result.movie).name}" if result.movie else "")
+          + (f"; {result.note}" if result.note else ""))
     return result
 
 

@@ -37,20 +37,28 @@ from mlip_autopipec.config.training import parse_training_config
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
 from mlip_autopipec.store import StoreError, check_writable
 from mlip_autopipec.store.secrets import password_to_environment
+from mlip_autopipec.validation.results import Evaluation
 from tasks.caching import run_with_outputs
 from tasks.publish import publish_task
 from tasks.run_identity import mark_earlier_runs_crashed
-from tasks.run_spec import run_spec_task
+from tasks.run_spec import RunSpecResult, run_spec_task
 from tasks.store import export_task, ingest_file_task
-from tasks.training import evaluate_task, plot_files, potential_files, train_task
+from tasks.training import TrainedPotential, evaluate_task, train_task
 
 # Prefect's own limit sits above the backend's (which kills the training process group).
 _TIMEOUT_MARGIN_S = 120
 
 
+class PublishedPotential(TrainedPotential):
+    """What `train` returns: the generation, its evaluation on the test split and the block it is published as."""
+
+    evaluation: Evaluation
+    block: str
+
+
 @flow(name="train", log_prints=True)
 def train(out: str, config: str | None = None, store: str | None = None, data: list[str] | None = None,
-          initial_potential: str | None = None, name: str | None = None) -> dict:
+          initial_potential: str | None = None, name: str | None = None) -> PublishedPotential:
     settings = TrainRunConfig.load(config)
     out_dir = Path(out)
     mark_earlier_runs_crashed(out_dir)  # runs of this --out left "Running" by a killed process
@@ -65,48 +73,48 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
     initial = PotentialArtifact.load(initial_potential) if initial_potential else None
     trained = run_with_outputs(
         train_task.with_options(timeout_seconds=settings.training.timeout_seconds + _TIMEOUT_MARGIN_S),
-        potential_files, dataset["manifest"], dataset["digest"], settings.training.model_dump(mode="json"),
+        TrainedPotential.output_files, dataset.manifest, dataset.digest, settings.training.model_dump(mode="json"),
         str(out_dir / "generations"),
         str(initial.generation_dir / "artifact.json") if initial else None,
         initial.digest if initial else None,
     )
-    evaluation = run_with_outputs(evaluate_task, plot_files, trained["artifact"], trained["digest"],
-                                  dataset["manifest"], dataset["digest"])
-    block = publish_task(settings.campaign, trained["artifact"], evaluation, name or out_dir.resolve().name)
+    evaluation = run_with_outputs(evaluate_task, Evaluation.output_files, trained.artifact, trained.digest,
+                                  dataset.manifest, dataset.digest)
+    block = publish_task(settings.campaign, trained.artifact, evaluation, name or out_dir.resolve().name)
 
-    metrics = evaluation["metrics"]
-    print(f"{Path(trained['generation_dir']).name}: {evaluation['split']} energy RMSE "
-          f"{metrics['energy_rmse_mev_per_atom']:.2f} meV/atom (against {evaluation.get('energy_compared_with', 'energy')}), "
+    metrics = evaluation.metrics
+    print(f"{Path(trained.generation_dir).name}: {evaluation.split} energy RMSE "
+          f"{metrics['energy_rmse_mev_per_atom']:.2f} meV/atom (against {evaluation.energy_compared_with}), "
           "forces RMSE "
           f"{metrics['forces_rmse_mev_per_angstrom']:.1f} meV/Å; published as block {block}")
-    for element, why in sorted((evaluation.get("species_without_gamma") or {}).items()):
+    for element, why in sorted(evaluation.species_without_gamma.items()):
         print(f"no γ yet for {element}: {why}")
-    return {**trained, "evaluation": evaluation, "block": block}
+    return PublishedPotential(**dict(trained), evaluation=evaluation, block=block)
 
 
 @flow(name="train-generation", flow_run_name="generation {generation}", log_prints=True)
 def train_generation(manifest: str, manifest_digest: str, training_config: dict, generations_root: str,
                      initial_artifact: str | None = None, initial_digest: str | None = None,
-                     generation: int | None = None) -> dict:
+                     generation: int | None = None) -> TrainedPotential:
     """Train one generation from an exported dataset: the step a campaign hands to the GPU pool
     (`dispatch.training_deployment`). A finished generation with the same inputs is reused."""
     config = parse_training_config(training_config)
     trained = run_with_outputs(
-        train_task.with_options(timeout_seconds=config.timeout_seconds + _TIMEOUT_MARGIN_S), potential_files,
+        train_task.with_options(timeout_seconds=config.timeout_seconds + _TIMEOUT_MARGIN_S),
+        TrainedPotential.output_files,
         manifest, manifest_digest, training_config, generations_root, initial_artifact, initial_digest,
         generation=generation)
-    print(f"{trained['generation_dir']}: {trained['backend']} {trained['version']}")
+    print(f"{trained.generation_dir}: {trained.backend} {trained.version}")
     return trained
 
 
 @flow(name="run-yaml", flow_run_name="{name}", log_prints=True)
-def run_yaml(config: str, name: str = "run.yaml") -> dict:
+def run_yaml(config: str, name: str = "run.yaml") -> RunSpecResult:
     """One unified run.yaml task: what it wrote is in the returned summary and the markdown artifact."""
     result = run_spec_task(config, task_name=name)
-    for key, value in result.items():
-        if key != "metrics":
-            print(f"{key}: {value}")
-    for key, value in sorted((result.get("metrics") or {}).items()):
+    for key, value in {"task": result.task, **result.outputs}.items():
+        print(f"{key}: {value}")
+    for key, value in sorted(result.metrics.items()):
         print(f"  {key}: {value:.6g}" if isinstance(value, float) else f"  {key}: {value}")
     return result
 
@@ -158,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, BackendError, ValueError, FileNotFoundError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"generation: {result['generation_dir']}")
+    print(f"generation: {result.generation_dir}")
     return 0
 
 

@@ -24,18 +24,19 @@ from pathlib import Path
 from prefect import flow
 
 from flows import cli
+from mlip_autopipec.validation.results import ValidationSummary
 from tasks.validation import validate_task
 
 
 @flow(name="validate", log_prints=True)
 def validate(potential: str, data: list[str], out: str, reference: str | None = None,
              structure: str | None = None, crystal: str | None = None, lattice: float | None = None,
-             key: str | None = None, physical_skipped: str | None = None) -> dict:
+             key: str | None = None, physical_skipped: str | None = None) -> ValidationSummary:
     result = validate_task(potential, data, out, reference, structure, crystal, lattice, key, physical_skipped)
-    test = result["test_set"]
-    print(f"{result['title']}: energy RMSE {test['energy_rmse_mev_per_atom']:.2f} meV/atom, "
-          f"forces RMSE {test['forces_rmse_mev_per_angstrom']:.1f} meV/Å on {result['frames']} structures")
-    physical = result.get("physical")
+    test = result.test_set
+    print(f"{result.title}: energy RMSE {test['energy_rmse_mev_per_atom']:.2f} meV/atom, "
+          f"forces RMSE {test['forces_rmse_mev_per_angstrom']:.1f} meV/Å on {result.frames} structures")
+    physical = result.physical
     if physical and "skipped" in physical:
         print(f"physical checks skipped: {physical['skipped']}")
     elif physical:
@@ -44,7 +45,7 @@ def validate(potential: str, data: list[str], out: str, reference: str | None = 
         print("physical: " + ", ".join(
             f"{name} {value:.4g}" + (f" ({100 * rel[name]:+.1f} %)" if name in rel else "")
             for name, value in mine.items()))
-    print(f"report: {result['report_file']}")
+    print(f"report: {result.report_file}")
     return result
 
 

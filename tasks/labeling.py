@@ -6,8 +6,6 @@ the library already retries each structure in a fresh worker process.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -15,8 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
 from mlip_autopipec.config.execution import SlurmSettings
-from mlip_autopipec.labeling import (DEFAULT_TIMEOUT_S, CancelFile, LabelReport, label_claimed, label_pending,
-                                     label_pending_slurm)
+from mlip_autopipec.labeling import (DEFAULT_TIMEOUT_S, Attempt, CancelFile, LabelReport, label_claimed,
+                                     label_pending, label_pending_slurm)
 from mlip_autopipec.store import StructureStore
 from tasks.publish import slug
 
@@ -28,10 +26,10 @@ _MAX_TABLE_ROWS = 500  # failures first; beyond this the description has the cou
 def label_task(store_url: str, campaign: str, calculator: dict, generation: int | None = None,
                max_attempts: int = 3, timeout_s: float = DEFAULT_TIMEOUT_S, workers: int = 1,
                workdir: str | None = None, limit: int | None = None,
-               recover_running: bool = False, slurm: dict | None = None) -> dict:
+               recover_running: bool = False, slurm: dict | None = None) -> LabelReport:
     """Label pending rows with `calculator` (a CalculatorSpec as dict) on a thread pool inside this
-    task, or, with `slurm` (SlurmSettings as dict), as SLURM batch jobs this task submits and watches;
-    returns LabelReport.to_dict(). flows/label.py fans out over the flow's task runner instead."""
+    task, or, with `slurm` (SlurmSettings as dict), as SLURM batch jobs this task submits and watches.
+    flows/label.py fans out over the flow's task runner instead."""
     spec = CalculatorSpec.model_validate(calculator)
     store = StructureStore(store_url, campaign=campaign)
     if slurm is not None:
@@ -43,22 +41,22 @@ def label_task(store_url: str, campaign: str, calculator: dict, generation: int 
                                max_attempts=max_attempts, workers=workers, workdir=workdir,
                                recover_running=recover_running)
     publish_label_report(campaign, report)
-    return report.to_dict()
+    return report
 
 
-# One row claimed by the caller; returns the Attempt as a dict. Not cached (the row changes), not
+# One row claimed by the caller; returns its Attempt. Not cached (the row changes), not
 # retried by Prefect: the store counts attempts and the caller requeues.
 @task(name="label-structure", task_run_name="label structure {row_id}", cache_policy=NO_CACHE)
 def label_row_task(store_url: str, campaign: str, row_id: int, calculator: dict, job_root: str,
                    timeout_s: float = DEFAULT_TIMEOUT_S, cancel_file: str | None = None,
-                   keep_files: bool = False, min_distance: float = DEFAULT_MIN_DISTANCE) -> dict:
+                   keep_files: bool = False, min_distance: float = DEFAULT_MIN_DISTANCE) -> Attempt:
     attempt = label_claimed(StructureStore(store_url, campaign=campaign), row_id,
                             CalculatorSpec.model_validate(calculator), job_root, timeout_s=timeout_s,
                             min_distance=min_distance, keep_files=keep_files,
                             cancel=CancelFile(cancel_file) if cancel_file else None)
     if attempt.error:
         get_run_logger().warning(attempt.error)
-    return asdict(attempt)
+    return attempt
 
 
 def publish_label_report(campaign: str, report: LabelReport) -> None:

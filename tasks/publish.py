@@ -15,6 +15,7 @@ from mlip_autopipec.backends.base import ARTIFACT_NAME
 from mlip_autopipec.campaign.labelling import slug  # noqa: F401 (tasks import it from here)
 from mlip_autopipec.generations import generation_index
 from mlip_autopipec.validation.plots import markdown_image
+from mlip_autopipec.validation.results import Evaluation
 from tasks.blocks import PotentialGeneration
 
 
@@ -23,7 +24,7 @@ class BlockConflict(ValueError):
 
 
 @task(name="publish")
-def publish_task(campaign: str, artifact_path: str, evaluation: dict, name: str | None = None) -> str:
+def publish_task(campaign: str, artifact_path: str, evaluation: Evaluation, name: str | None = None) -> str:
     """Save the generation as the PotentialGeneration block `<name>-gen-NNN` (`name` defaults to the
     campaign). Re-publishing the same potential updates its block; a block of that name that holds
     another potential that still exists (another run, other data) is never replaced: BlockConflict
@@ -31,7 +32,7 @@ def publish_task(campaign: str, artifact_path: str, evaluation: dict, name: str 
     replaced, with a warning."""
     artifact = PotentialArtifact.load(artifact_path)
     index = generation_index(artifact.generation_dir)
-    test_metrics = {f"eval_{key}": value for key, value in evaluation["metrics"].items()}
+    test_metrics = {f"eval_{key}": value for key, value in evaluation.metrics.items()}
     block_name = f"{slug(name or campaign)}-gen-{index:03d}"
     existing = _existing_block(block_name)
     if existing is not None and existing.potential_digest != artifact.digest:
@@ -50,7 +51,7 @@ def publish_task(campaign: str, artifact_path: str, evaluation: dict, name: str 
         files={role: str(artifact.path(role).resolve()) for role in artifact.files},
         potential_digest=artifact.digest, dataset_digest=artifact.dataset_digest,
         metrics={**artifact.metrics, **test_metrics},
-        energy_compared_with=evaluation.get("energy_compared_with", "energy"),
+        energy_compared_with=evaluation.energy_compared_with,
     ).save(block_name, overwrite=True)
 
     create_table_artifact(
@@ -84,20 +85,20 @@ def backend_version(artifact: PotentialArtifact) -> str:
     return version if version.split(" ")[0].lower() == artifact.backend.lower() else f"{artifact.backend} {version}"
 
 
-def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, evaluation: dict,
+def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, evaluation: Evaluation,
                     block_name: str) -> str:
-    metrics = evaluation["metrics"]
+    metrics = evaluation.metrics
     lines = [
         f"# {campaign}: generation {index} ({backend_version(artifact)})",
         "",
-        f"Evaluated on the **{evaluation['split']}** split, {int(metrics['frames'])} structures.",
+        f"Evaluated on the **{evaluation.split}** split, {int(metrics['frames'])} structures.",
         "",
         "| quantity | RMSE | MAE |",
         "|---|---|---|",
         f"| energy (meV/atom) | {metrics['energy_rmse_mev_per_atom']:.3f} | {metrics['energy_mae_mev_per_atom']:.3f} |",
         f"| forces (meV/Å) | {metrics['forces_rmse_mev_per_angstrom']:.2f} | {metrics['forces_mae_mev_per_angstrom']:.2f} |",
         "",
-        f"Energies are compared with the labels' {evaluation.get('energy_compared_with', 'energy')}: the energy the "
+        f"Energies are compared with the labels' {evaluation.energy_compared_with}: the energy the "
         "potential was fitted to.",
         "",
         *per_element_lines(evaluation),
@@ -113,7 +114,7 @@ def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, eval
         "| frame | atoms | energy error (meV/atom) | force RMSE (meV/Å) |",
         "|---|---|---|---|",
         *[f"| {w['label']} | {w['atoms']} | {w['energy_error_mev_per_atom']:.2f} | "
-          f"{w['forces_rmse_mev_per_angstrom']:.1f} |" for w in evaluation["worst_frames"]],
+          f"{w['forces_rmse_mev_per_angstrom']:.1f} |" for w in evaluation.worst_frames],
         "",
         *plot_lines(evaluation),
         "## Files",
@@ -129,10 +130,10 @@ PLOT_CAPTIONS = {"parity": "Parity: predicted vs reference", "errors": "Error hi
                  "gamma": "Extrapolation grade γ per structure and per atom"}
 
 
-def plot_lines(evaluation: dict) -> list[str]:
+def plot_lines(evaluation: Evaluation) -> list[str]:
     """The evaluation's plots, shown inline as thumbnails (the UI cannot open files on the campaign's disk)."""
-    lines = ["## Plots", ""] if evaluation["plots"] else []
-    for name, path in evaluation["plots"].items():
+    lines = ["## Plots", ""] if evaluation.plots else []
+    for name, path in evaluation.plots.items():
         lines += [f"### {PLOT_CAPTIONS.get(name, name)}", "", *markdown_image(name, path), ""]
     return lines
 
@@ -148,10 +149,9 @@ def uncertainty_lines(artifact: PotentialArtifact) -> list[str]:
             *[f"| {element} | {why} |" for element, why in sorted(artifact.species_without_gamma.items())], ""]
 
 
-def per_element_lines(evaluation: dict) -> list[str]:
-    """Force errors per element (a rare element's error hides in the overall RMSE); absent in
-    evaluations cached before they were computed."""
-    rows = evaluation.get("per_element") or {}
+def per_element_lines(evaluation: Evaluation) -> list[str]:
+    """Force errors per element (a rare element's error hides in the overall RMSE)."""
+    rows = evaluation.per_element
     if not rows:
         return []
     return ["## Forces per element", "", "| element | atoms | RMSE (meV/Å) | MAE (meV/Å) |", "|---|---|---|---|",

@@ -18,15 +18,15 @@ from tasks.publish import slug
 @task(name="render-trajectory", task_run_name="render {trajectory}", cache_policy=NO_CACHE)
 def render_trajectory_task(trajectory: str, out: str, every: int = 1, size: tuple[int, int] = (640, 480),
                            color_by: str = "auto", renderer: str = "ovito", blender: str | None = None,
-                           movie: str | None = "mp4", fps: float = 8.0, key: str | None = None) -> dict:
+                           movie: str | None = "mp4", fps: float = 8.0, key: str | None = None) -> RenderResult:
     result = render_trajectory(trajectory, out, every=every, size=size, color_by=color_by, renderer=renderer,
                                blender=blender, movie=movie, fps=fps)
     _publish(result, key or f"render-{Path(trajectory).stem}")
-    return result.to_dict()
+    return result
 
 
 @task(name="render-most-uncertain", cache_policy=NO_CACHE)
-def render_most_uncertain_task(trajectories: list[str], report_dir: str, key: str) -> dict | None:
+def render_most_uncertain_task(trajectories: list[str], report_dir: str, key: str) -> RenderResult | None:
     """The campaign's step: the walker that reached the highest per-atom uncertainty (γ, else a
     committee's forces_std), into report_dir/most-uncertain/. A machine that cannot render (no
     Vulkan driver, no OVITO) costs the generation its pictures, never the generation itself."""
@@ -41,7 +41,7 @@ def render_most_uncertain_task(trajectories: list[str], report_dir: str, key: st
     if result.note:
         get_run_logger().info(f"most uncertain walker {Path(result.trajectory).name}: {result.note}")
     _publish(result, key)
-    return result.to_dict()
+    return result
 
 
 def _publish(result: RenderResult, key: str) -> None:

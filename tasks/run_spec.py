@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
 
 from mlip_autopipec.backends.run_yaml import run_task
 from mlip_autopipec.config.run_yaml import TRAINING_TASKS, load_run_spec
@@ -15,9 +17,20 @@ from tasks.publish import slug
 from tasks.training import training_slot
 
 
+class RunSpecResult(BaseModel):
+    """What a run.yaml task did, as its backend reported it: what it wrote, and its metrics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task: str
+    run_dir: str
+    outputs: dict[str, Any]  # e.g. generation_dir, artifact, manifest, predictions, metrics_json
+    metrics: dict[str, Any]
+
+
 # Not cached: a run.yaml names its own run_dir, and the backends refuse to overwrite a finished one.
 @task(name="run.yaml", task_run_name="{task_name}", cache_policy=NO_CACHE)
-def run_spec_task(config_path: str, task_name: str = "run.yaml") -> dict:
+def run_spec_task(config_path: str, task_name: str = "run.yaml") -> RunSpecResult:
     spec = load_run_spec(config_path)
     logger = get_run_logger()
     logger.info(f"{spec.backend} {spec.task} -> {spec.run_dir}")
@@ -28,9 +41,12 @@ def run_spec_task(config_path: str, task_name: str = "run.yaml") -> dict:
             result = run_task(spec, progress=progress)
     else:
         result = run_task(spec)
-    metrics = result.get("metrics") or {}
+    summary = RunSpecResult(task=spec.task, run_dir=str(spec.run_dir), metrics=result.get("metrics") or {},
+                            outputs={key: value for key, value in result.items() if key not in ("task", "metrics")})
+    metrics = summary.metrics
     lines = [f"# {spec.backend} {spec.task}", "", f"run directory: `{spec.run_dir}`", ""]
-    lines += [f"- {key}: `{value}`" for key, value in result.items() if key != "metrics" and value is not None]
+    lines += [f"- {key}: `{value}`" for key, value in {"task": summary.task, **summary.outputs}.items()
+              if value is not None]
     if metrics:
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {value:.6g} |" for key, value in sorted(metrics.items())
@@ -38,4 +54,4 @@ def run_spec_task(config_path: str, task_name: str = "run.yaml") -> dict:
     create_markdown_artifact("\n".join(lines), key=f"{slug(spec.backend)}-{spec.task}",
                              description=f"{spec.backend} {spec.task}")
     logger.info(json.dumps(result, default=str)[:2000])
-    return result
+    return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel, ConfigDict
 
 from mlip_autopipec.data.export import export_dataset
 from mlip_autopipec.data.manifest import DatasetManifest
@@ -21,10 +22,21 @@ def ingest_file_task(store_url: str, path: str, campaign: str, source: str, gene
     return ingest_file(store, path, source=source, generation=generation, min_distance=min_distance)
 
 
+class ExportedDataset(BaseModel):
+    """What flows pass on about an exported dataset: its manifest, digest and size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    manifest: str  # manifest.json
+    digest: str
+    counts: dict[str, int]  # frames per split
+    elements: list[str]
+
+
 @task(task_run_name="export {out_dir}")
 def export_task(store_url: str, campaign: str, out_dir: str, test_fraction: float, seed: int,
                 formats: list[str], generation: int | None = None, max_generation: int | None = None,
-                source: str | None = None, overwrite: bool = False) -> dict:
+                source: str | None = None, overwrite: bool = False) -> ExportedDataset:
     """Harvest completed rows and export them; returns the manifest path and digest."""
     store = StructureStore(store_url, campaign=campaign)
     items = harvest_for_export(store, generation=generation, max_generation=max_generation, source=source)
@@ -33,8 +45,8 @@ def export_task(store_url: str, campaign: str, out_dir: str, test_fraction: floa
                                       "generation": generation, "max_generation": max_generation,
                                       "source": source}, overwrite=overwrite)
     publish_manifest(manifest)
-    return {"manifest": str(manifest.directory / "manifest.json"), "digest": manifest.digest,
-            "counts": dict(manifest.counts), "elements": list(manifest.elements)}
+    return ExportedDataset(manifest=str(manifest.directory / "manifest.json"), digest=manifest.digest,
+                           counts=dict(manifest.counts), elements=list(manifest.elements))
 
 
 def publish_manifest(manifest: DatasetManifest) -> None:

@@ -11,16 +11,41 @@ from prefect import get_client, get_run_logger, task
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import deployment
+from pydantic import BaseModel, ConfigDict
 
 from mlip_autopipec.backends import PotentialArtifact, TrainingError, TrainingTimeout, get_trainer
 from mlip_autopipec.config.training import parse_training_config
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.generations import find_matching, prepare_next
 from mlip_autopipec.validation.evaluation import evaluate_on_split
+from mlip_autopipec.validation.results import Evaluation
 from tasks.caching import DIGEST_CACHE
 from tasks.progress import PrefectProgress
 
 TRAINING_SLOT = "gpu"
+
+
+class TrainedPotential(BaseModel):
+    """What flows pass on about a trained generation: where it is and what it holds, not the potential itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    artifact: str  # the generation's artifact.json
+    generation_dir: str
+    digest: str
+    backend: str
+    metrics: dict[str, float]  # the training tool's own
+    version: str
+
+    @classmethod
+    def of(cls, artifact: PotentialArtifact) -> TrainedPotential:
+        return cls(artifact=str(Path(artifact.generation_dir) / "artifact.json"),
+                   generation_dir=str(artifact.generation_dir), digest=artifact.digest, backend=artifact.backend,
+                   metrics=dict(artifact.metrics), version=artifact.version)
+
+    def output_files(self) -> list[str]:
+        """The files a (possibly cached) train_task result points to."""
+        return [self.artifact]
 
 
 @contextlib.contextmanager
@@ -65,7 +90,7 @@ def _retry_crashes_only(task, task_run, state) -> bool:
       cache_policy=DIGEST_CACHE, persist_result=True)
 def train_task(manifest_path: str, manifest_digest: str, training_config: dict, generations_root: str,
                initial_artifact: str | None = None, initial_digest: str | None = None,
-               generation: int | None = None) -> dict:
+               generation: int | None = None) -> TrainedPotential:
     """Train one generation (or reuse the finished one with the same digests); `generation`
     fixes its directory index (default: one past the last finished generation)."""
     logger = get_run_logger()
@@ -81,42 +106,22 @@ def train_task(manifest_path: str, manifest_digest: str, training_config: dict, 
                              initial.digest if initial else None)
     if existing is not None:
         logger.info(f"reusing {existing.generation_dir}: same dataset, config and starting potential")
-        return artifact_summary(existing)
+        return TrainedPotential.of(existing)
     target = prepare_next(generations_root, generation)
     logger.info(f"training {config.backend} on {manifest.counts['train']} structures into {target}")
     progress = PrefectProgress(key="training-progress", description=f"{config.backend} training of {target.name}")
     with training_slot():
         artifact = get_trainer(config.backend).train(manifest, config, target, initial, progress=progress)
-    return artifact_summary(artifact)
+    return TrainedPotential.of(artifact)
 
 
 @task(name="evaluate", cache_policy=DIGEST_CACHE, persist_result=True)
 def evaluate_task(artifact_path: str, potential_digest: str, manifest_path: str, manifest_digest: str,
-                  split: str | None = None, name: str = "test") -> dict:
+                  split: str | None = None, name: str = "test") -> Evaluation:
     """Errors of the potential on one split of a dataset (default: its test split, else its train
     split), with plots; `name` labels the evaluation (e.g. "held-out") in the report. Energies are
     compared with the energy the potential was fitted to (`energy_compared_with`); this docstring is
     part of the cache key, so evaluations cached before that rule are not reused."""
-    return evaluate_on_split(PotentialArtifact.load(artifact_path), DatasetManifest.load(manifest_path), split, name)
+    return Evaluation.model_validate(evaluate_on_split(PotentialArtifact.load(artifact_path),
+                                                      DatasetManifest.load(manifest_path), split, name))
 
-
-def artifact_summary(artifact: PotentialArtifact) -> dict:
-    """What flows pass on: where the generation is and what it holds, not the potential itself."""
-    return {
-        "artifact": str(Path(artifact.generation_dir) / "artifact.json"),
-        "generation_dir": str(artifact.generation_dir),
-        "digest": artifact.digest,
-        "backend": artifact.backend,
-        "metrics": dict(artifact.metrics),
-        "version": artifact.version,
-    }
-
-
-def potential_files(trained: dict) -> list[str]:
-    """The files a (possibly cached) train_task result points to."""
-    return [trained["artifact"]]
-
-
-def plot_files(evaluation: dict) -> list[str]:
-    """The files a (possibly cached) evaluate_task result points to."""
-    return list(evaluation["plots"].values())

@@ -20,13 +20,14 @@ from mlip_autopipec.validation.report import (
     potential_energy_reference,
     validate_potential,
 )
+from mlip_autopipec.validation.results import ValidationSummary
 from tasks.publish import slug
 
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(potential: str, data: list[str], out: str, reference: str | None = None,
                   structure: str | None = None, crystal: str | None = None, lattice: float | None = None,
-                  key: str | None = None, physical_skipped: str | None = None) -> dict:
+                  key: str | None = None, physical_skipped: str | None = None) -> ValidationSummary:
     """Validate the potential on `data`; physical checks on `structure` (and against `reference`)
     unless `physical_skipped` says why they do not apply."""
     logger = get_run_logger()
@@ -53,8 +54,9 @@ def validate_task(potential: str, data: list[str], out: str, reference: str | No
                                  extra={"potential": str(Path(potential).resolve()),
                                                          "data": [str(Path(p).resolve()) for p in data]})
     publish_validation(metrics, out, key or title)
-    return {**metrics, "metrics_file": str(Path(out, METRICS_NAME).resolve()),
-            "report_file": str(Path(out, REPORT_NAME).resolve())}
+    return ValidationSummary(title=metrics["title"], frames=metrics["frames"], test_set=metrics["test_set"],
+                             physical=metrics["physical"], metrics_file=str(Path(out, METRICS_NAME).resolve()),
+                             report_file=str(Path(out, REPORT_NAME).resolve()))
 
 
 def publish_validation(metrics: dict, out: str, key: str) -> None:

@@ -69,17 +69,17 @@ def test_campaign_task_renders_the_most_uncertain_walker_and_publishes_it(shared
     wild = cu_md_trajectory(shared_data, tmp_path / "walker-001.extxyz", frames=2, gamma_scale=3.0)
 
     @flow
-    def generation_report() -> dict | None:
+    def generation_report():
         return render_most_uncertain_task([str(cu_md), str(wild)], str(tmp_path / "report"), "test gen 1 walker")
 
     result = generation_report()
-    assert result["trajectory"] == str(wild.resolve()) and result["colour_by"] == "gamma"
-    assert len(result["frames"]) == 2
-    for path in result["frames"]:
+    assert result.trajectory == str(wild.resolve()) and result.colour_by == "gamma"
+    assert len(result.frames) == 2
+    for path in result.frames:
         assert path.startswith(str(tmp_path / "report" / "most-uncertain"))
         assert_real_picture(path, (480, 360))
     with get_client(sync_client=True) as client:
         [published] = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
             key=ArtifactCollectionFilterKey(any_=["test-gen-1-walker"])))
-    assert "colour bar" in published.data and result["movie"] in published.data
+    assert "colour bar" in published.data and result.movie in published.data
     assert published.data.count("](data:image/png;base64,") == 2  # first and last frame, shown in the UI

@@ -52,27 +52,27 @@ def first_run(tmp_path_factory, cu_subset, tiny_config):
 
 def test_a_generation_with_its_potential_metrics_and_report(first_run):
     out, result = first_run
-    artifact = PotentialArtifact.load(result["artifact"])
+    artifact = PotentialArtifact.load(result.artifact)
     artifact.verify()
     for role in ("potential_yaml", "potential_yace", "active_set"):
         assert artifact.path(role).stat().st_size > 0
-    metrics = result["evaluation"]["metrics"]
-    assert result["evaluation"]["split"] == "test" and metrics["frames"] >= 5
+    metrics = result.evaluation.metrics
+    assert result.evaluation.split == "test" and metrics["frames"] >= 5
     pacemaker_says = artifact.metrics
     assert metrics["energy_rmse_mev_per_atom"] == pytest.approx(pacemaker_says["test_energy_rmse_mev_per_atom"], rel=1e-3)
     assert metrics["forces_rmse_mev_per_angstrom"] == pytest.approx(pacemaker_says["test_forces_rmse_mev_per_angstrom"], rel=1e-3)
-    for plot in result["evaluation"]["plots"].values():
+    for plot in result.evaluation.plots.values():
         pixels = np.asarray(Image.open(plot).convert("L"))
         assert pixels.shape[1] > 600 and pixels.std() > 10  # a drawn figure, not a blank canvas
 
 
 def test_published_block_and_artifacts_can_be_read_back(first_run):
     _, result = first_run
-    block = PotentialGeneration.load(result["block"])
+    block = PotentialGeneration.load(result.block)
     assert block.campaign == "cu-test" and block.generation == 0
-    assert block.potential_digest == result["digest"]
+    assert block.potential_digest == result.digest
     assert block.metrics["eval_forces_rmse_mev_per_angstrom"] == pytest.approx(
-        result["evaluation"]["metrics"]["forces_rmse_mev_per_angstrom"])
+        result.evaluation.metrics["forces_rmse_mev_per_angstrom"])
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -89,10 +89,10 @@ def test_published_block_and_artifacts_can_be_read_back(first_run):
 
 def test_running_the_same_command_again_trains_nothing(first_run, cu_subset, tiny_config):
     out, result = first_run
-    log = PotentialArtifact.load(result["artifact"]).path("log")
+    log = PotentialArtifact.load(result.artifact).path("log")
     before = log.stat().st_mtime_ns
     again = train_flow.train(out=str(out), config=str(tiny_config), data=[str(cu_subset)])
-    assert again["digest"] == result["digest"] and again["generation_dir"] == result["generation_dir"]
+    assert again.digest == result.digest and again.generation_dir == result.generation_dir
     assert log.stat().st_mtime_ns == before
     assert sorted(p.name for p in (out / "generations").iterdir()) == ["gen-000"]
 
@@ -104,10 +104,10 @@ def test_fine_tuning_makes_the_next_generation(first_run, tiny_config, tmp_path)
     changed = tmp_path / "finetune.yaml"
     changed.write_text(yaml.safe_dump(config))
     tuned = train_flow.train(out=str(out), config=str(changed), store=str(out / "structures.db"),
-                             initial_potential=result["generation_dir"])
-    artifact = PotentialArtifact.load(tuned["artifact"])
+                             initial_potential=result.generation_dir)
+    artifact = PotentialArtifact.load(tuned.artifact)
     assert artifact.generation_dir.name == "gen-001"
-    assert artifact.initial_potential == result["digest"]
+    assert artifact.initial_potential == result.digest
 
 
 def test_bad_config_is_a_clear_error(tmp_path, cu_subset, capsys):
@@ -177,12 +177,12 @@ def test_a_run_yaml_runs_its_task_through_the_same_command(first_run, cu_subset,
     out, result = first_run
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text(yaml.safe_dump({"backend": "pacemaker", "task": "evaluate", "run_dir": str(tmp_path / "ev"),
-                                        "model_in": result["generation_dir"], "device": "cpu",
+                                        "model_in": result.generation_dir, "device": "cpu",
                                         "data": {"test": str(cu_subset)}}))
     assert train_flow.main(["--config", str(run_yaml)]) == 0
     written = yaml.safe_load((tmp_path / "ev" / "eval_metrics.json").read_text())
     frames = [f for _, f in read_labelled_frames(cu_subset) if isinstance(f, LabelledFrame)]
-    expected = predict(make_calculator(PotentialArtifact.load(result["generation_dir"])), frames).summary()
+    expected = predict(make_calculator(PotentialArtifact.load(result.generation_dir)), frames).summary()
     forces_rmse = written["metrics"]["forces_rmse_mev_per_angstrom"]
     assert forces_rmse == pytest.approx(expected["forces_rmse_mev_per_angstrom"])
 
@@ -209,6 +209,6 @@ def test_a_minority_species_trains_and_the_console_says_it_has_no_gamma_yet(tmp_
     config.write_text(yaml.safe_dump({"campaign": "cu-ni-minority", "export": {"test_fraction": 0.2, "seed": 0},
                                       "training": {**TINY_TRAINING, "maxiter": 5}}))
     result = train_flow.train(out=str(tmp_path / "run"), config=str(config), data=[str(data)])
-    assert set(result["evaluation"]["species_without_gamma"]) == {"Ni"}
-    assert set(result["evaluation"]["per_element"]) == {"Cu", "Ni"}
+    assert set(result.evaluation.species_without_gamma) == {"Ni"}
+    assert set(result.evaluation.per_element) == {"Cu", "Ni"}
     assert "no γ yet for Ni: " in caplog.text  # the flow's print, which Prefect logs (log_prints)

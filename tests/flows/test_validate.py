@@ -60,7 +60,8 @@ def test_flow_writes_finite_metrics_real_plots_and_report(validated):
     for name, filename in metrics["plots"].items():
         assert_real_png(out / filename)
         assert f"![{name}]({filename})" in report
-    assert result["report_file"] == str((out / "report.md").resolve())
+    assert result.report_file == str((out / "report.md").resolve())
+    assert result.test_set == test and result.frames == 6
     print(json.dumps({"test_set": test, "physical": physical["potential"]["scalars"],
                       "relative_errors": physical["relative_errors"]}, indent=1))
 

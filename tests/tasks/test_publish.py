@@ -8,14 +8,15 @@ from prefect import flow
 
 from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.files import sha256_file
+from mlip_autopipec.validation.results import Evaluation
 from tasks.blocks import PotentialGeneration
 from tasks.publish import BlockConflict, publish_task
 
-EVALUATION = {"split": "test", "energy_compared_with": "energy_corrected (energy where a frame has none)",
-              "metrics": {"energy_rmse_mev_per_atom": 1.5, "energy_mae_mev_per_atom": 1.0,
-                          "forces_rmse_mev_per_angstrom": 40.0, "forces_mae_mev_per_angstrom": 30.0,
-                          "frames": 4.0},
-              "worst_frames": [], "plots": {}}
+EVALUATION = Evaluation(
+    split="test", energy_compared_with="energy_corrected (energy where a frame has none)",
+    metrics={"energy_rmse_mev_per_atom": 1.5, "energy_mae_mev_per_atom": 1.0,
+             "forces_rmse_mev_per_angstrom": 40.0, "forces_mae_mev_per_angstrom": 30.0, "frames": 4.0},
+    gamma=None, per_element={}, species_without_gamma={}, skipped_frames=[], worst_frames=[], plots={})
 
 
 def generation(root, content: str) -> str:
@@ -88,7 +89,7 @@ def test_the_report_names_species_without_gamma_and_errors_per_element():
     from tasks.publish import report_markdown
 
     artifact = _two_element_artifact(species_without_gamma={"Ni": "6 training environments for 10"})
-    text = report_markdown("c", 0, artifact, {**EVALUATION, "per_element": PER_ELEMENT}, "c-gen-000")
+    text = report_markdown("c", 0, artifact, EVALUATION.model_copy(update={"per_element": PER_ELEMENT}), "c-gen-000")
     assert "## Species without γ yet" in text and "| Ni | 6 training environments for 10 |" in text
     assert "## Forces per element" in text and "| Ni | 3 | 120.50 | 90.00 |" in text
 

@@ -4,7 +4,12 @@ results a generation's record is made of."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from mlip_autopipec.labeling import LabelReport
 
 
 class ExplorationSummary(BaseModel):
@@ -30,15 +35,17 @@ class QueueSummary(BaseModel):
 
 
 class LabelCounts(BaseModel):
-    """What a labelling step did: the labelling task's report, the label flow's, or a dispatched
-    run's counts read from the store (then with the run's id)."""
-
-    model_config = ConfigDict(extra="ignore")
+    """What a labelling step did: the counts of the labelling task's or the label flow's report, or
+    a dispatched run's counts read from the store (then with the run's id)."""
 
     completed: int
     failed: int
     completed_ids: list[int] = []
     flow_run_id: str | None = None
+
+    @classmethod
+    def of(cls, report: LabelReport) -> LabelCounts:
+        return cls(completed=len(report.completed), failed=len(report.failed), completed_ids=list(report.completed))
 
 
 class GenerationSteps(BaseModel):
