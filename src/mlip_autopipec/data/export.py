@@ -24,6 +24,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 from ase import Atoms
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.manifest import (
@@ -167,8 +168,9 @@ def check_export_target(out_dir: str | os.PathLike, overwrite: bool = False) -> 
 
 
 def _write_extxyz(frames: Sequence[LabelledFrame], path: Path) -> None:
-    """The bytes ase writes for `frame.to_atoms()`, with the labels placed where ase's writer moves a
-    calculator's results (info, arrays): a SinglePointCalculator would copy every frame's atoms once more."""
+    """The bytes ase writes for `frame.to_atoms()`, with the labels placed where ase's writer would
+    move a calculator's results (info, arrays; stress as 3x3): that writer copies each frame's atoms
+    to do so, and a SinglePointCalculator copies them once more; here they are copied once."""
     images = []
     for frame in frames:
         atoms = frame.atoms.copy()
@@ -177,11 +179,12 @@ def _write_extxyz(frames: Sequence[LabelledFrame], path: Path) -> None:
         if frame.energy is not None:
             atoms.info["energy"] = frame.energy
         if frame.stress is not None:
-            atoms.info["stress"] = np.array(frame.stress, dtype=float)
+            stress = np.array(frame.stress, dtype=float)
+            atoms.info["stress"] = voigt_6_to_full_3x3_stress(stress) if stress.shape == (6,) else stress
         if frame.forces is not None:
             atoms.arrays["forces"] = np.array(frame.forces, dtype=float)
         images.append(atoms)
-    ase.io.write(path, images, format="extxyz")
+    ase.io.write(path, images, format="extxyz", write_results=False)
 
 
 def _write_mace_extxyz(frames: Sequence[LabelledFrame], path: Path) -> None:
@@ -193,7 +196,7 @@ def _write_mace_extxyz(frames: Sequence[LabelledFrame], path: Path) -> None:
         if frame.stress is not None:
             atoms.info["REF_stress"] = _voigt(frame.stress)
         images.append(atoms)
-    ase.io.write(path, images, format="extxyz")
+    ase.io.write(path, images, format="extxyz", write_results=False)  # no calculator: ase need not copy again
 
 
 def _write_pacemaker_dataframe(frames: Sequence[LabelledFrame], path: Path) -> None:
