@@ -1,4 +1,4 @@
-"""Training backends behind one `Trainer` interface; `get_trainer(name)` picks one by name.
+"""Training backends, each a `Backend` (template.py); `get_trainer(name)` picks one by name.
 
 Backends import their engine lazily, so importing this package never loads TensorFlow or torch.
 """
@@ -14,13 +14,14 @@ from mlip_autopipec.backends.base import (
     GenerationExistsError,
     PotentialArtifact,
     ProgressCallback,
-    Trainer,
     TrainingConfigError,
     TrainingError,
     TrainingProgress,
     TrainingTimeout,
 )
 from mlip_autopipec.backends.template import Backend, GenerationBusyError
+
+Trainer = Backend  # what callers type against: every backend is one
 
 # Backend name -> "module:class" of its Trainer.
 TRAINERS = {

@@ -1,24 +1,21 @@
-"""What every training backend (Pacemaker, MACE, FairChem) shares: the Trainer interface,
-the artifact a training leaves on disk, progress reports and the errors it raises.
-
-A generation directory is written once. `artifact.json` is written last, so its presence means
-the generation finished; trainers refuse to train into a directory that has one.
+"""What every training backend shares besides the template (template.py): the training config's
+common fields, the artifact a training leaves on disk (artifact.json, written last: its presence
+means the generation finished), progress reports and the errors it raises.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol, runtime_checkable
+from typing import ClassVar, Literal
 
-from ase.calculators.calculator import Calculator
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.data.frames import EnergyReference
-from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.files import atomic_write_text, sha256_file, sha256_text
 
 ARTIFACT_NAME = "artifact.json"
@@ -98,6 +95,14 @@ class TrainingProgress:
 ProgressCallback = Callable[[TrainingProgress], None]
 
 
+def report(progress: ProgressCallback | None, iteration: int, max_iterations: int, fraction: float, message: str,
+           loss: float | None = None) -> None:
+    """One TrainingProgress to `progress`, if any: `fraction` clamped to 0..1, a NaN loss as None."""
+    if progress is not None:
+        progress(TrainingProgress(iteration, max_iterations, None if loss is None or math.isnan(loss) else loss,
+                                  min(max(fraction, 0.0), 1.0), message))
+
+
 class PotentialArtifact(BaseModel):
     """A trained potential: its files (paths relative to the generation directory) and provenance."""
 
@@ -170,25 +175,3 @@ class PotentialArtifact(BaseModel):
         artifact = cls.model_validate_json(path.read_text())
         artifact.generation_dir = path.parent
         return artifact
-
-
-@runtime_checkable
-class Trainer(Protocol):
-    """One MLIP engine. Implementations run the engine's own CLI in a subprocess."""
-
-    name: str
-
-    def train(
-        self,
-        manifest: DatasetManifest,
-        config: BaseTrainingConfig,
-        generation_dir: Path,
-        initial_potential: PotentialArtifact | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> PotentialArtifact:
-        """Fit on the manifest's train split (its test split for test metrics); write one generation."""
-        ...
-
-    def make_calculator(self, artifact: PotentialArtifact, with_uncertainty: bool = True) -> Calculator:
-        """An ASE calculator for the artifact's potential, predicting totals (baseline included)."""
-        ...

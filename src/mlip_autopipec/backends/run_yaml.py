@@ -1,7 +1,13 @@
-"""`run_task(spec)`: one unified run.yaml task, run by its backend's run.yaml runner
-(backends/<backend>/run_yaml.py: `train`, `evaluate`, `infer`, `export`), and what those runners
-share: reading and sampling the data splits, the reference labels of a frame, the generation
-behind a run directory, the tqdm progress bar over the training and the summaries they return."""
+"""`run_task(spec)`: one run.yaml task, run by its backend's runner (backends/<backend>/run_yaml.py), and
+what those runners share. Every runner's tasks:
+
+    train / finetune / resume   the sampled data -> RUN_DIR/data/ (with a DatasetManifest, so a training
+                                is traceable to the structures it saw) -> RUN_DIR/train/ (a generation)
+                                -> RUN_DIR/artifacts/ (the export)
+    evaluate    RMSE/MAE on the active split (data.test, else val, else train) -> RUN_DIR/eval_metrics.json
+    infer       predictions on the active split -> RUN_DIR/predictions.extxyz
+    export      model_in -> RUN_DIR/artifacts/ (model files and manifest.json)
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from mlip_autopipec.backends import TRAINERS
 from mlip_autopipec.backends.base import ARTIFACT_NAME, DatasetError, PotentialArtifact, ProgressCallback
 from mlip_autopipec.config.run_yaml import TRAINING_TASKS, RunSpec
 from mlip_autopipec.data.manifest import DatasetManifest, ManifestFile
@@ -24,13 +31,8 @@ from mlip_autopipec.files import atomic_write_text, sha256_file
 
 GENERATION_DIR = "train"  # RUN_DIR/train: the generation a training task writes
 DATA_DIR = "data"  # RUN_DIR/data: the sampled structures it trained on, with their manifest
-# Backend name -> the module of its run.yaml runner; modules load lazily (TensorFlow, torch).
-RUNNERS = {
-    "pacemaker": "mlip_autopipec.backends.pacemaker.run_yaml",
-    "mace": "mlip_autopipec.backends.mace.run_yaml",
-    "equiformer_v2": "mlip_autopipec.backends.fairchem.run_yaml",
-    "gemnet_oc": "mlip_autopipec.backends.fairchem.run_yaml",
-}
+# Backend name -> the module of its run.yaml runner, beside its trainer; loaded lazily (TensorFlow, torch).
+RUNNERS = {name: trainer.split(":")[0] + ".run_yaml" for name, trainer in TRAINERS.items()}
 
 
 def run_task(spec: RunSpec, progress: ProgressCallback | None = None) -> dict:
@@ -65,27 +67,25 @@ def reference_labels(atoms: Atoms, split: str, index: int) -> tuple[float, objec
     return float(energy), forces, atoms.info.get("REF_stress", results.get("stress"))
 
 
-def read_reference(frames: list[Atoms], energy_key: str | None = None, forces_key: str | None = None,
-                   energy_only: bool = False, source: str = "frames", energy_only_option: str = "energy_only"
-                   ) -> tuple[np.ndarray, list[np.ndarray] | None]:
-    """Reference energies (and forces) of `frames` for scoring a model: `energy_key` / `forces_key`, by
-    default REF_energy / REF_forces else the calculator's results; errors name `source`, the frame and
-    the field (and, for forces, `energy_only_option`)."""
+def read_reference(frames: list[Atoms], energy_only: bool = False, source: str = "frames",
+                   energy_only_option: str = "energy_only") -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """Reference energies (and forces) of `frames` for scoring a model: REF_energy / REF_forces, else
+    the calculator's results; errors name `source`, the frame and the field."""
     energies, forces = [], []
     for index, atoms in enumerate(frames):
-        energies.append(float(_reference(atoms, atoms.info, "energy", energy_key, f"{source}: frame {index}")))
+        energies.append(float(_reference(atoms, atoms.info, "energy", f"{source}: frame {index}")))
         if not energy_only:
-            forces.append(np.asarray(_reference(atoms, atoms.arrays, "forces", forces_key, f"{source}: frame {index}",
+            forces.append(np.asarray(_reference(atoms, atoms.arrays, "forces", f"{source}: frame {index}",
                                                 f"; use {energy_only_option} to score energies alone"), dtype=float))
     return np.array(energies, dtype=float), None if energy_only else forces
 
 
-def _reference(atoms: Atoms, stored: dict, quantity: str, key: str | None, where: str, hint: str = ""):
-    if (key or f"REF_{quantity}") in stored:
-        return stored[key or f"REF_{quantity}"]
-    if key is None and atoms.calc is not None and quantity in atoms.calc.results:
+def _reference(atoms: Atoms, stored: dict, quantity: str, where: str, hint: str = ""):
+    if f"REF_{quantity}" in stored:
+        return stored[f"REF_{quantity}"]
+    if atoms.calc is not None and quantity in atoms.calc.results:
         return atoms.calc.results[quantity]
-    raise ValueError(f"{where} has no reference {quantity} (looked for {key or f'REF_{quantity} or {quantity}'}){hint}")
+    raise ValueError(f"{where} has no reference {quantity} (looked for REF_{quantity} or {quantity}){hint}")
 
 
 def trained(spec: RunSpec, artifact: PotentialArtifact, manifest: Path | None) -> dict:
@@ -128,19 +128,15 @@ def read_frames(path: str | os.PathLike, where: str = "") -> list[Atoms]:
     return frames
 
 
-def read_split(spec: RunSpec, split: str) -> list[Atoms]:
-    """Every structure of data.<split>."""
-    return read_frames(getattr(spec.data, split), f"data.{split}: ")
-
-
-def select_frames(spec: RunSpec, split: str, frames: list[Atoms]) -> list[Atoms]:
-    """Explicit indices, else the split's sampling (shuffle with its seed, then max_samples)."""
+def split_frames(spec: RunSpec, split: str) -> list[Atoms]:
+    """data.<split> read, then its explicit indices, else its sampling (shuffle with its seed, then max_samples)."""
+    frames = read_frames(getattr(spec.data, split), f"data.{split}: ")
     indices = spec.indices_for(split)
-    where = f"data.{split} ({getattr(spec.data, split)})"
     if indices is not None:
         bad = [index for index in indices if index >= len(frames)]
         if bad:
-            raise DatasetError(f"{where} has {len(frames)} structures; indices {bad[:5]} are out of range")
+            raise DatasetError(f"data.{split} ({getattr(spec.data, split)}) has {len(frames)} structures; "
+                               f"indices {bad[:5]} are out of range")
         return [frames[index] for index in indices]
     sampling = spec.sampling_for(split)
     order = list(range(len(frames)))
@@ -149,11 +145,6 @@ def select_frames(spec: RunSpec, split: str, frames: list[Atoms]) -> list[Atoms]
     if sampling is not None and sampling.max_samples is not None:
         order = order[:sampling.max_samples]
     return [frames[index] for index in order]
-
-
-def split_frames(spec: RunSpec, split: str) -> list[Atoms]:
-    """data.<split> read and sampled."""
-    return select_frames(spec, split, read_split(spec, split))
 
 
 @contextlib.contextmanager

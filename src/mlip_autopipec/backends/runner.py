@@ -1,7 +1,6 @@
-"""Run a training backend's command-line tools (pacemaker, mace_run_train, ...) in a subprocess:
-found where the user expects them,
-logged to a file as they go, and killed (the whole process group) when they run out of time
-or when the flow dies (mlip_autopipec.processes).
+"""Run a backend's command-line tools (pacemaker, mace_run_train, ...) in a subprocess: found where
+the user expects them, logged as they go, and killed with their process group when they run out of
+time or the flow dies (mlip_autopipec.processes).
 """
 
 from __future__ import annotations

@@ -1,15 +1,13 @@
 """The one training template every backend follows (after psiflow's `Model.train()` -> `_train`).
 
-`Backend.train()` owns what every backend does: check the config's type, the deadline, progress
-reporting, claim (and lock) the generation directory, and write metrics.json and artifact.json
-last. A backend supplies `_prepare` (everything checked before the directory is claimed) and
-`_fit` (write its data, run its tool through `TrainingRun.run_tool`, name its artifact files), and
-uses the shared steps here: `dataset_files`, `TrainingRun.subtract_baseline`, `TrainingRun.finish`.
+`Backend.train()` checks the config's type, keeps the deadline and progress, claims the generation
+directory and writes metrics.json and artifact.json last. A backend supplies `_prepare` (everything
+checked before the directory is claimed) and `_fit` (write its data, run its tool through
+`TrainingRun.run_tool`, name its artifact files).
 
-A generation directory is written once. A finished one (artifact.json) is refused; leftovers of an
-unfinished attempt move to failed-attempts/attempt-N/ (the evidence is kept and a retry starts
-clean); while a training runs it holds an flock on `.training.lock` in the directory, so a second
-live training into the same directory fails at once (GenerationBusyError) instead of racing.
+A generation directory is written once: a finished one (artifact.json) is refused; leftovers of an
+unfinished attempt move to failed-attempts/attempt-N/; a live training holds an flock on
+`.training.lock`, so a second one into the same directory fails at once (GenerationBusyError).
 """
 
 from __future__ import annotations
@@ -33,8 +31,8 @@ from mlip_autopipec.backends.base import (
     PotentialArtifact,
     ProgressCallback,
     TrainingError,
-    TrainingProgress,
     TrainingTimeout,
+    report,
 )
 from mlip_autopipec.backends.runner import log_tail, resolve_executable, run_logged, tool_failed
 from mlip_autopipec.data.manifest import DatasetManifest
@@ -120,6 +118,16 @@ def dataset_files(manifest: DatasetManifest, formats: Sequence[str], min_train: 
     return files
 
 
+def validation_file(path: str | Path | None) -> Path | None:
+    """A separate validation file, resolved; it must exist."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise DatasetError(f"{path}: validation file does not exist")
+    return path
+
+
 def dataset_elements(manifest: DatasetManifest) -> set[str]:
     elements = set(manifest.elements)
     if not elements:
@@ -142,9 +150,7 @@ class TrainingRun:
 
     def stage(self, fraction: float, message: str, iteration: int = 0) -> None:
         """A progress report between the tool's own ones."""
-        if self.progress is not None:
-            self.progress(TrainingProgress(iteration=iteration, max_iterations=self.max_iterations, loss=None,
-                                           fraction=min(max(fraction, 0.0), 1.0), message=message))
+        report(self.progress, iteration, self.max_iterations, fraction, message)
 
     def remaining(self) -> float:
         return max(self.deadline - time.monotonic(), 1.0)
@@ -160,6 +166,15 @@ class TrainingRun:
 
     def error(self, message: str) -> TrainingError:
         return TrainingError(message, log_tail(self.log_path), self.log_path)
+
+    def write_record(self, name: str, valid_file: Path | None, **fields: Any) -> dict[str, Any]:
+        """The generation's record of what it trains (config, data and starting-point digests)."""
+        record = {"config": self.config.model_dump(mode="json"), "config_digest": self.config.digest(),
+                  "dataset_digest": self.manifest.digest,
+                  "initial_potential": None if self.initial_potential is None else self.initial_potential.digest,
+                  "valid_file_sha256": None if valid_file is None else sha256_file(valid_file), **fields}
+        atomic_write_text(self.generation_dir / name, json.dumps(record, indent=1) + "\n")
+        return record
 
     def subtract_baseline(self, data_files: dict[str, Any], names: dict[str, str],
                           write: Callable[[Path, Path, Any], None]) -> None:
@@ -219,6 +234,11 @@ class Backend:
         if unknown:
             raise ValueError(f"unknown {self.name} tool(s) {unknown}; known: {list(self.tools)}")
 
+    @classmethod
+    def beside(cls, python: str | Path | None) -> Backend:
+        """This backend with its tools taken from beside `python` (run.yaml's backend_python), if given."""
+        return cls({tool: Path(python).parent / tool for tool in cls.tools} if python is not None else None)
+
     def executable(self, tool: str) -> Path:
         """Where `tool` is: as configured, next to this interpreter, or on PATH."""
         return resolve_executable(tool, self.executables.get(tool), self.install_hint)
@@ -235,6 +255,8 @@ class Backend:
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         run = TrainingRun(self, manifest, config, generation_dir, initial_potential, progress,
                           getattr(config, self.iterations_field) if self.iterations_field else 0)
+        if initial_potential is not None:
+            initial_potential.verify()
         plan = self._prepare(run, **options)  # everything that can be checked before hours of training
         with claim_generation_dir(run.generation_dir) as run.failed_attempt:
             return self._fit(run, plan)

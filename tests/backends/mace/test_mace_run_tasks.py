@@ -133,9 +133,9 @@ def a_model_file(tmp_path) -> Path:
 
 def test_finetune_and_resume_tasks_reach_mace_run_train(mace_manifest, model_json, fake_python, a_model_file,
                                                          tmp_path, monkeypatch):
-    import mlip_autopipec.backends.mace.run_yaml as tasks
+    import mlip_autopipec.backends.mace.export as export
 
-    monkeypatch.setattr(tasks, "_export_after_training", lambda generation_dir, run_dir, spec: None)
+    monkeypatch.setattr(export, "export_model", lambda generation_dir, run_dir, config: None)
     train_file = str(mace_manifest.path_of("mace", "train"))
     base = {"backend": "mace", "device": "cpu", "backend_python": str(fake_python),
             "backend_env": {"OMP_NUM_THREADS": "1"}, "data": {"train": train_file}}

@@ -1,11 +1,7 @@
-"""An ASE calculator in the main process for a FairChem checkpoint that lives in the other interpreter.
-
-fairchem-core 1.10 (torch 2.4, numpy <2) cannot be imported here, so `FairChemCalculator` starts
-`worker.py serve` once in the FairChem interpreter: it loads the checkpoint into fairchem's own
-OCPCalculator (a local file, nothing downloaded) and answers one JSON line per structure over
-stdin/stdout. The model stays loaded between calls, so an MD or a relaxation pays the start-up
-(~10 s: torch, fairchem, the checkpoint) once, then one round trip per step. `close()` (or the
-end of a `with` block, or garbage collection) ends the server.
+"""An ASE calculator for a FairChem checkpoint, which lives in the other interpreter: `worker.py serve`
+runs there once, loads the checkpoint into fairchem's OCPCalculator and answers one JSON line per
+structure, so an MD pays the start-up (~10 s) once. `close()` (a `with` block, garbage collection)
+ends the server.
 """
 
 from __future__ import annotations

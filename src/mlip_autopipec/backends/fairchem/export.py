@@ -1,13 +1,7 @@
-"""Export a FairChem checkpoint as standard artifacts: RUN_DIR/artifacts/ with
-
-    checkpoint.pt          the FairChem 1.x checkpoint (weights, normalisers, config): what
-                           OCPCalculator(checkpoint_path=...) and `fairchem --checkpoint` load
-    fairchem_config.yml    the FairChem config it was trained with, when known
-    manifest.json          backend, model description, digests, versions, elements, metrics
-
-The source is a generation directory (its artifact.json), a run directory holding one, or a
-checkpoint file. The model description comes from the checkpoint itself, read by the worker in
-the FairChem interpreter.
+"""Export a FairChem checkpoint as RUN_DIR/artifacts/: checkpoint.pt (what OCPCalculator and
+`fairchem --checkpoint` load), fairchem_config.yml (when known) and manifest.json, whose model
+description the worker reads from the checkpoint. The source is a generation or run directory or a
+checkpoint file.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from mlip_autopipec.backends.base import ProgressCallback, TrainingProgress
+from mlip_autopipec.backends.base import ProgressCallback, report
 
 _RECORD = re.compile(r"\((?:INFO|WARNING)\): (?P<message>.*)$")
 _PAIR = re.compile(r"^(?P<key>[A-Za-z_][\w/]*): (?P<value>[-+0-9.eE]+|nan|inf)$")
@@ -70,16 +70,10 @@ class FairChemLogWatcher:
             self._evaluating = None
 
     def _report(self, values: dict[str, float]) -> None:
-        if self.progress is None:
-            return
-        epoch = values.get("epoch", 0.0)
-        loss = values.get("loss")
-        self.progress(TrainingProgress(
-            iteration=int(values["step"]), max_iterations=0,
-            loss=None if loss is None or math.isnan(loss) else loss,
-            fraction=min(max(epoch / self.max_epochs, 0.0), 1.0),
-            message=f"epoch {epoch:.2f}/{self.max_epochs} step {int(values['step'])} loss {loss:.4g}"
-            if loss is not None else f"epoch {epoch:.2f}/{self.max_epochs}"))
+        epoch, loss, step = values.get("epoch", 0.0), values.get("loss"), int(values["step"])
+        report(self.progress, step, 0, epoch / self.max_epochs,
+               f"epoch {epoch:.2f}/{self.max_epochs}" + (f" step {step} loss {loss:.4g}" if loss is not None else ""),
+               loss)
 
     def final_metrics(self) -> dict[str, float]:
         """The last training line (train_*) and the last validation (val_*), FairChem's units (eV, eV/A)."""

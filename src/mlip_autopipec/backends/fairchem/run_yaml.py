@@ -1,19 +1,13 @@
-"""The run.yaml runner of the FairChem backends (equiformer_v2 | gemnet_oc), no Prefect.
+"""The run.yaml runner of the FairChem backends (equiformer_v2 | gemnet_oc; see backends/run_yaml.py).
 
     train     train.config_yml (FairChem's own config) on data.train (+ val, test)
-              -> RUN_DIR/train/ (a generation) + RUN_DIR/artifacts/
-    finetune  the same from model_in (a checkpoint .pt, a generation or run directory, an export
-              manifest) or model.manifest: its weights, fresh optimizer, step 0
-    resume    continue model_in / model.weights (a checkpoint.pt or a run / generation directory)
-              with its optimizer and step, up to the config's max_epochs
-    evaluate  RMSE/MAE on the active split -> RUN_DIR/eval_metrics.json (+ eval_predictions.extxyz)
-    infer     predictions on the active split -> RUN_DIR/predictions.extxyz (FAIRCHEM_energy/_forces)
-    export    model_in -> RUN_DIR/artifacts/ (checkpoint.pt, fairchem_config.yml, manifest.json)
+    finetune  from model_in (a checkpoint .pt, a generation or run directory, an export manifest) or
+              model.manifest: its weights, a fresh optimizer, step 0
+    resume    model_in / model.weights (a checkpoint or a run / generation directory) with its optimizer
+              and step, up to the config's max_epochs
 
-Everything runs in `backend_python` (else $MLIP_FAIRCHEM_PYTHON, else .venv-fairchem), with
-`backend_env` set and `backend_args` appended to the `fairchem` command line. The selected
-structures are copied into RUN_DIR/data/ as extxyz with a DatasetManifest, so every training is
-traceable to the exact structures it saw; the trainer turns them into ASE LMDB files.
+Everything runs in `backend_python` (else $MLIP_FAIRCHEM_PYTHON, else .venv-fairchem), with `backend_env`
+set and `backend_args` appended to the `fairchem` command line.
 """
 
 from __future__ import annotations
@@ -29,7 +23,7 @@ from mlip_autopipec.backends.fairchem.interpreter import find_python
 from mlip_autopipec.backends import run_yaml as shared
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.config.run_yaml import RunSpec
-from mlip_autopipec.data.manifest import DatasetManifest
+
 
 def export(spec: RunSpec, run_dir: Path) -> dict:
     from mlip_autopipec.backends.fairchem.export import export_checkpoint
@@ -37,13 +31,6 @@ def export(spec: RunSpec, run_dir: Path) -> dict:
     manifest = export_checkpoint(spec.model_in, run_dir, find_python(spec.backend_python), spec.backend,
                                  config=spec.model_dump(mode="json"), env=spec.backend_env)
     return {"task": "export", "manifest": str(manifest)}
-
-
-def evaluate(spec: RunSpec, run_dir: Path) -> dict:
-    return _evaluate_or_infer(spec, run_dir, find_python(spec.backend_python))
-
-
-infer = evaluate
 
 
 def train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> dict:
@@ -59,7 +46,7 @@ def train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> di
     config = FairChemConfig(backend=spec.backend, seed=spec.train.seed if spec.train.seed is not None else 0,
                             device=_device(spec), epochs=(native.get("optim") or {}).get("max_epochs", 1),
                             extra_args=list(spec.backend_args))
-    manifest, valid_file = _write_dataset(spec, run_dir / shared.DATA_DIR)
+    manifest, valid_file = shared.write_splits(spec, run_dir / shared.DATA_DIR, _labelled, "{split}.extxyz", "extxyz")
     start: dict = {}
     if spec.task == "finetune":
         source = spec.model_in if spec.model_in is not None else spec.model.manifest
@@ -80,10 +67,12 @@ def train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> di
     return shared.trained(spec, artifact, exported)
 
 
-def _evaluate_or_infer(spec: RunSpec, run_dir: Path, python: Path) -> dict:
+def evaluate(spec: RunSpec, run_dir: Path) -> dict:
+    """evaluate, or infer (the same model and frames)."""
     from mlip_autopipec.backends.fairchem.export import checkpoint_of
     from mlip_autopipec.backends.fairchem.inference import evaluate_frames, infer_frames
 
+    python = find_python(spec.backend_python)
     checkpoint = checkpoint_of(spec.model_in if spec.model_in is not None else spec.model.manifest)
     split = spec.active_split
     frames = shared.split_frames(spec, split)
@@ -100,6 +89,9 @@ def _evaluate_or_infer(spec: RunSpec, run_dir: Path, python: Path) -> dict:
     return shared.evaluated(spec, run_dir, metrics, checkpoint=str(checkpoint))
 
 
+infer = evaluate
+
+
 def _device(spec: RunSpec) -> str:
     from mlip_autopipec.backends.runner import resolve_device
 
@@ -109,12 +101,6 @@ def _device(spec: RunSpec) -> str:
 def _is_generation(path: Path) -> bool:
     generation = shared.generation_in(path)
     return generation.is_dir() and (generation / ARTIFACT_NAME).is_file() or path.name == ARTIFACT_NAME
-
-
-def _write_dataset(spec: RunSpec, directory: Path) -> tuple[DatasetManifest, Path | None]:
-    """RUN_DIR/data/{train,val,test}.extxyz (energy and forces as results) and manifest.json (which
-    knows train and test splits; val is returned as the validation file)."""
-    return shared.write_splits(spec, directory, _labelled, "{split}.extxyz", "extxyz")
 
 
 def _labelled(atoms: Atoms, split: str, index: int) -> Atoms:

@@ -1,22 +1,13 @@
 """FairChemTrainer: one generation of an EquiformerV2 or GemNet-OC model, trained by the real
-`fairchem --mode train` (fairchem-core 1.10) in its own interpreter.
-
-Steps, all in the generation directory (`--run-dir`, so the logged `$ fairchem ...` line can be
-rerun there by hand):
-  1. the manifest's extxyz splits -> data/{train,val,test}.aselmdb (ASE LMDB, FairChem's AseDBDataset)
-  2. fairchem_config.yml: written from the FairChemConfig, or the user's FairChem config with its
-     dataset pointed at those files; fairchem_run.json records config, data and start digests
-  3. `fairchem --mode train --config-yml fairchem_config.yml --run-dir . --identifier ID
-     --timestamp-id ID --seed S [--cpu] [--amp] [--checkpoint C]`, streamed to fairchem_train.log;
-     FairChem writes checkpoints/ID/{checkpoint,best_checkpoint}.pt, logs/, results/
-  4. metrics.json from the log (last training line, last validation) and, with a test split,
-     our own test errors through the worker; artifact.json last
+`fairchem --mode train` (fairchem-core 1.10) in its own interpreter, in the generation directory
+(`--run-dir`, so the logged `$ fairchem ...` line can be rerun there by hand): the manifest's splits
+as ASE LMDB files, fairchem_config.yml (ours, or the user's with its dataset pointed at them),
+fairchem_run.json (what was trained), FairChem's checkpoints/ID/, and test errors through the worker.
 
 Fine-tuning (`initial_potential`, or `start_checkpoint`: a local checkpoint file) keeps the starting
-model's architecture, strips its trainer state (epoch, step, optimizer) and passes it as
-`--checkpoint`: training starts at step 0 from its weights. Resuming (`resume_from`: a
-checkpoint.pt, or a generation directory) passes the checkpoint as it is: FairChem restores the
-optimizer and continues at its step, up to the (raised) max epochs.
+model's architecture and strips its trainer state: training starts at step 0 from its weights.
+Resuming (`resume_from`: a checkpoint.pt or a generation directory) passes the checkpoint as it is:
+FairChem restores the optimizer and continues at its step, up to the (raised) max epochs.
 """
 
 from __future__ import annotations
@@ -43,9 +34,9 @@ from mlip_autopipec.backends.fairchem.native_config import (
     write_native_config,
 )
 from mlip_autopipec.backends.runner import backend_environment, resolve_device
-from mlip_autopipec.backends.template import Backend, TrainingRun, dataset_files
+from mlip_autopipec.backends.template import Backend, TrainingRun, dataset_files, validation_file
 from mlip_autopipec.config.run_files import ConfigError
-from mlip_autopipec.files import atomic_write_text, sha256_file, sha256_text
+from mlip_autopipec.files import sha256_file, sha256_text
 
 CONFIG_YML = "fairchem_config.yml"
 RUN_JSON = "fairchem_run.json"
@@ -63,11 +54,9 @@ class FairChemTrainer(Backend):
 
     name, config_class, log_name = "fairchem", FairChemConfig, LOG
 
-    def __init__(self, python: str | os.PathLike | None = None, env: dict[str, str] | None = None,
-                 extra_args: list[str] | None = None):
+    def __init__(self, python: str | os.PathLike | None = None, env: dict[str, str] | None = None):
         self.python = python
         self.env = dict(env or {})
-        self.extra_args = list(extra_args or [])
 
     def make_calculator(self, artifact: PotentialArtifact, with_uncertainty: bool = True) -> Calculator:
         """FairChemCalculator (a server in the FairChem interpreter); no uncertainty: one model."""
@@ -77,10 +66,9 @@ class FairChemTrainer(Backend):
     def _prepare(self, run: TrainingRun, *, start_checkpoint: str | os.PathLike | None = None,
                  resume_from: str | os.PathLike | None = None, native_config: str | os.PathLike | dict | None = None,
                  identifier: str | None = None, valid_file: str | os.PathLike | None = None) -> dict:
-        """See the module docstring. `native_config` (a FairChem config yml or dict) replaces the one
-        written from the config; its dataset is pointed at the manifest's data. `valid_file` (extxyz
-        with energy and forces) is FairChem's validation set, which picks best_checkpoint.pt; without
-        it there is no validation and the last checkpoint is the model."""
+        """`native_config` (a FairChem config yml or dict) replaces the one written from the config; its
+        dataset is pointed at the manifest's data. `valid_file` (extxyz) is FairChem's validation set,
+        which picks best_checkpoint.pt; without it the last checkpoint is the model."""
         config = run.config
         if self.name != "fairchem" and config.backend != self.name:
             raise ValueError(f"config.backend is {config.backend!r}, this trainer trains {self.name!r}")
@@ -89,13 +77,10 @@ class FairChemTrainer(Backend):
             raise ValueError("give one of initial_potential, start_checkpoint and resume_from")
         python = find_python(self.python)
         plan = {"python": python, "entry_point": fairchem_entry_point(python),
-                "data_files": dataset_files(run.manifest, ["extxyz", "mace"]), "valid_file": valid_file,
+                "data_files": dataset_files(run.manifest, ["extxyz", "mace"]),
+                "valid_file": validation_file(valid_file),
                 "resume": resume_from is not None, "identifier": identifier or DEFAULT_IDENTIFIER,
                 "native_name": str(native_config or "config"), "native_given": native_config is not None}
-        if valid_file is not None:
-            plan["valid_file"] = Path(valid_file).resolve()
-            if not plan["valid_file"].is_file():
-                raise DatasetError(f"{plan['valid_file']}: validation file does not exist")
         plan["checkpoint_source"] = _checkpoint_source(run.initial_potential, start_checkpoint, resume_from)
         plan["source_config"] = _source_native_config(run.initial_potential, plan["checkpoint_source"],
                                                       resume_from is not None)
@@ -112,17 +97,12 @@ class FairChemTrainer(Backend):
         native = self._native_config(config, datasets, plan["user_config"], plan["source_config"],
                                      plan["native_name"])
         config_path = write_native_config(native, generation_dir / CONFIG_YML)
-        record = {
-            "backend": config.backend, "config": config.model_dump(mode="json"), "config_digest": config.digest(),
-            "native_config_digest": sha256_file(config_path), "dataset_digest": run.manifest.digest,
-            "valid_file_sha256": None if plan["valid_file"] is None else sha256_file(plan["valid_file"]),
-            "initial_potential": None if run.initial_potential is None else run.initial_potential.digest,
-            "checkpoint_source": None if checkpoint_source is None else str(checkpoint_source),
-            "checkpoint_sha256": None if checkpoint_source is None else sha256_file(checkpoint_source),
-            "mode": "resume" if resume else "finetune" if checkpoint_source is not None else "train",
-            "identifier": identifier, "python": str(python),
-        }
-        atomic_write_text(generation_dir / RUN_JSON, json.dumps(record, indent=1) + "\n")
+        record = run.write_record(
+            RUN_JSON, plan["valid_file"], backend=config.backend, native_config_digest=sha256_file(config_path),
+            checkpoint_source=None if checkpoint_source is None else str(checkpoint_source),
+            checkpoint_sha256=None if checkpoint_source is None else sha256_file(checkpoint_source),
+            mode="resume" if resume else "finetune" if checkpoint_source is not None else "train",
+            identifier=identifier, python=str(python))
 
         arguments = ["--mode", "train", "--config-yml", CONFIG_YML, "--run-dir", ".", "--identifier", identifier,
                      "--timestamp-id", identifier, "--seed", str(config.seed), "--print-every", str(config.print_every)]
@@ -139,7 +119,7 @@ class FairChemTrainer(Backend):
                 strip = ["strip", "--source", str(checkpoint_source), "--target", str(generation_dir / name)]
                 call_worker(python, strip, generation_dir / WORKER_LOG, run.remaining(), self.env)
             arguments += ["--checkpoint", name]
-        arguments += config.extra_args + self.extra_args
+        arguments += config.extra_args
 
         watcher = FairChemLogWatcher(int(native["optim"]["max_epochs"]), run.progress)
         run.stage(0.0, f"starting fairchem ({config.backend})")
@@ -153,11 +133,11 @@ class FairChemTrainer(Backend):
         metrics = watcher.final_metrics()
         if "test" in plan["data_files"]:
             run.stage(0.95, "scoring the test split")
-            from mlip_autopipec.backends.fairchem.inference import evaluate_frames_file
+            from mlip_autopipec.backends.fairchem.inference import evaluate_frames
 
-            test = evaluate_frames_file(python, generation_dir / model, plan["data_files"]["test"],
-                                        generation_dir / "test_predictions.extxyz", generation_dir / WORKER_LOG,
-                                        cpu=device == "cpu", timeout=run.remaining(), env=self.env)
+            test = evaluate_frames(python, generation_dir / model, plan["data_files"]["test"],
+                                   generation_dir / "test_predictions.extxyz", generation_dir / WORKER_LOG,
+                                   cpu=device == "cpu", timeout=run.remaining(), env=self.env)
             metrics.update({f"test_{key}": value for key, value in test.items()})
         files = {"checkpoint": str(model), "last_checkpoint": str(last), "config_yml": CONFIG_YML, "run_json": RUN_JSON}
         if checkpoint_source is not None:
@@ -223,7 +203,6 @@ def _checkpoint_source(initial_potential: PotentialArtifact | None, start_checkp
     if initial_potential is not None:
         if initial_potential.backend not in ("equiformer_v2", "gemnet_oc"):
             raise DatasetError(f"cannot fine-tune a FairChem model from a {initial_potential.backend} potential")
-        initial_potential.verify()
         return initial_potential.path("checkpoint").resolve()
     for label, value in (("start checkpoint", start_checkpoint), ("checkpoint to resume from", resume_from)):
         if value is None:
@@ -283,6 +262,3 @@ def _write_lmdb(data_files: dict[str, Path], directory: Path) -> dict[str, Path]
         write_ase_lmdb(frames, target)
         written[split] = target
     return written
-
-
-__all__ = ["EquiformerV2Trainer", "FairChemTrainer", "GemNetOCTrainer", "find_checkpoint"]

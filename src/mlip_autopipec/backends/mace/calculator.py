@@ -1,18 +1,15 @@
-"""ASE calculators for trained MACE models: one model, or a committee with its disagreement.
+"""ASE calculators for trained MACE models: one model, or a committee (several `.model` files) that
+predicts the mean and reports how much its members disagree, DP-GEN style:
 
-A committee (several `.model` files, e.g. the same data with different seeds) predicts the mean
-energy and forces and reports how much its members disagree, DP-GEN style:
-
-    results["forces_std"]      per atom: sqrt(mean over models |F_i^m - <F_i>|^2)   (eV/Angstrom)
-    results["max_force_std"]   max over atoms of forces_std: DP-GEN's max_devi_f, the number
-                               compared with the trust levels when selecting structures to label
-    results["energy_std"]      standard deviation of the total energy over models (eV)
-    results["energy_std_per_atom"]
-plus MACE's own `energy_var`, `forces_var`, `energy_comm`, `forces_comm` (every member's values).
+    forces_std           per atom: sqrt(mean over models |F_i^m - <F_i>|^2)   (eV/Angstrom)
+    max_force_std        max over atoms of forces_std: DP-GEN's max_devi_f, compared with the trust levels
+    energy_std           standard deviation of the total energy over models (eV); energy_std_per_atom
+plus MACE's own `energy_var`, `forces_var`, `energy_comm`, `forces_comm`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,18 +49,17 @@ def load_models(model_paths: Sequence[str | os.PathLike], device: str = "cpu") -
     return models
 
 
-def make_mace_calculator(model_paths: Sequence[str | os.PathLike], device: str = "auto",
-                         default_dtype: str | None = None) -> Calculator:
+def make_mace_calculator(model_paths: Sequence[str | os.PathLike], device: str = "auto") -> Calculator:
     """MACECalculator for one model; a CommitteeMACECalculator for several."""
     if not model_paths:
         raise ValueError("no MACE model files given")
     device = resolve_device(device)
-    return calculator_of(load_models(model_paths, device), device, default_dtype)
+    return calculator_of(load_models(model_paths, device), device)
 
 
-def calculator_of(models: list, device: str, default_dtype: str | None = None) -> Calculator:
+def calculator_of(models: list, device: str) -> Calculator:
     """MACECalculator over loaded `models` (already on `device`); a CommitteeMACECalculator for several."""
-    dtype = default_dtype or _model_dtype(models[0])
+    dtype = _model_dtype(models[0])
     if len(models) > 1:
         return CommitteeMACECalculator(models=models, device=device, default_dtype=dtype)
     from mace.calculators import MACECalculator
@@ -109,36 +105,30 @@ def _model_dtype(model) -> str:
     return "float64" if dtype == torch.float64 else "float32"
 
 
-_COMMITTEE_CLASS = None
-
-
+@functools.cache
 def _committee_class():
     """CommitteeMACECalculator, defined on first use: importing this module must not load torch."""
-    global _COMMITTEE_CLASS
-    if _COMMITTEE_CLASS is None:
-        _import_torch_and_mace()
-        from mace.calculators import MACECalculator
+    _import_torch_and_mace()
+    from mace.calculators import MACECalculator
 
-        class CommitteeMACECalculator(MACECalculator):
-            """MACECalculator over several models, adding DP-GEN-style deviations (see the module doc)."""
+    class CommitteeMACECalculator(MACECalculator):
+        """MACECalculator over several models, adding DP-GEN-style deviations (see the module doc)."""
 
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                if self.num_models < 2:
-                    raise ValueError("a committee needs at least two models")
-                self.implemented_properties = list(self.implemented_properties) + COMMITTEE_PROPERTIES
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.num_models < 2:
+                raise ValueError("a committee needs at least two models")
+            self.implemented_properties = list(self.implemented_properties) + COMMITTEE_PROPERTIES
 
-            def calculate(self, atoms=None, properties=None, system_changes=all_changes):
-                super().calculate(atoms, properties, system_changes)
-                self.results.update(committee_deviations(self.results["forces_comm"],
-                                                         self.results["energy_comm"], len(self.atoms)))
+        def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            self.results.update(committee_deviations(self.results["forces_comm"],
+                                                     self.results["energy_comm"], len(self.atoms)))
 
-        _COMMITTEE_CLASS = CommitteeMACECalculator
-    return _COMMITTEE_CLASS
+    return CommitteeMACECalculator
 
 
 def CommitteeMACECalculator(*args, **kwargs) -> Calculator:  # noqa: N802  (reads as the class it builds)
-    """A MACECalculator over several models with `forces_std`, `max_force_std`, `energy_std` results."""
     return _committee_class()(*args, **kwargs)
 
 

@@ -23,26 +23,14 @@ class RunFiles:
 
     name: str
     seed: int
+    swa: bool = False  # the final model is stage two's
 
     @property
     def tag(self) -> str:  # mace.tools.get_tag
         return f"{self.name}_run-{self.seed}"
 
-    @property
-    def model(self) -> str:
-        return f"{self.name}.model"
-
-    @property
-    def compiled_model(self) -> str:
-        return f"{self.name}_compiled.model"
-
-    @property
-    def stagetwo_model(self) -> str:
-        return f"{self.name}_stagetwo.model"
-
-    @property
-    def stagetwo_compiled_model(self) -> str:
-        return f"{self.name}_stagetwo_compiled.model"
+    def model(self, compiled: bool = False) -> str:
+        return f"{self.name}{'_stagetwo' if self.swa else ''}{'_compiled' if compiled else ''}.model"
 
     @property
     def log(self) -> str:
@@ -51,15 +39,6 @@ class RunFiles:
     @property
     def results(self) -> str:  # JSON lines: one per validation ("eval") and per batch ("opt")
         return f"results/{self.tag}_train.txt"
-
-    @property
-    def checkpoints_dir(self) -> str:
-        return "checkpoints"
-
-    def checkpoint(self, epoch: int) -> str:
-        return f"checkpoints/{self.tag}_epoch-{epoch}.pt"
-
-
 
 
 def train_arguments(

@@ -1,24 +1,9 @@
-"""MACE training configuration: what a user writes under `training:` with `backend: mace`.
-
-Keys keep the names of `mace_run_train`'s own options (r_max, num_channels, max_L, correlation,
-E0s, forces_weight, scheduler, ...), so a MACE user recognises them; `backends.mace.command` maps
-them onto the command line. The few exceptions come from the unified run.yaml's `train:` section:
-
-    epochs          -> --max_num_epochs
-    max_grad_norm   -> --clip_grad
-    committee_size  -> that many models, seeds seed, seed+1, ... (a committee for uncertainty)
-    device          -> --device; 'cuda' falls back to 'cpu' with a warning when CUDA is absent,
-                       'auto' picks cuda when available
-
-Anything else `mace_run_train` understands goes into `extra_args` verbatim (flags the backend sets
-itself, such as --train_file or --name, are refused there).
-
-Defaults are deliberately small (32 channels, L=1, 50 epochs): a few dozen structures train in
-minutes on 2 CPU cores. Production runs raise num_channels (MACE's own default is 128), epochs,
-and usually turn on `swa` (MACE's "stage two").
-
-When fine-tuning (an initial potential or foundation model is given), MACE takes the architecture
-(r_max, channels, L, correlation, interactions) from that model; the settings here are ignored then.
+"""MaceConfig: `training:` with `backend: mace`. Keys keep `mace_run_train`'s own option names
+(r_max, num_channels, max_L, E0s, ...; `command.py` maps them), except those of run.yaml's `train:`
+section: epochs (--max_num_epochs), max_grad_norm (--clip_grad), committee_size (that many models,
+seeds seed, seed+1, ...) and device ('auto' picks cuda when available). Other options go into
+`extra_args` verbatim. Defaults are small (32 channels, L=1, 50 epochs: minutes on 2 CPU cores).
+When fine-tuning, MACE takes the architecture from the starting model; the settings here are ignored.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""Export a trained MACE model as standard artifacts: RUN_DIR/artifacts/ with
-
-    model.model            the whole pickled module (what MACECalculator and mace_* CLIs load)
-    model_compiled.model   TorchScript (LAMMPS, C++); absent when TorchScript compilation fails
-    weights.pt             the state_dict alone
-    committee_K.model      further committee members, if any
-    manifest.json          config, weights path, digests, versions, elements, metrics
-
-`calculator_from_manifest(manifest.json)` loads it back into a working ASE calculator;
-`weights=` swaps in another state_dict (or a training checkpoint's "model" entry) of the same
-architecture, which is how the unified run.yaml's `model.manifest` + `model.weights` are read.
+"""Export a trained MACE model as RUN_DIR/artifacts/: model.model (the pickled module),
+model_compiled.model (TorchScript, when it compiles), weights.pt (the state_dict), committee_K.model,
+manifest.json. `calculator_from_manifest` loads it back; `weights=` swaps in another state_dict or a
+training checkpoint of the same architecture (run.yaml's `model.manifest` + `model.weights`).
 """
 
 from __future__ import annotations
@@ -46,13 +39,12 @@ class ExportManifest(shared.BaseExportManifest):
         return [self.path(self.model)] + [self.path(member) for member in self.committee]
 
 
-def export_model(model_in: str | os.PathLike, run_dir: str | os.PathLike, config: dict | None = None,
-                 compile_model: bool = True) -> Path:
+def export_model(model_in: str | os.PathLike, run_dir: str | os.PathLike, config: dict | None = None) -> Path:
     """Write RUN_DIR/artifacts/ from `model_in` (a generation directory, its artifact.json, or a .model
     file); return the manifest's path. The artifacts directory is replaced as a whole."""
     import torch
 
-    from mlip_autopipec.backends.mace.calculator import _import_torch_and_mace, load_models
+    from mlip_autopipec.backends.mace.calculator import _import_torch_and_mace, _model_dtype, load_models
 
     _import_torch_and_mace()
     source = Path(model_in)
@@ -63,7 +55,7 @@ def export_model(model_in: str | os.PathLike, run_dir: str | os.PathLike, config
     with shared.staged_export(run_dir) as staging:
         shutil.copyfile(model_files[0], staging / MODEL_FILE)
         torch.save(main.state_dict(), staging / WEIGHTS_FILE)
-        compiled = _compiled(main, compiled_source, staging / COMPILED_FILE) if compile_model else False
+        compiled = _compiled(main, compiled_source, staging / COMPILED_FILE)
         committee = []
         for index, path in enumerate(model_files[1:], start=1):
             name = f"committee_{index}.model"
@@ -80,7 +72,7 @@ def export_model(model_in: str | os.PathLike, run_dir: str | os.PathLike, config
             committee=committee,
             elements=_elements(main),
             r_max=float(main.r_max),
-            default_dtype="float64" if next(main.parameters()).dtype == torch.float64 else "float32",
+            default_dtype=_model_dtype(main),
             heads=list(getattr(main, "heads", None) or ["Default"]),
             versions=_versions(),
             config=recorded_config,

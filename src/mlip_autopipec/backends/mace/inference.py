@@ -1,16 +1,9 @@
 """Evaluate and infer with trained MACE models, batched the way `mace_eval_configs` does it.
 
-    evaluate(models, "test.extxyz")              -> RMSE/MAE of energy per atom and forces (meV)
-    evaluate(models, "test.extxyz", energy_only=True)   forces are neither computed nor scored
-    infer(models, "in.extxyz", "out.extxyz")     -> predictions written as MACE_energy / MACE_forces
-
-`models` is anything `resolve_model_files` understands: a generation directory (its artifact.json),
-an export manifest.json, a `.model` file, or a list of `.model` files (a committee: predictions are
-the committee mean, and infer also writes each frame's deviations, DP-GEN style).
-
-Reference labels are read from `REF_energy` / `REF_forces` (MACE's keys, what our exporter writes)
-or, failing that, from ASE's standard `energy=` / forces properties; `energy_key` / `forces_key`
-name other keys. Errors name the file, the frame and the missing field.
+`models` is anything `resolve_model_files` understands: a generation directory, an export
+manifest.json, a `.model` file, or a list of them (a committee: predictions are the committee mean,
+and infer also writes each frame's deviations, DP-GEN style). `data` is a structure file or frames
+in memory; reference labels are REF_energy / REF_forces, else the frames' calculator results.
 """
 
 from __future__ import annotations
@@ -31,7 +24,7 @@ from mlip_autopipec.backends.runner import resolve_device
 from mlip_autopipec.validation.errors import error_metrics
 
 ModelSource = str | os.PathLike | Sequence[str | os.PathLike]
-DEFAULT_PREFIX = "MACE_"  # mace_eval_configs' --info_prefix default
+PREFIX = "MACE_"  # mace_eval_configs' --info_prefix default
 
 
 @dataclass
@@ -82,8 +75,7 @@ def resolve_model_files(models: ModelSource) -> list[Path]:
 
 
 def predict(models: ModelSource | list, frames: Sequence[Atoms], energy_only: bool = False,
-            batch_size: int = 16, device: str = "auto", amp: bool = False, head: str | None = None
-            ) -> Predictions:
+            batch_size: int = 16, device: str = "auto", amp: bool = False) -> Predictions:
     """Energies (and forces) of every frame from every model, in batches of `batch_size` frames."""
     import torch
     from mace import data as mace_data
@@ -101,7 +93,7 @@ def predict(models: ModelSource | list, frames: Sequence[Atoms], energy_only: bo
         dtype = next(model.parameters()).dtype
         z_table = utils.AtomicNumberTable([int(z) for z in model.atomic_numbers])
         heads = getattr(model, "heads", None) or ["Default"]
-        head_name = head or ("Default" if "Default" in heads else heads[-1])
+        head_name = "Default" if "Default" in heads else heads[-1]
         _check_elements(frames, z_table.zs)
         with torch_tools.default_dtype("float64" if dtype == torch.float64 else "float32"):
             dataset = [mace_data.AtomicData.from_config(
@@ -131,71 +123,56 @@ def predict(models: ModelSource | list, frames: Sequence[Atoms], energy_only: bo
                        n_atoms=np.array([len(atoms) for atoms in frames], dtype=float))
 
 
-def evaluate(models: ModelSource | list, data: str | os.PathLike, energy_only: bool = False,
-             batch_size: int = 16, device: str = "auto", amp: bool = False,
-             energy_key: str | None = None, forces_key: str | None = None) -> Evaluation:
-    """RMSE and MAE of energy per atom (meV/atom) and force components (meV/Angstrom) on `data`."""
-    return evaluate_frames(models, read_frames(data), energy_only, batch_size, device, amp, energy_key,
-                           forces_key, source=str(data))
-
-
-def evaluate_frames(models: ModelSource | list, frames: Sequence[Atoms], energy_only: bool = False,
-                    batch_size: int = 16, device: str = "auto", amp: bool = False,
-                    energy_key: str | None = None, forces_key: str | None = None,
-                    source: str = "frames") -> Evaluation:
-    """`evaluate` on structures already in memory (e.g. read from an ASE LMDB)."""
-    energy_reference, forces_reference = read_reference(frames, energy_key, forces_key, energy_only, source)
+def evaluate(models: ModelSource | list, data: str | os.PathLike | Sequence[Atoms], energy_only: bool = False,
+             batch_size: int = 16, device: str = "auto", amp: bool = False, source: str | None = None) -> Evaluation:
+    """RMSE and MAE of energy per atom (meV/atom) and force components (meV/Angstrom) on `data`
+    (errors name `source`, by default the file)."""
+    frames = _frames(data)
+    source = source or (str(data) if isinstance(data, (str, os.PathLike)) else "frames")
+    energy_reference, forces_reference = read_reference(frames, energy_only, source)
     predictions = predict(models, frames, energy_only=energy_only, batch_size=batch_size, device=device, amp=amp)
     force_error = None if energy_only else np.concatenate([
         (predictions.frame_forces(i) - forces_reference[i]).reshape(-1) for i in range(len(frames))])
     metrics = {**error_metrics((predictions.energy - energy_reference) / predictions.n_atoms, force_error),
                "atoms": float(predictions.n_atoms.sum()), "models": float(predictions.energies.shape[0])}
-    if not energy_only:
-        if predictions.energies.shape[0] > 1:
-            deviations = [committee_deviations(predictions.forces[i], predictions.energies[:, i], len(frames[i]))
-                          for i in range(len(frames))]
-            metrics["max_force_std_mev_per_angstrom"] = 1e3 * max(d["max_force_std"] for d in deviations)
+    if not energy_only and predictions.energies.shape[0] > 1:
+        deviations = [committee_deviations(predictions.forces[i], predictions.energies[:, i], len(frames[i]))
+                      for i in range(len(frames))]
+        metrics["max_force_std_mev_per_angstrom"] = 1e3 * max(d["max_force_std"] for d in deviations)
     return Evaluation(metrics, predictions, energy_reference, forces_reference)
 
 
-def infer(models: ModelSource | list, data: str | os.PathLike, output: str | os.PathLike,
-          energy_only: bool = False, batch_size: int = 16, device: str = "auto", amp: bool = False,
-          prefix: str = DEFAULT_PREFIX) -> Path:
-    """Write `data`'s frames with predictions: info[PREFIX+'energy'], arrays[PREFIX+'forces'] (committee
-    mean), and for a committee info[PREFIX+'energy_std'], info[PREFIX+'max_force_std'],
-    arrays[PREFIX+'forces_std']. Labels already in the file are kept as they were."""
-    return infer_frames(models, read_frames(data), output, energy_only, batch_size, device, amp, prefix)
-
-
-def infer_frames(models: ModelSource | list, frames: Sequence[Atoms], output: str | os.PathLike,
-                 energy_only: bool = False, batch_size: int = 16, device: str = "auto", amp: bool = False,
-                 prefix: str = DEFAULT_PREFIX) -> Path:
-    """`infer` on structures already in memory; writes extxyz to `output`."""
+def infer(models: ModelSource | list, data: str | os.PathLike | Sequence[Atoms], output: str | os.PathLike,
+          energy_only: bool = False, batch_size: int = 16, device: str = "auto", amp: bool = False) -> Path:
+    """Write `data`'s frames to `output` (extxyz) with MACE_energy (info) and MACE_forces (arrays), the
+    committee mean, and for a committee MACE_energy_std, MACE_max_force_std and MACE_forces_std.
+    Labels already in the frames are kept."""
     import ase.io
 
     from mlip_autopipec.files import atomic_path
 
-    frames = list(frames)
+    frames = _frames(data)
     predictions = predict(models, frames, energy_only=energy_only, batch_size=batch_size, device=device, amp=amp)
     committee = predictions.energies.shape[0] > 1
     for index, atoms in enumerate(frames):
-        atoms.info[prefix + "energy"] = float(predictions.energy[index])
+        atoms.info[PREFIX + "energy"] = float(predictions.energy[index])
         if committee:
-            atoms.info[prefix + "energy_std"] = float(np.std(predictions.energies[:, index]))
+            atoms.info[PREFIX + "energy_std"] = float(np.std(predictions.energies[:, index]))
         if not energy_only:
-            atoms.arrays[prefix + "forces"] = predictions.frame_forces(index)
+            atoms.arrays[PREFIX + "forces"] = predictions.frame_forces(index)
             if committee:
                 deviations = committee_deviations(predictions.forces[index], predictions.energies[:, index],
                                                   len(atoms))
-                atoms.arrays[prefix + "forces_std"] = deviations["forces_std"]
-                atoms.info[prefix + "max_force_std"] = deviations["max_force_std"]
+                atoms.arrays[PREFIX + "forces_std"] = deviations["forces_std"]
+                atoms.info[PREFIX + "max_force_std"] = deviations["max_force_std"]
     output = Path(output)
     with atomic_path(output) as temporary:
         ase.io.write(temporary, frames, format="extxyz")
     return output
 
 
-# -- helpers ------------------------------------------------------------------------------------
+def _frames(data: str | os.PathLike | Sequence[Atoms]) -> list[Atoms]:
+    return read_frames(data) if isinstance(data, (str, os.PathLike)) else list(data)
 
 
 def _check_elements(frames: Sequence[Atoms], model_numbers: Sequence[int]) -> None:

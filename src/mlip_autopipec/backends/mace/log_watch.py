@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 
-from mlip_autopipec.backends.base import ProgressCallback, TrainingProgress
+from mlip_autopipec.backends.base import ProgressCallback, report
 
 _NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
 _EPOCH = re.compile(r"INFO: (Initial|Epoch (\d+)): head: (\S+), loss=\s*" + _NUMBER + r"(.*)$")
@@ -69,6 +69,10 @@ class MaceLogWatcher:
         elif self.version is None and (match := _VERSION.search(line)):
             self.version = match.group(1)
 
+    @property
+    def epochs_done(self) -> int:
+        return self.epochs_seen[-1] + 1 if self.epochs_seen else 0
+
     def fraction(self, within_member: float) -> float:
         return (self.member + min(max(within_member, 0.0), 1.0)) / self.committee_size
 
@@ -78,13 +82,8 @@ class MaceLogWatcher:
         self.epochs_seen.append(epoch)
         loss = values["loss"]
         self.last_loss = None if math.isnan(loss) else loss
-        if self.progress is None:
-            return
         errors = ", ".join(f"{key} {value:.2f}" for key, value in values.items() if key != "loss")
         member = f"model {self.member + 1}/{self.committee_size}: " if self.committee_size > 1 else ""
-        self.progress(TrainingProgress(
-            iteration=epoch + 1, max_iterations=self.epochs, loss=self.last_loss,
-            fraction=self.fraction(TRAIN_SHARE * (epoch + 1) / self.epochs),
-            message=f"{member}epoch {epoch + 1}/{self.epochs}, validation loss {loss:.4e}"
-                    + (f", {errors} meV" if errors else ""),
-        ))
+        report(self.progress, epoch + 1, self.epochs, self.fraction(TRAIN_SHARE * (epoch + 1) / self.epochs),
+               f"{member}epoch {epoch + 1}/{self.epochs}, validation loss {loss:.4e}"
+               + (f", {errors} meV" if errors else ""), loss)

@@ -1,6 +1,5 @@
-"""Training metrics from what `mace_run_train` writes: its final error tables and its results file.
-
-At the end MACE evaluates the final model (the best validation epoch) and logs PrettyTables:
+"""Training metrics from what `mace_run_train` writes. At the end MACE logs error tables of the final
+(best validation epoch, or stage-two) model:
 
     ... INFO: Error-table on TRAIN and VALID:
     +---------------+---------------------+------------------+-------------------+
@@ -9,20 +8,12 @@ At the end MACE evaluates the final model (the best validation epoch) and logs P
     | train_Default |            4.5      |          3.8     |         99.97     |
     | valid_Default |            3.8      |          3.5     |        100.02     |
     +---------------+---------------------+------------------+-------------------+
-    ... INFO: Error-table on TEST:
-    | Default_Default |  ...                     (one row per config_type of the test file)
+    ... INFO: Error-table on TEST:        (one row per config_type of the test file)
 
-Rows are `train_<head>`, `valid_<head>` and `<config_type>_<head>` for the test file; values have
-one decimal (0.1 meV). Columns follow --error_table (RMSE or MAE, per atom or total). With stage
-two (swa) the tables are printed twice; the last ones describe the final (stage-two) model.
-
-`results/<tag>_train.txt` holds one JSON object per line: "mode": "eval" lines carry the validation
-errors of every epoch (epoch null = before training) in eV and eV/Angstrom at full precision;
-"mode": "opt" lines the training loss of every batch. That file gives the history.
-
-Our metric names follow the Pacemaker backend's: {split}_energy_rmse_mev_per_atom,
-{split}_forces_rmse_mev_per_angstrom, {split}_forces_mae_mev_per_angstrom, ... Force errors are per Cartesian
-component, as both MACE and Pacemaker report them.
+Columns follow --error_table; with swa the last tables are stage two's. `results/<tag>_train.txt`
+holds one JSON object per line: "eval" lines the validation errors of every epoch (eV, full
+precision), "opt" lines every batch's loss: the history. Metric names follow Pacemaker's
+({split}_energy_rmse_mev_per_atom, ...); force errors are per Cartesian component.
 """
 
 from __future__ import annotations
@@ -63,33 +54,26 @@ class MetricsFormatError(ValueError):
 def parse_error_tables(text: str) -> dict[str, dict[str, float]]:
     """{row name: {our metric suffix: value}} from the last error tables in a MACE log."""
     rows: dict[str, dict[str, float]] = {}
-    lines = text.splitlines()
-    index = 0
-    while index < len(lines):
-        if not _TABLE_TITLE.search(lines[index]):
-            index += 1
-            continue
-        index += 1
-        header: list[str] | None = None
-        while index < len(lines) and lines[index].startswith(("+", "|")):
-            line = lines[index]
-            index += 1
-            if line.startswith("+"):
-                continue
+    header: list[str] | None = None
+    in_table = False
+    for line in text.splitlines():
+        if _TABLE_TITLE.search(line):
+            in_table, header = True, None
+        elif in_table and not line.startswith(("+", "|")):
+            in_table = False
+        elif in_table and line.startswith("|"):
             cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
             if header is None:
                 header = cells
                 continue
             if len(cells) != len(header):
-                raise MetricsFormatError(f"error table row {line!r} has {len(cells)} cells for "
-                                         f"{len(header)} columns")
+                raise MetricsFormatError(f"error table row {line!r} has {len(cells)} cells for {len(header)} columns")
             values = {}
             for title, cell in zip(header[1:], cells[1:], strict=True):
-                key = COLUMNS.get(title)
-                if key is None or cell in {"", "None"}:
+                if COLUMNS.get(title) is None or cell in {"", "None"}:
                     continue
                 try:
-                    values[key] = float(cell)
+                    values[COLUMNS[title]] = float(cell)
                 except ValueError:
                     raise MetricsFormatError(f"error table cell {cell!r} under {title!r} is not a number") from None
             rows[cells[0]] = values
@@ -131,22 +115,12 @@ def collect_metrics(log_text: str, results_entries: list[dict], best_epoch: int 
     if not tables:
         raise MetricsFormatError("the log holds no final error table (did the run reach ===RESULTS===?)")
     final: dict[str, float] = {}
-    test_rows = {name: values for name, values in tables.items()
-                 if not name.startswith(("train_", "valid_"))}
+    test_rows = [name for name in tables if not name.startswith(("train_", "valid_"))]
     for name, values in tables.items():
-        if name.startswith("train_"):
-            prefix = "train"
-        elif name.startswith("valid_"):
-            prefix = "valid"
-        elif len(test_rows) == 1:
-            prefix = "test"
-        else:
-            prefix = f"test_{name}"
-        for key, value in values.items():
-            final[f"{prefix}_{key}"] = value
+        prefix = name.split("_", 1)[0] if name not in test_rows else "test" if len(test_rows) == 1 else f"test_{name}"
+        final.update({f"{prefix}_{key}": value for key, value in values.items()})
 
     history = validation_history(results_entries)
-    training_losses = [entry for entry in results_entries if entry.get("mode") == "opt"]
     epochs = sorted({entry["epoch"] for entry in history if entry["epoch"] is not None})
     if epochs:
         final["epochs"] = float(len(epochs))
@@ -161,8 +135,8 @@ def collect_metrics(log_text: str, results_entries: list[dict], best_epoch: int 
                 if key in best[-1] and f"valid_{key}" not in final:
                     final[f"valid_{key}"] = best[-1][key]
     per_epoch_loss: dict[int, list[float]] = {}
-    for entry in training_losses:
-        if entry.get("epoch") is not None and entry.get("loss") is not None:
+    for entry in results_entries:
+        if entry.get("mode") == "opt" and entry.get("epoch") is not None and entry.get("loss") is not None:
             per_epoch_loss.setdefault(int(entry["epoch"]), []).append(float(entry["loss"]))
     train_history = [{"epoch": epoch, "loss": _finite(sum(losses) / len(losses))}
                      for epoch, losses in sorted(per_epoch_loss.items())]

@@ -1,17 +1,9 @@
-"""The run.yaml runner of the MACE backend (no Prefect; flows wrap backends.run_yaml.run_task).
+"""The run.yaml runner of the MACE backend (see backends/run_yaml.py).
 
-    train     data.train (+ data.val, data.test) -> RUN_DIR/train/ (a generation) + RUN_DIR/artifacts/
-    finetune  the same, starting from model_in (a .model file, a generation or run directory) or
-              model.manifest (+ model.weights)
-    resume    continue from model_in (a checkpoint .pt, or a run/generation directory with
-              checkpoints/) or model.weights (a checkpoint) up to train.epochs
-    evaluate  RMSE/MAE on the active split (data.test, else val, else train) -> RUN_DIR/eval_metrics.json
-    infer     predictions on the active split -> RUN_DIR/predictions.extxyz
-    export    model_in -> RUN_DIR/artifacts/ (model, compiled model, weights, manifest.json)
-
-Datasets are copied into RUN_DIR/data/ as MACE extxyz (REF_energy / REF_forces) after sampling
-(data.indices / indices_path / <split>_indices), with a DatasetManifest, so every training is
-traceable to the exact structures it saw.
+    train     data.train (+ data.val, data.test) -> RUN_DIR/train/ + RUN_DIR/artifacts/
+    finetune  from model_in (a .model file, a generation or run directory) or model.manifest (+ model.weights)
+    resume    from model_in (a checkpoint .pt, or a directory with checkpoints/) or model.weights, up to
+              train.epochs
 """
 
 from __future__ import annotations
@@ -26,50 +18,41 @@ from mlip_autopipec.backends.base import ARTIFACT_NAME, PotentialArtifact, Progr
 from mlip_autopipec.backends import run_yaml as shared
 from mlip_autopipec.backends.runner import backend_environment
 from mlip_autopipec.config.run_yaml import RunSpec
-from mlip_autopipec.data.manifest import DatasetManifest
+
 
 def train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> dict:
+    from mlip_autopipec.backends.mace.export import export_model
     from mlip_autopipec.backends.mace.trainer import MaceTrainer
 
     config = _task_config(spec)
-    manifest, valid_file = _write_dataset(spec, run_dir / shared.DATA_DIR)
+    manifest, valid_file = shared.write_splits(spec, run_dir / shared.DATA_DIR, _as_mace_frame, "{split}_mace.extxyz",
+                                               "mace")
     initial, foundation, resume_from = _starting_point(spec, run_dir)
-    executables = {}
-    if spec.backend_python is not None:
-        executables["mace_run_train"] = Path(spec.backend_python).parent / "mace_run_train"
-    trainer = MaceTrainer(executables=executables)
     with backend_environment(spec.backend_env), \
             shared.progress_bar(spec, progress, config.epochs, "epoch", "mace") as report:
-        artifact = trainer.train(manifest, config, run_dir / shared.GENERATION_DIR, initial_potential=initial,
-                                 progress=report, foundation_model=foundation, resume_from=resume_from,
-                                 valid_file=valid_file)
-    return shared.trained(spec, artifact, _export_after_training(artifact.generation_dir, run_dir, spec))
-
-
-def _export_after_training(generation_dir: Path, run_dir: Path, spec: RunSpec) -> Path | None:
-    """Every trained run also leaves the standard RUN_DIR/artifacts/."""
-    from mlip_autopipec.backends.mace.export import export_model
-
-    return export_model(generation_dir, run_dir, config=spec.model_dump(mode="json"))
+        artifact = MaceTrainer.beside(spec.backend_python).train(
+            manifest, config, run_dir / shared.GENERATION_DIR, initial_potential=initial, progress=report,
+            foundation_model=foundation, resume_from=resume_from, valid_file=valid_file)
+    return shared.trained(spec, artifact, export_model(artifact.generation_dir, run_dir,
+                                                       config=spec.model_dump(mode="json")))
 
 
 def evaluate(spec: RunSpec, run_dir: Path) -> dict:
-    from mlip_autopipec.backends.mace.inference import evaluate_frames
+    from mlip_autopipec.backends.mace.inference import evaluate
 
     split = spec.active_split
-    evaluation = evaluate_frames(_models(spec), shared.split_frames(spec, split), energy_only=spec.eval.energy_only,
-                                 device=spec.resolved_device(), amp=spec.eval.amp,
-                                 source=str(getattr(spec.data, split)))
+    evaluation = evaluate(_models(spec), shared.split_frames(spec, split), energy_only=spec.eval.energy_only,
+                          device=spec.resolved_device(), amp=spec.eval.amp, source=str(getattr(spec.data, split)))
     return shared.evaluated(spec, run_dir, evaluation.metrics)
 
 
 def infer(spec: RunSpec, run_dir: Path) -> dict:
-    from mlip_autopipec.backends.mace.inference import infer_frames
+    from mlip_autopipec.backends.mace.inference import infer
 
     split = spec.active_split
     frames = shared.split_frames(spec, split)
-    output = infer_frames(_models(spec), frames, run_dir / "predictions.extxyz", energy_only=spec.eval.energy_only,
-                          device=spec.resolved_device(), amp=spec.eval.amp)
+    output = infer(_models(spec), frames, run_dir / "predictions.extxyz", energy_only=spec.eval.energy_only,
+                   device=spec.resolved_device(), amp=spec.eval.amp)
     return {"task": "infer", "split": split, "frames": len(frames), "predictions": str(output)}
 
 
@@ -145,11 +128,6 @@ def _models(spec: RunSpec):
     if source.is_dir() and not (source / ARTIFACT_NAME).exists() and (source / "artifacts" / "manifest.json").exists():
         return source / "artifacts" / "manifest.json"
     return source
-
-
-def _write_dataset(spec: RunSpec, directory: Path) -> tuple[DatasetManifest, Path | None]:
-    """RUN_DIR/data/{train,test}_mace.extxyz (+ val_mace.extxyz) and manifest.json."""
-    return shared.write_splits(spec, directory, _as_mace_frame, "{split}_mace.extxyz", "mace")
 
 
 def _as_mace_frame(atoms: Atoms, split: str, index: int) -> Atoms:

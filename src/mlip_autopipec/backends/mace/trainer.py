@@ -1,25 +1,12 @@
-"""MaceTrainer: one generation of a MACE model (or a committee of them), trained by the real
-`mace_run_train` CLI in a subprocess.
+"""MaceTrainer: one generation of a MACE model (or a committee: member k has seed + k), trained by
+the real `mace_run_train` CLI in the generation directory, so the logged `$ mace_run_train ...` line
+can be rerun there by hand. mace_config.json records our config and digests.
 
-Steps, all in the generation directory (MACE's working directory, so a user can rerun the logged
-`$ mace_run_train ...` line there by hand):
-  1. check the dataset (the manifest's `mace` extxyz files, keys REF_energy / REF_forces) and
-     the starting model; with a baseline, write the delta datasets
-  2. write mace_config.json (our config and digests); copy the starting model to initial.model
-  3. for each committee member k (seed + k): `mace_run_train --name NAME --seed SEED ...`,
-     streamed to mace_train.log with per-epoch progress; MACE writes NAME.model,
-     NAME_compiled.model, logs/NAME_run-SEED.log, checkpoints/, results/
-  4. metrics.json from MACE's final error tables and its results file; artifact.json last
-
-Fine-tuning starts from `initial_potential` (a MACE artifact) or `foundation_model` (a local
-.model file): both become `--foundation_model initial.model`, so MACE keeps that model's
-architecture and starts from its weights. Resuming (`resume_from`: a checkpoint .pt, or a directory
-holding checkpoints/) copies the latest checkpoint into the new generation and passes
---restart_latest: training continues at that checkpoint's epoch up to `epochs`.
-
-Generations are never overwritten (GenerationExistsError). Leftovers of an unfinished attempt
-are moved to failed-attempts/attempt-N/; with `resume_failed_attempts` (default) and the same
-config and data, the retry continues from that attempt's latest checkpoint instead of epoch 0.
+Fine-tuning starts from `initial_potential` (a MACE artifact) or `foundation_model` (a local .model):
+both become `--foundation_model initial.model` (MACE keeps that architecture, starts from its
+weights). Resuming (`resume_from`: a checkpoint .pt or a directory with checkpoints/) copies the
+latest checkpoint into the generation and passes --restart_latest. With `resume_failed_attempts`
+(default), a retry of the same config and data continues from the failed attempt's checkpoint.
 """
 
 from __future__ import annotations
@@ -39,9 +26,16 @@ from mlip_autopipec.backends.mace.config import MaceConfig
 from mlip_autopipec.backends.mace.log_watch import MaceLogWatcher
 from mlip_autopipec.backends.mace.metrics import MetricsFormatError, collect_metrics, read_results
 from mlip_autopipec.backends.runner import resolve_device
-from mlip_autopipec.backends.template import FAILED_ATTEMPTS, Backend, TrainingRun, dataset_elements, dataset_files
+from mlip_autopipec.backends.template import (
+    FAILED_ATTEMPTS,
+    Backend,
+    TrainingRun,
+    dataset_elements,
+    dataset_files,
+    validation_file,
+)
 from mlip_autopipec.data.manifest import DatasetManifest
-from mlip_autopipec.files import atomic_write_text, sha256_file
+from mlip_autopipec.files import sha256_file
 
 TOOLS = ("mace_run_train",)
 
@@ -55,14 +49,14 @@ MODEL_NAME = "mace"
 _CHECKPOINT = re.compile(r"^(?P<tag>.+)_epoch-(?P<epoch>\d+)(?P<swa>_swa)?\.pt$")
 
 
+INSTALL_HINT = ("Install MACE (pip install mace-torch, with the machine's torch; see requirements/) "
+                "into this environment.")
+
+
 def member_files(config: MaceConfig, member: int) -> RunFiles:
     """Names of committee member `member`'s files: member 0 is `mace`, the others `mace_memberK`."""
     name = MODEL_NAME if member == 0 else f"{MODEL_NAME}_member{member}"
-    return RunFiles(name=name, seed=config.seed + member)
-
-
-INSTALL_HINT = ("Install MACE (pip install mace-torch, with the machine's torch; see requirements/) "
-                "into this environment.")
+    return RunFiles(name=name, seed=config.seed + member, swa=config.swa)
 
 
 class MaceTrainer(Backend):
@@ -84,12 +78,9 @@ class MaceTrainer(Backend):
         elements = _model_elements(config, run.manifest, initial_potential)
         starting_model = _starting_model(initial_potential, foundation_model)
         resume_source = None if resume_from is None else _resume_source(Path(resume_from), config)
-        if valid_file is not None:
-            valid_file = Path(valid_file).resolve()
-            if not valid_file.is_file():
-                raise DatasetError(f"{valid_file}: validation file does not exist")
-            if config.baseline is not None:
-                raise DatasetError("a separate validation file cannot be combined with delta learning (baseline)")
+        valid_file = validation_file(valid_file)
+        if valid_file is not None and config.baseline is not None:
+            raise DatasetError("a separate validation file cannot be combined with delta learning (baseline)")
         # Checkpoints to resume from, found before an unfinished attempt in this very directory
         # (a resume in place) is moved aside, and followed there.
         explicit = {} if resume_source is None else {
@@ -106,14 +97,8 @@ class MaceTrainer(Backend):
                     and not checkpoint.is_relative_to(generation_dir / FAILED_ATTEMPTS):
                 explicit[member] = failed_attempt / checkpoint.relative_to(generation_dir)
         device = resolve_device(config.device)
-        record = {
-            "config": config.model_dump(mode="json"), "config_digest": config.digest(),
-            "dataset_digest": run.manifest.digest, "device": device,
-            "initial_potential": None if run.initial_potential is None else run.initial_potential.digest,
-            "starting_model_sha256": None if starting_model is None else sha256_file(starting_model),
-            "valid_file_sha256": None if plan["valid_file"] is None else sha256_file(plan["valid_file"]),
-        }
-        atomic_write_text(generation_dir / CONFIG_JSON, json.dumps(record, indent=1) + "\n")
+        record = run.write_record(CONFIG_JSON, plan["valid_file"], device=device, starting_model_sha256=None
+                                  if starting_model is None else sha256_file(starting_model))
         if starting_model is not None:
             shutil.copyfile(starting_model, generation_dir / INITIAL_MODEL)
         run.subtract_baseline(data_files, DELTA_DATA, write_delta_extxyz)
@@ -121,46 +106,44 @@ class MaceTrainer(Backend):
         watchers: list[MaceLogWatcher] = []
         for member in range(config.committee_size):
             files = member_files(config, member)
-            restart = self._prepare_restart(files, generation_dir, explicit.get(member), bool(explicit),
-                                            failed_attempt, record, config, run.log_path)
+            restart = self._prepare_restart(run, files, explicit.get(member), bool(explicit), record)
             watcher = MaceLogWatcher(config.epochs, run.progress, member, config.committee_size)
-            run.stage(watcher.fraction(0.0), _member_text(config, member, "starting mace_run_train"))
+            label = f"committee model {member + 1}/{config.committee_size}" if config.committee_size > 1 else ""
+            run.stage(watcher.fraction(0.0), (f"{label}: " if label else "") + "starting mace_run_train")
             arguments = train_arguments(config, files, data_files["train"], data_files.get("test"), device,
                                         foundation_model=INITIAL_MODEL if starting_model is not None else None,
                                         restart=restart, valid_file=plan["valid_file"])
-            run.run_tool([plan["executable"], *arguments],
-                         "mace_run_train" + _member_text(config, member, "", prefix=" ("),
-                         files.stagetwo_model if config.swa else files.model, watcher.feed)
+            run.run_tool([plan["executable"], *arguments], f"mace_run_train ({label})" if label else "mace_run_train",
+                         files.model(), watcher.feed)
             watchers.append(watcher)
-            run.stage(watcher.fraction(1.0), _member_text(config, member, "trained"),
-                      watcher.epochs_seen[-1] + 1 if watcher.epochs_seen else 0)
+            run.stage(watcher.fraction(1.0), (f"{label}: " if label else "") + "trained", watcher.epochs_done)
 
         final_metrics, history = self._metrics(run, watchers)
         version = watchers[0].version
         return run.finish(self._artifact_files(config, generation_dir, starting_model is not None), final_metrics,
                           {"history": history},
                           f"mace-torch {version}" if version else "mace-torch (version not reported)",
-                          watchers[0].epochs_seen[-1] + 1 if watchers[0].epochs_seen else 0,
-                          elements=plan["elements"])
+                          watchers[0].epochs_done, elements=plan["elements"])
 
     # -- steps ------------------------------------------------------------------------------
 
     @staticmethod
-    def _prepare_restart(files: RunFiles, generation_dir: Path, checkpoint: Path | None, explicit: bool,
-                         failed_attempt: Path | None, record: dict, config: MaceConfig, log_path: Path) -> bool:
+    def _prepare_restart(run: TrainingRun, files: RunFiles, checkpoint: Path | None, explicit: bool,
+                         record: dict) -> bool:
         """Copy the checkpoint to continue from (if any) into checkpoints/; True when there is one.
 
         An explicit resume source wins; otherwise a failed attempt of the same run is continued."""
-        if not explicit and failed_attempt is not None and config.resume_failed_attempts \
+        failed_attempt = run.failed_attempt
+        if not explicit and failed_attempt is not None and run.config.resume_failed_attempts \
                 and _same_run(failed_attempt, record):
             checkpoint = find_checkpoint(failed_attempt, files.tag, any_tag=False)
         if checkpoint is None:
             return False
         match = _CHECKPOINT.match(checkpoint.name)
-        target = generation_dir / files.checkpoints_dir / f"{files.tag}_epoch-{match['epoch']}{match['swa'] or ''}.pt"
+        target = run.generation_dir / "checkpoints" / f"{files.tag}_epoch-{match['epoch']}{match['swa'] or ''}.pt"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(checkpoint, target)
-        with open(log_path, "a", encoding="utf-8") as log:
+        with open(run.log_path, "a", encoding="utf-8") as log:
             log.write(f"\n# resuming from {checkpoint} (epoch {match['epoch']}) as {target.name}\n")
         return True
 
@@ -194,26 +177,14 @@ class MaceTrainer(Backend):
     @staticmethod
     def _artifact_files(config: MaceConfig, generation_dir: Path, fine_tuned: bool) -> dict[str, str]:
         first = member_files(config, 0)
-        model, compiled = ((first.stagetwo_model, first.stagetwo_compiled_model) if config.swa
-                           else (first.model, first.compiled_model))
-        files = {"model": model, "mace_log": first.log, "config_json": CONFIG_JSON}
-        if (generation_dir / compiled).is_file():  # MACE skips it silently when TorchScript fails
-            files["compiled_model"] = compiled
+        files = {"model": first.model(), "mace_log": first.log, "config_json": CONFIG_JSON}
+        if (generation_dir / first.model(compiled=True)).is_file():  # MACE skips it when TorchScript fails
+            files["compiled_model"] = first.model(compiled=True)
         for member in range(1, config.committee_size):
-            other = member_files(config, member)
-            files[f"committee_model_{member}"] = other.stagetwo_model if config.swa else other.model
+            files[f"committee_model_{member}"] = member_files(config, member).model()
         if fine_tuned:
             files["initial_model"] = INITIAL_MODEL
         return {role: name for role, name in files.items() if (generation_dir / name).is_file()}
-
-
-def _member_text(config: MaceConfig, member: int, text: str, prefix: str = "") -> str:
-    if config.committee_size == 1:
-        return text
-    label = f"committee model {member + 1}/{config.committee_size}"
-    if prefix:
-        return f"{prefix}{label})"
-    return f"{label}: {text}"
 
 
 def find_checkpoint(source: Path, tag: str, any_tag: bool) -> Path | None:
@@ -259,7 +230,6 @@ def _starting_model(initial_potential: PotentialArtifact | None, foundation_mode
         if initial_potential.backend != "mace":
             raise DatasetError(f"cannot fine-tune a MACE model from a {initial_potential.backend} potential; "
                                "start from a MACE artifact or a local .model file")
-        initial_potential.verify()
         return initial_potential.path("model")
     if foundation_model is not None:
         path = Path(foundation_model)
@@ -272,7 +242,16 @@ def _starting_model(initial_potential: PotentialArtifact | None, foundation_mode
 
 def _model_elements(config: MaceConfig, manifest: DatasetManifest,
                     initial_potential: PotentialArtifact | None) -> list[str]:
-    elements = _elements_of_the_model(config, manifest, initial_potential)
+    elements = data_elements = dataset_elements(manifest)
+    if initial_potential is not None:
+        missing = sorted(data_elements - set(initial_potential.elements))
+        if missing:
+            raise DatasetError(f"the dataset contains {missing}, which the initial potential does not cover "
+                               f"(its elements {initial_potential.elements}); MACE fine-tuning keeps the "
+                               "starting model's element embedding")
+        if config.foundation_model_elements:
+            elements = data_elements | set(initial_potential.elements)
+    elements = sorted(elements)
     if isinstance(config.E0s, dict):
         missing = sorted(set(elements) - set(config.E0s))
         if missing:  # mace_run_train would stop on the first such atom, in every committee member
@@ -280,21 +259,6 @@ def _model_elements(config: MaceConfig, manifest: DatasetManifest,
                                f"{elements} include {missing} without one; add them to E0s, or use E0s: average "
                                "(fitted by least squares on the training set)")
     return elements
-
-
-def _elements_of_the_model(config: MaceConfig, manifest: DatasetManifest,
-                           initial_potential: PotentialArtifact | None) -> list[str]:
-    data_elements = dataset_elements(manifest)
-    if initial_potential is None:
-        return sorted(data_elements)
-    missing = sorted(data_elements - set(initial_potential.elements))
-    if missing:
-        raise DatasetError(f"the dataset contains {missing}, which the initial potential does not cover "
-                           f"(its elements {initial_potential.elements}); MACE fine-tuning keeps the "
-                           "starting model's element embedding")
-    if config.foundation_model_elements:
-        return sorted(data_elements | set(initial_potential.elements))
-    return sorted(data_elements)
 
 
 def write_delta_extxyz(source: Path, target: Path, baseline: Calculator) -> None:
@@ -314,6 +278,3 @@ def write_delta_extxyz(source: Path, target: Path, baseline: Calculator) -> None
             except Exception:  # a baseline without stress: the stress label cannot be made a delta
                 del atoms.info["REF_stress"]
     ase.io.write(target, frames, format="extxyz")
-
-
-__all__ = ["MaceTrainer", "find_checkpoint", "member_files", "write_delta_extxyz"]

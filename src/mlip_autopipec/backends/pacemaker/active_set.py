@@ -1,26 +1,17 @@
 """The active set for the extrapolation grade γ when a species has too few training environments.
 
-`pace_activeset` selects, for every species, as many atomic environments as the species has
-B-functions (MaxVol) and stops for the whole potential with "Insufficient atomic environments to
-determine active set for species type N, system is under-determined" as soon as one species has
-fewer environments than functions: a dopant, an adsorbate, the O of a few ethanol molecules. The
-trainer then runs this module instead (`python -m mlip_autopipec.backends.pacemaker.active_set`,
-a subprocess logged like the Pacemaker tools), which builds the same file species by species:
+`pace_activeset` stops for the whole potential ("Insufficient atomic environments ...") as soon as
+one species (a dopant, an adsorbate) has fewer environments than B-functions. The trainer then runs
+this module (`python -m mlip_autopipec.backends.pacemaker.active_set`), which builds the same file
+species by species:
 
-* a species with at least as many environments as functions: MaxVol with pyace's own
-  `compute_active_set` on all its training environments (as `pace_activeset --all-atoms`);
-* a species with fewer: the pseudo-inverse of all its environments (zero rows fill the matrix up to
-  square, which is what PyACECalculator and LAMMPS `pair_style pace/extrapolation` load), the
-  projection pyace itself uses to invert an active set (`compute_A_active_inverse`). γ of such an
-  atom is the largest coefficient of its B-projection expressed in the few known environments: about
-  1 for environments like them, but blind to every direction they do not span, so it misses
-  novelty there. Those species are listed as having no γ yet; selection treats their atoms as
-  uncertain, the campaign labels more of them, and the next generation, with enough environments,
-  gets a MaxVol active set for them.
-
-Why not the other remedies: a regularised inverse would need a tuned regulariser and still hides the
-unspanned directions; environments from unlabelled structures need structures the trainer does not
-have; fewer functions for the rare species would change the potential itself, not just its γ.
+* enough environments: MaxVol with pyace's `compute_active_set` (as `pace_activeset --all-atoms`);
+* fewer: the pseudo-inverse of all its environments, zero rows filling the matrix up to square
+  (what PyACECalculator and LAMMPS `pair_style pace/extrapolation` load). Its γ is about 1 for
+  environments like the known ones but blind to directions they do not span, so such species are
+  listed as having no γ yet; selection treats their atoms as uncertain until a generation has
+  enough of them. (A regularised inverse would need a tuned regulariser and still hide those
+  directions; fewer functions for the rare species would change the potential itself.)
 
 The summary (`active_set.json`) names, per species, its environments, functions and method.
 """

@@ -1,9 +1,6 @@
-"""ASE calculators for a trained Pacemaker generation.
-
-`results["gamma"]` holds the per-atom extrapolation grade once the active set is loaded. It is
-loaded with `set_active_set` after construction: PyACECalculator's constructor accepts an
-active-set keyword but silently ignores it. For delta-learned potentials the calculator returns
-baseline + ACE, so users get total energies and forces back.
+"""ASE calculators for a trained Pacemaker generation: PyACECalculator with `results["gamma"]` (the
+per-atom extrapolation grade) once the active set is loaded, by `set_active_set` (the constructor's
+active-set keyword is silently ignored); baseline + ACE for delta-learned potentials.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""PacemakerConfig: what a user writes under `training:` with `backend: pacemaker` (the default).
-
-Pacemaker's sections keep Pacemaker's own key names (npot, fs_parameters, kappa, L1_coeffs, ...),
-so an ACE user recognises them; `backends.pacemaker.input_yaml` maps them onto input.yaml.
-Defaults are deliberately small: about 30 structures fit in well under a minute on 2 cores.
-Production campaigns raise `number_of_functions_per_element`, the orders and `maxiter`.
+"""PacemakerConfig: `training:` with `backend: pacemaker` (the default). Sections keep Pacemaker's own
+key names (npot, fs_parameters, kappa, L1_coeffs, ...); `input_yaml` maps them onto input.yaml.
+Defaults are small (about 30 structures fit in under a minute on 2 cores).
 """
 
 from __future__ import annotations

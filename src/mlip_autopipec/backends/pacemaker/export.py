@@ -1,13 +1,6 @@
-"""Export a Pacemaker generation as standard artifacts: RUN_DIR/artifacts/ with
-
-    potential.yaml   the B-basis potential (what PyACECalculator and γ need)
-    potential.yace   the C-tilde potential (LAMMPS pair_style pace)
-    potential.asi    the active set (extrapolation grade γ)
-    artifact.json    the generation's artifact restricted to these files, so the export is itself a
-                     loadable generation (digests checked)
-    manifest.json    backend, source, files with sha256, elements, config, metrics, versions
-
-`calculator_from_manifest(manifest.json)` loads it back into a working γ-aware ASE calculator.
+"""Export a Pacemaker generation as RUN_DIR/artifacts/: potential.yaml (B-basis, for γ), potential.yace
+(LAMMPS pair_style pace), potential.asi (active set), artifact.json (restricted to these files, so the
+export is itself a loadable generation) and manifest.json.
 """
 
 from __future__ import annotations

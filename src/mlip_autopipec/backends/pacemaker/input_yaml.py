@@ -1,8 +1,6 @@
-"""Pacemaker's input.yaml from a PacemakerConfig.
-
-The file is written so that `pacemaker input.yaml`, run by hand in the generation directory,
-repeats the fit: data paths are absolute (the export) or relative to that directory (files we
-wrote there), and the `backend:` section is always present (pacemaker 0.4 crashes without it).
+"""Pacemaker's input.yaml from a PacemakerConfig, written so that `pacemaker input.yaml`, run by hand
+in the generation directory, repeats the fit (the `backend:` section is always present: pacemaker 0.4
+crashes without it).
 """
 
 from __future__ import annotations

@@ -16,10 +16,9 @@ every `display_step` iterations a block replaces the one-line form:
 
 from __future__ import annotations
 
-import math
 import re
 
-from mlip_autopipec.backends.base import ProgressCallback, TrainingProgress
+from mlip_autopipec.backends.base import ProgressCallback, report
 
 _NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
 _ONE_LINE_ITERATION = re.compile(r"(?:Initial state:|Iteration)\s*#(\d+)\s+\(\d+ evals\):\s+Loss:\s*" + _NUMBER)
@@ -95,9 +94,4 @@ class PacemakerLogWatcher:
             message = f"basis {self._ladder_to}/{self._target_functions} functions, " + message
         else:
             fraction = within_step
-        if self.progress is not None:
-            self.progress(TrainingProgress(
-                iteration=iteration, max_iterations=self.max_iterations,
-                loss=None if math.isnan(loss) else loss,
-                fraction=FIT_SHARE * min(max(fraction, 0.0), 1.0), message=message,
-            ))
+        report(self.progress, iteration, self.max_iterations, FIT_SHARE * min(max(fraction, 0.0), 1.0), message, loss)

@@ -1,16 +1,7 @@
-"""Training metrics from the files pacemaker writes in its working directory.
-
-metrics.txt (train) and test_metrics.txt (test) are whitespace tables, one row per iteration
-(test: iteration 0, every display_step, and once more at the end), with the columns
-    ladder_step cycle_step iter_num loss e_loss_contrib f_loss_contrib reg_loss rmse_epa rmse_f_comp
-    low_rmse_epa low_rmse_f_comp mae_f_comp low_mae_f_comp nfuncs ncoefs l1_reg_contrib l2_reg_contrib
-    smooth_orth smooth_w1 smooth_w2 smooth_w3
-in eV/atom (energies) and eV/Angstrom per Cartesian component (forces). Their last row is the final
-potential. The energy MAE is not in these tables; it comes from pacemaker's own predictions of the
-final potential, train_pred.pckl.gzip / test_pred.pckl.gzip (energy_pred vs energy_corrected).
-
-Our metrics are in meV/atom and meV/Angstrom; force errors stay per Cartesian component, as
-pacemaker reports them.
+"""Training metrics from pacemaker's files: metrics.txt (train) and test_metrics.txt (test), whitespace
+tables with one row per iteration (test: every display_step) whose last row is the final potential,
+in eV/atom and eV/Angstrom per force component; the energy MAE comes from its predictions of the
+final potential (train_pred.pckl.gzip / test_pred.pckl.gzip). Ours are in meV/atom and meV/Angstrom.
 """
 
 from __future__ import annotations

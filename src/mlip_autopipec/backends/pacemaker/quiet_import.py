@@ -1,9 +1,5 @@
-"""Import pyace without its side effect on logging.
-
-pyace (and pyace.aceselect) call logging.basicConfig and set the root logger to INFO at import,
-which floods every host application's log with third-party INFO lines (each HTTP request of a
-Prefect client, for one). We import it once and put the root logger back as it was.
-"""
+"""Import pyace without its side effect on logging: pyace calls logging.basicConfig and sets the root
+logger to INFO at import, flooding the host application's log; the root logger is put back."""
 
 from __future__ import annotations
 

@@ -1,17 +1,12 @@
-"""The run.yaml runner of the Pacemaker backend (no Prefect; flows wrap backends.run_yaml.run_task).
+"""The run.yaml runner of the Pacemaker backend (see backends/run_yaml.py).
 
-    train     data.train (+ data.test, else data.val, as pacemaker's test set) -> RUN_DIR/train/ (a
-              generation) + RUN_DIR/artifacts/
-    finetune  the same, starting from model_in (a generation or run directory, artifact.json, or a
-              potential .yaml); train.input_json's fine_tune chooses 'continue' or 'upfit'
-    resume    continue fitting from model_in: a finished generation, or the interim_potential_*.yaml
-              an interrupted fit left behind (in its directory or its failed-attempts/)
-    evaluate  RMSE/MAE on the active split (data.test, else val, else train) -> RUN_DIR/eval_metrics.json
-    infer     predictions (energy, forces, per-atom γ) on the active split -> RUN_DIR/predictions.extxyz
-    export    model_in -> RUN_DIR/artifacts/ (potential .yaml/.yace/.asi, artifact.json, manifest.json)
+    train     data.train (+ data.test, else data.val, as pacemaker's test set) -> RUN_DIR/train/ + artifacts/
+    finetune  the same from model_in (a generation or run directory, artifact.json, or a potential .yaml);
+              train.input_json's fine_tune chooses 'continue' or 'upfit'
+    resume    from model_in: a finished generation, or the interim_potential_*.yaml an interrupted fit left
+    infer     also writes per-atom γ
 
-train.input_json holds PacemakerConfig keys (cutoff, number_of_functions_per_element, ...); the train
-knobs epochs/batch_size/seed map to maxiter/batch_size/seed.
+train.input_json holds PacemakerConfig keys; the train knobs epochs/batch_size/seed map to maxiter/batch_size/seed.
 """
 
 from __future__ import annotations
@@ -45,17 +40,14 @@ INTERIM_PATTERN = "interim_potential_*.yaml"
 
 def train(spec: RunSpec, run_dir: Path, progress: ProgressCallback | None) -> dict:
     from mlip_autopipec.backends.pacemaker.export import export_generation
-    from mlip_autopipec.backends.pacemaker.trainer import TOOLS, PacemakerTrainer
+    from mlip_autopipec.backends.pacemaker.trainer import PacemakerTrainer
 
     config = spec.training_config()
     manifest = _write_dataset(spec, run_dir / DATA_DIR)
     initial = None if spec.task == "train" else _starting_potential(spec, run_dir)
-    executables = {}
-    if spec.backend_python is not None:
-        executables = {tool: Path(spec.backend_python).parent / tool for tool in TOOLS}
     with backend_environment(spec.backend_env), \
             progress_bar(spec, progress, config.maxiter, "iteration", "pacemaker") as report:
-        artifact = PacemakerTrainer(executables=executables).train(
+        artifact = PacemakerTrainer.beside(spec.backend_python).train(
             manifest, config, run_dir / GENERATION_DIR, initial_potential=initial, progress=report)
     return trained(spec, artifact, export_generation(artifact.generation_dir, run_dir,
                                                      config=spec.model_dump(mode="json")))
@@ -65,14 +57,15 @@ def evaluate(spec: RunSpec, run_dir: Path) -> dict:
     from mlip_autopipec.validation.errors import predict
 
     frames = _labelled(split_frames(spec, spec.active_split), spec.active_split)
-    predictions = predict(_calculator(spec), frames, energy_reference=_energy_reference(spec))
+    calculator, energy_reference = _model(spec)
+    predictions = predict(calculator, frames, energy_reference=energy_reference)
     return evaluated(spec, run_dir, predictions.summary())
 
 
 def infer(spec: RunSpec, run_dir: Path) -> dict:
     """Predicted energy and forces as the frames' calculator results, per-atom γ as an array."""
     split = spec.active_split
-    calculator = _calculator(spec)
+    calculator = _model(spec)[0]
     predicted = []
     for atoms in split_frames(spec, split):
         frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
@@ -95,7 +88,7 @@ def infer(spec: RunSpec, run_dir: Path) -> dict:
 def export(spec: RunSpec, run_dir: Path) -> dict:
     from mlip_autopipec.backends.pacemaker.export import export_generation
 
-    manifest = export_generation(_generation_of(Path(spec.model_in), "model_in"), run_dir,
+    manifest = export_generation(_generation_of(Path(spec.model_in)), run_dir,
                                  config=spec.model_dump(mode="json"))
     return {"task": "export", "manifest": str(manifest)}
 
@@ -128,7 +121,7 @@ def _write_dataset(spec: RunSpec, directory: Path):
                           formats=["pacemaker", "extxyz"], source=source, splits=splits)
 
 
-def _generation_of(path: Path, key: str) -> Path:
+def _generation_of(path: Path) -> Path:
     """The generation directory behind model_in: itself, its artifact.json's folder, RUN_DIR/train,
     or RUN_DIR/artifacts (an export is a loadable generation too)."""
     if path.name == ARTIFACT_NAME:
@@ -136,7 +129,7 @@ def _generation_of(path: Path, key: str) -> Path:
     for candidate in (generation_in(path), path / "artifacts"):
         if (candidate / ARTIFACT_NAME).is_file():
             return candidate
-    raise DatasetError(f"{key}: {path} is not a Pacemaker generation (no {ARTIFACT_NAME} in it, in "
+    raise DatasetError(f"model_in: {path} is not a Pacemaker generation (no {ARTIFACT_NAME} in it, in "
                        f"{GENERATION_DIR}/ or in artifacts/)")
 
 
@@ -148,7 +141,7 @@ def _starting_potential(spec: RunSpec, run_dir: Path) -> PotentialArtifact:
         interim = _latest_interim(path)
         if interim is not None:
             return _potential_file_artifact(interim, run_dir)
-    return PotentialArtifact.load(_generation_of(path, "model_in"))
+    return PotentialArtifact.load(_generation_of(path))
 
 
 def _latest_interim(path: Path) -> Path | None:
@@ -181,28 +174,17 @@ def _potential_file_artifact(yaml_path: Path, run_dir: Path) -> PotentialArtifac
     return artifact
 
 
-def _calculator(spec: RunSpec) -> Calculator:
-    """The model of an evaluate/infer task: model.manifest (an export), else model_in."""
+def _model(spec: RunSpec) -> tuple[Calculator, EnergyReference]:
+    """The model of an evaluate/infer task (model.manifest, an export, else model_in) and the energy its
+    predictions compare with (its fit's energy_corrected)."""
     from mlip_autopipec.backends.pacemaker.export import calculator_from_manifest
-    from mlip_autopipec.backends.potentials import load_potential
-
-    if spec.model.manifest is not None:
-        return calculator_from_manifest(spec.model.manifest)
-    return load_potential(_model_in(spec))[0]
-
-
-def _energy_reference(spec: RunSpec) -> EnergyReference:
-    """What the model's energies compare with (its fit's energy_corrected)."""
-    from mlip_autopipec.backends.potentials import potential_energy_reference
+    from mlip_autopipec.backends.potentials import load_potential, potential_energy_reference
 
     if spec.model.manifest is not None:
         manifest = Path(spec.model.manifest)
-        return potential_energy_reference(manifest if manifest.is_dir() else manifest.parent)
-    return potential_energy_reference(_model_in(spec))
-
-
-def _model_in(spec: RunSpec) -> Path:
+        return (calculator_from_manifest(manifest),
+                potential_energy_reference(manifest if manifest.is_dir() else manifest.parent))
     path = Path(spec.model_in)
     if path.is_dir() and not (path / ARTIFACT_NAME).is_file():
-        path = _generation_of(path, "model_in")
-    return path
+        path = _generation_of(path)
+    return load_potential(path)[0], potential_energy_reference(path)

@@ -1,20 +1,9 @@
-"""PacemakerTrainer: one generation of an ACE potential, fitted by the real `pacemaker` CLI.
-
-Steps, all in the generation directory (pacemaker's working directory, so a user can rerun
-`pacemaker input.yaml` there by hand):
-  1. check the dataset and elements; with a baseline, write the delta datasets
-  2. write input.yaml; run `pacemaker input.yaml`, log to pacemaker.log, report progress
-  3. potential.yaml (copy of output_potential.yaml) -> `pace_yaml2yace` -> potential.yace
-  4. `pace_activeset` on pacemaker's fitting_data_info.pckl.gzip -> potential.asi; when it stops
-     because a species has fewer training environments than B-functions, the active set is built
-     species by species instead (backends/pacemaker/active_set.py: MaxVol where there are enough
-     environments, pseudo-inverse where not); the potential is kept and the artifact's
-     `species_without_gamma` says which species have no γ yet and why
-  5. metrics.json from metrics.txt / test_metrics.txt; artifact.json last
-
-Generations are never overwritten: a directory holding artifact.json is refused
-(GenerationExistsError). Leftovers of an unfinished attempt (a crash, a timeout) are moved to
-failed-attempts/attempt-N/ first, so a retry starts clean and the evidence is kept.
+"""PacemakerTrainer: one generation of an ACE potential, fitted by the real `pacemaker` CLI in the
+generation directory (so `pacemaker input.yaml` can be rerun there by hand): input.yaml ->
+potential.yaml -> `pace_yaml2yace` -> potential.yace -> `pace_activeset` -> potential.asi, then
+metrics from pacemaker's tables. When pace_activeset stops because a species has fewer training
+environments than B-functions, the active set is built species by species (active_set.py) and
+the artifact's `species_without_gamma` says which species have no γ yet.
 """
 
 from __future__ import annotations
@@ -24,14 +13,14 @@ import shutil
 import sys
 from pathlib import Path
 
-from mlip_autopipec.backends.base import DatasetError, PotentialArtifact
+from ase.calculators.calculator import Calculator
+
+from mlip_autopipec.backends.base import DatasetError, PotentialArtifact, TrainingError, TrainingTimeout
 from mlip_autopipec.backends.pacemaker.calculator import make_calculator
 from mlip_autopipec.backends.pacemaker.config import PacemakerConfig
-from mlip_autopipec.backends.pacemaker.delta import write_delta_dataframe
 from mlip_autopipec.backends.pacemaker.input_yaml import build_input, check_basis, write_input_yaml
 from mlip_autopipec.backends.pacemaker.log_watch import FIT_SHARE, PacemakerLogWatcher
 from mlip_autopipec.backends.pacemaker.metrics import MetricsFormatError, collect_metrics
-from mlip_autopipec.backends.runner import run_logged, tool_failed
 from mlip_autopipec.backends.template import Backend, TrainingRun, dataset_elements, dataset_files
 from mlip_autopipec.data.manifest import DatasetManifest
 
@@ -65,8 +54,6 @@ class PacemakerTrainer(Backend):
         elements = _fit_elements(config, run.manifest, initial_potential)
         if initial_potential is None or config.fine_tune != "continue":  # "continue" keeps the old basis
             check_basis(config, elements)
-        if initial_potential is not None:
-            initial_potential.verify()
         return {"tools": tools, "data_files": data_files, "elements": elements}
 
     def _fit(self, run: TrainingRun, plan: dict) -> PotentialArtifact:
@@ -122,18 +109,16 @@ class PacemakerTrainer(Backend):
 
         generation_dir, log_path = run.generation_dir, run.log_path
         start = log_path.stat().st_size if log_path.is_file() else 0
-        status = run_logged([pace_activeset, *active_set_arguments(run.config)], generation_dir, log_path,
-                            run.deadline)
-        if status == 0 and (generation_dir / ACTIVE_SET).is_file():
+        try:
+            run.run_tool([pace_activeset, *active_set_arguments(run.config)], pace_activeset.name, ACTIVE_SET,
+                         failure="could not compute the active set")
             return {}
-        with open(log_path, "rb") as log:  # only what pace_activeset wrote
-            log.seek(start)
-            under_determined = UNDER_DETERMINED_MESSAGE in log.read().decode("utf-8", errors="replace")
-        if not under_determined:
-            failure = "could not compute the active set"
-            if status == 0:
-                raise run.error(f"{pace_activeset.name} exited normally but wrote no {ACTIVE_SET}: {failure}")
-            raise tool_failed(pace_activeset.name, status, log_path, failure)
+        except TrainingError as exc:
+            with open(log_path, "rb") as log:  # only what pace_activeset wrote
+                log.seek(start)
+                written = log.read().decode("utf-8", errors="replace")
+            if isinstance(exc, TrainingTimeout) or UNDER_DETERMINED_MESSAGE not in written:
+                raise
         with open(log_path, "a", encoding="utf-8") as log:
             log.write("\nA species has fewer training environments than B-functions (the error above): the "
                       "potential is kept; building the active set species by species instead\n")
@@ -190,3 +175,28 @@ def active_set_arguments(config: PacemakerConfig) -> list[str]:
         arguments.append("--all-atoms")
     return arguments
 
+
+def write_delta_dataframe(source: Path, target: Path, baseline: Calculator, baseline_name: str) -> None:
+    """Delta learning: `source` with the baseline's energy and forces subtracted from every row."""
+    import numpy as np
+    import pandas as pd
+
+    table = pd.read_pickle(source, compression="gzip")
+    energies, forces = [], []
+    for index, atoms in enumerate(table["ase_atoms"]):
+        atoms = atoms.copy()
+        atoms.calc = baseline
+        try:
+            energies.append(float(atoms.get_potential_energy()))
+            forces.append(np.asarray(atoms.get_forces(), dtype=float))
+        except Exception as exc:  # any calculator error: name the frame, keep the cause
+            raise DatasetError(f"{source}: frame {index}: baseline {baseline_name} failed "
+                               f"({type(exc).__name__}: {exc})") from exc
+    baseline_energy = np.array(energies)
+    for column in ("energy", "energy_corrected"):
+        if column in table.columns:
+            table[column] = table[column].to_numpy(dtype=float) - baseline_energy
+    table["forces"] = [np.asarray(label, dtype=float) - base
+                       for label, base in zip(table["forces"], forces, strict=True)]
+    # mtime=0: the same data always gives the same bytes, hence the same digest.
+    table.to_pickle(target, compression={"method": "gzip", "mtime": 0}, protocol=4)
