@@ -1,19 +1,24 @@
 """Fit Cu-II (1000 DFT structures) with a mid-size ACE basis: accuracy, time, memory, and the
 orchestration overhead of `python -m flows.train` against running Pacemaker's tools by hand.
 
-    python -m benchmarks.pacemaker_fit [--data ../shared/data/Cu-II.extxyz] [--maxiter 200]
+    python -m benchmarks.pacemaker_fit [--data ../shared/data/Cu-II.extxyz] [--maxiter 200] [--repeats 2]
 
 Both runs fit the same exported dataset with the same input.yaml: first the flow (ingest, export,
-train with pacemaker + pace_yaml2yace + pace_activeset, evaluate, publish, on a temporary Prefect
-server), then the three Pacemaker commands by hand in a fresh directory. Peak memory is the
-largest resident set of the whole process tree, sampled every 0.2 s.
+train with pacemaker + pace_yaml2yace + pace_activeset, evaluate, publish, on the Prefect API the
+command finds: PREFECT_API_URL or the local server), then the three Pacemaker commands by hand in a
+fresh directory; with --repeats the pairs alternate (flow, by hand, flow, by hand, ...) so that a
+change in the machine's load hits both sides. Peak memory is the largest resident set of the whole
+process tree, sampled every 0.2 s. The fit itself (Pacemaker's own span) is the same work on both
+sides but its speed follows the load; the time outside it is what the flow adds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,28 +71,19 @@ def fit_seconds(pacemaker_log: Path) -> float:
     return (stamps[-1] - stamps[0]).total_seconds()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--maxiter", type=int, default=200)
-    parser.add_argument("--keep", type=Path, help="keep the run directories here")
-    args = parser.parse_args()
-    config = PacemakerConfig(**MID_SIZE, maxiter=args.maxiter)
-    work = Path(args.keep or tempfile.mkdtemp(prefix="pacemaker-bench-"))
-    shutil.rmtree(work / "flow", ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "train.yaml").write_text(yaml.safe_dump(
-        {"campaign": "cu-ii-bench", "export": {"test_fraction": 0.1, "seed": 0},
-         "training": config.model_dump(mode="json")}))
-
+def run_pair(args, config: PacemakerConfig, work: Path, index: int) -> dict:
+    """One flow run, then the same fit by hand; wall, fit and peak memory of each."""
+    load = os.getloadavg()[0]
+    flow_dir, direct = work / f"flow-{index}", work / f"direct-{index}"
+    for directory in (flow_dir, direct):
+        shutil.rmtree(directory, ignore_errors=True)
     flow_s, flow_gib = run_measured([sys.executable, "-m", "flows.train", "--config", str(work / "train.yaml"),
-                                     "--data", str(args.data.resolve()), "--out", str(work / "flow")], ROOT,
-                                    work / "flow.log")
-    artifact = PotentialArtifact.load(next((work / "flow" / "generations").glob("gen-*/artifact.json")))
-    evaluation = json.loads((artifact.generation_dir / "report" / "evaluation-test.json").read_text())
+                                     "--data", str(args.data.resolve()), "--out", str(flow_dir),
+                                     # a block name of its own: earlier runs on the same server keep theirs
+                                     "--name", f"pacemaker-bench-{time.time_ns()}"], ROOT,
+                                    work / f"flow-{index}.log")
+    artifact = PotentialArtifact.load(next((flow_dir / "generations").glob("gen-*/artifact.json")))
 
-    direct = work / "direct"
-    shutil.rmtree(direct, ignore_errors=True)
     direct.mkdir()
     shutil.copy(artifact.generation_dir / "input.yaml", direct / "input.yaml")
     log = direct / "commands.log"
@@ -95,8 +91,38 @@ def main() -> None:
     shutil.copy(direct / "output_potential.yaml", direct / "potential.yaml")
     yace_s, _ = run_measured([str(BIN / "pace_yaml2yace"), "potential.yaml", "-o", "potential.yace"], direct, log)
     asi_s, _ = run_measured([str(BIN / "pace_activeset"), *active_set_arguments(config)], direct, log)
-    direct_s = fit_s + yace_s + asi_s
+    return {"artifact": artifact, "flow_s": flow_s, "flow_gib": flow_gib, "direct_s": fit_s + yace_s + asi_s,
+            "direct_gib": fit_gib, "flow_fit": fit_seconds(artifact.generation_dir / "log.txt"),
+            "direct_fit": fit_seconds(direct / "log.txt"), "load": (load + os.getloadavg()[0]) / 2}
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--maxiter", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=1, help="alternating pairs of runs (flow, then by hand)")
+    parser.add_argument("--keep", type=Path, help="keep the run directories here")
+    args = parser.parse_args()
+    config = PacemakerConfig(**MID_SIZE, maxiter=args.maxiter)
+    work = Path(args.keep or tempfile.mkdtemp(prefix="pacemaker-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "train.yaml").write_text(yaml.safe_dump(
+        {"campaign": "cu-ii-bench", "export": {"test_fraction": 0.1, "seed": 0},
+         "training": config.model_dump(mode="json")}))
+
+    print(f"{'pair':<5} {'load':>5} {'flow s':>8} {'by hand s':>10} {'ratio':>6} {'fit flow/hand s':>16} "
+          f"{'outside fit flow/hand s':>24} {'peak GiB flow/hand':>19}", flush=True)
+    pairs = []
+    for index in range(args.repeats):
+        pair = run_pair(args, config, work, index)
+        pairs.append(pair)
+        print(f"{index:<5} {pair['load']:>5.1f} {pair['flow_s']:>8.1f} {pair['direct_s']:>10.1f} "
+              f"{pair['flow_s'] / pair['direct_s']:>6.3f} {pair['flow_fit']:>8.1f} / {pair['direct_fit']:<6.1f} "
+              f"{pair['flow_s'] - pair['flow_fit']:>15.1f} / {pair['direct_s'] - pair['direct_fit']:<6.1f} "
+              f"{pair['flow_gib']:>10.2f} / {pair['direct_gib']:.2f}", flush=True)
+
+    artifact = pairs[-1]["artifact"]
+    evaluation = json.loads((artifact.generation_dir / "report" / "evaluation-test.json").read_text())
     metrics = evaluation["metrics"]
     print(f"Cu-II ({args.data.name}): {artifact.metrics.get('n_functions', 0):.0f} functions, "
           f"{args.maxiter} BFGS iterations, test split {int(metrics['frames'])} structures")
@@ -104,14 +130,13 @@ def main() -> None:
           f"force RMSE {metrics['forces_rmse_mev_per_angstrom']:.1f} meV/Å "
           f"(train: {artifact.metrics['train_energy_rmse_mev_per_atom']:.2f} meV/atom, "
           f"{artifact.metrics['train_forces_rmse_mev_per_angstrom']:.1f} meV/Å)")
-    print(f"{'run':<34} {'wall s':>8} {'peak GiB':>9}")
-    print(f"{'flows.train (all steps)':<34} {flow_s:>8.1f} {flow_gib:>9.2f}")
-    print(f"{'pacemaker + yace + activeset':<34} {direct_s:>8.1f} {fit_gib:>9.2f}")
-    flow_fit = fit_seconds(artifact.generation_dir / "log.txt")
-    direct_fit = fit_seconds(direct / "log.txt")
-    print(f"{'  of which the Pacemaker fit':<34} {flow_fit:>8.1f} / {direct_fit:.1f}")
-    print(f"orchestration overhead ratio {flow_s / direct_s:.3f}  (goal <= 1.05); time outside the fit: "
-          f"flow {flow_s - flow_fit:.1f} s, by hand {direct_s - direct_fit:.1f} s")
+    ratio = statistics.median(pair["flow_s"] / pair["direct_s"] for pair in pairs)
+    added = statistics.median((pair["flow_s"] - pair["flow_fit"]) - (pair["direct_s"] - pair["direct_fit"])
+                              for pair in pairs)
+    direct_s = statistics.median(pair["direct_s"] for pair in pairs)
+    print(f"orchestration overhead ratio {ratio:.3f} (median of {len(pairs)}; goal <= 1.05); the flow adds "
+          f"{added:.1f} s outside the fit (median), {added / direct_s:.1%} of the run by hand "
+          "(the fits' speed follows the machine's load)")
     print(f"runs kept in {work}")
 
 
