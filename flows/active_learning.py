@@ -31,7 +31,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows import cli
-from mlip_autopipec.campaign.config import CampaignConfig
+from mlip_autopipec.campaign.config import CampaignConfig, load_campaign
 from mlip_autopipec.campaign.labelling import LabelRequest, completed_ids, dispatched_counts, label_request
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop_reason
 from mlip_autopipec.campaign.results import GenerationSteps, LabelCounts
@@ -52,8 +52,9 @@ from tasks.training import TrainedPotential, evaluate_task, train_task
 
 @flow(name="active-learning", log_prints=True)
 def active_learning(config: str) -> list[dict]:
-    """The campaign of the file `config`; its settings are read and checked here, once, and the
-    validated CampaignConfig is what every subflow and task gets."""
+    """The campaign of the file `config`; its settings are read and checked here, once. Tasks get
+    the validated CampaignConfig; subflows get the file's path and digest (Prefect records a flow
+    run's parameters, and the file holds the labeler's settings) and parse it once per process."""
     settings = CampaignConfig.load(config)
     logger = get_run_logger()
     mark_earlier_runs_crashed(settings.workdir)  # runs of this campaign left "Running" by a killed process
@@ -76,7 +77,8 @@ def active_learning(config: str) -> list[dict]:
     while reason is None:
         generation = len(records)
         previous = records[-1] if records else None
-        records.append(generation_flow(settings, generation, previous.potential if previous else None,
+        records.append(generation_flow(settings.file, settings.digest, generation,
+                                       previous.potential if previous else None,
                                        previous.potential_digest if previous else None,
                                        held_out.manifest, held_out.digest))
         reason = stop_reason(records, settings.stop)
@@ -90,9 +92,10 @@ def active_learning(config: str) -> list[dict]:
 
 
 @flow(name="generation", flow_run_name="generation {generation}", log_prints=True)
-def generation_flow(settings: CampaignConfig, generation: int, initial_artifact: str | None,
+def generation_flow(config: str, config_digest: str, generation: int, initial_artifact: str | None,
                     initial_digest: str | None, held_out_manifest: str, held_out_digest: str) -> GenerationRecord:
     """One generation as its own (sub)flow run, so a long campaign's task states do not pile up."""
+    settings = load_campaign(config, config_digest)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -122,7 +125,7 @@ def generation_flow(settings: CampaignConfig, generation: int, initial_artifact:
 
         with prefect_api_for_workers(settings.execution):
             md_walkers = explore_walkers_flow.with_options(task_runner=build_task_runner(settings.execution))(
-                settings, trained.artifact, trained.digest, generation)
+                config, config_digest, trained.artifact, trained.digest, generation)
     explored = run_with_outputs(explore_task, lambda result: result.trajectories, settings, trained.artifact,
                                 trained.digest, generation, md_walkers=md_walkers)
     if settings.exploration.render_most_uncertain:
@@ -140,9 +143,11 @@ def generation_flow(settings: CampaignConfig, generation: int, initial_artifact:
 
 
 @flow(name="explore walkers", flow_run_name="explore walkers, generation {generation}")
-def explore_walkers_flow(settings: CampaignConfig, artifact: str, potential_digest: str, generation: int) -> list[dict]:
+def explore_walkers_flow(config: str, config_digest: str, artifact: str, potential_digest: str,
+                         generation: int) -> list[dict]:
     """The generation's MD walkers, one task each on this flow's task runner (a Dask cluster with
     `execution.task_runner: dask`); a cached walker whose trajectory is gone runs again."""
+    settings = load_campaign(config, config_digest)
     indices = md_walker_indices(settings)
     arguments = (settings, artifact, potential_digest, generation)
     walkers = [future.result() for future in [explore_walker_task.submit(*arguments, index) for index in indices]]

@@ -1,6 +1,6 @@
 import pytest
 
-from mlip_autopipec.campaign.config import CampaignConfig, StopSettings
+from mlip_autopipec.campaign.config import CampaignConfig, StopSettings, load_campaign
 from mlip_autopipec.campaign.records import GenerationRecord, gamma_statistics, stop_reason
 from mlip_autopipec.campaign.structures import build_seeds, perturbed_copies
 from mlip_autopipec.config.run_files import ConfigError
@@ -15,6 +15,18 @@ def test_paths_are_relative_to_the_config_file(tmp_path):
     config = CampaignConfig.load(path)
     assert config.workdir == (tmp_path / "sub" / "run").resolve()
     assert config.store_url == str(config.workdir / "structures.db")
+
+
+def test_a_flow_loads_the_campaign_file_once_and_refuses_one_changed_since_the_start(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL)
+    started = CampaignConfig.load(path)
+    assert started.file == str(path.resolve())
+    assert load_campaign(started.file, started.digest) is load_campaign(started.file, started.digest)
+    assert load_campaign(started.file, started.digest) == started
+    path.write_text(MINIMAL.replace("campaign: c", "campaign: d"))
+    with pytest.raises(ConfigError, match="changed since the campaign started"):
+        load_campaign(started.file, started.digest)
 
 
 @pytest.mark.parametrize("text, words", [

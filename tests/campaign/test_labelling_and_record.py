@@ -9,6 +9,7 @@ from mlip_autopipec.campaign.labelling import completed_ids, dispatched_counts, 
 from mlip_autopipec.campaign.records import load_records, record_generation
 from mlip_autopipec.campaign.results import ExplorationSummary, GenerationSteps, LabelCounts, QueueSummary
 from mlip_autopipec.data.frames import LabelledFrame
+from mlip_autopipec.files import sha256_file
 from mlip_autopipec.store import NewStructure, Status, StructureStore
 from tests.campaign.test_config_and_records import MINIMAL
 from tests.labeling.conftest import fcc_cell
@@ -23,13 +24,18 @@ def _config(tmp_path, extra: str = "") -> CampaignConfig:
 def test_the_request_carries_the_campaign_labelling_settings(tmp_path):
     config = _config(tmp_path, "labeling: {timeout_s: 30, max_attempts: 2, workers: 3}\n")
     request = label_request(config, config.held_out_campaign, None, recover_running=True)
+    assert request.calculator == {"factory": "emt", "kwargs": {}} and request.slurm is None
     assert request.flow_parameters() == {
-        "store": config.store_url, "calculator": {"factory": "emt", "kwargs": {}},
-        "campaign": "My Campaign--held-out", "generation": None, "timeout_s": 30.0, "max_attempts": 2,
-        "workers": 3, "workdir": str(config.workdir / "labeling" / "my-campaign-held-out"), "recover_running": True}
-    # a label deployment registered before SLURM labelling takes a request without it; one that uses it says so
-    slurm = _config(tmp_path, "labeling: {executor: slurm, slurm: {partition: debug}}\n")
-    assert label_request(slurm, slurm.campaign, 1).flow_parameters()["slurm"]["partition"] == "debug"
+        "store": config.store_url, "campaign": "My Campaign--held-out", "generation": None, "timeout_s": 30.0,
+        "max_attempts": 2, "workers": 3, "workdir": str(config.workdir / "labeling" / "my-campaign-held-out"),
+        "recover_running": True, "campaign_file": str((tmp_path / "c.yaml").resolve()),
+        "campaign_digest": sha256_file(tmp_path / "c.yaml")}
+    # The labeler's settings reach the label flow through the file: Prefect records a flow's parameters.
+    slurm = _config(tmp_path, "labeling: {executor: slurm, calculator: {factory: emt, kwargs: {asap_cutoff: true}},"
+                              " slurm: {partition: debug, environment: {LICENSE_TOKEN: s3cr3t}}}\n")
+    request = label_request(slurm, slurm.campaign, 1)
+    assert request.slurm["environment"] == {"LICENSE_TOKEN": "s3cr3t"} and request.calculator["kwargs"]
+    assert not {"s3cr3t", "asap_cutoff"} & set(json.dumps(request.flow_parameters()).replace('"', " ").split())
 
 
 def test_a_dispatched_run_is_counted_from_the_store(tmp_path):

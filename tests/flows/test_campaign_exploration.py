@@ -23,10 +23,11 @@ def test_walkers_on_a_temporary_dask_cluster_explore_as_one_task_does(generation
                         "record_every": 5}}))
     settings = CampaignConfig.load(path)
     artifact = _private_copy(generation_1, tmp_path)  # exploration writes into the generation's directory
-    arguments = (settings, str(Path(artifact.generation_dir) / "artifact.json"), artifact.digest, 5)
+    arguments = (str(Path(artifact.generation_dir) / "artifact.json"), artifact.digest, 5)
 
-    walkers = explore_walkers_flow.with_options(task_runner=build_task_runner(settings.execution))(*arguments)
-    fanned_out = explore_task(*arguments, md_walkers=walkers)
+    walkers = explore_walkers_flow.with_options(task_runner=build_task_runner(settings.execution))(
+        settings.file, settings.digest, *arguments)
+    fanned_out = explore_task(settings, *arguments, md_walkers=walkers)
     positions = [ase.io.read(trajectory, ":")[-1].positions for trajectory in fanned_out.trajectories]
 
     in_one_task = steps.explore(settings, artifact, 5).summary(settings.selection.lower)

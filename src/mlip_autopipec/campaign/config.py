@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal
 
 from ase.data import chemical_symbols
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
 
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.config.execution import ExecutionSettings, SlurmSettings
 from mlip_autopipec.config.run_files import ConfigError, load_yaml_model
 from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig, parse_training_config
+from mlip_autopipec.files import sha256_file
 from mlip_autopipec.outbox import DEFAULT_NEAR_TOLERANCE
 from mlip_autopipec.store.secrets import password_to_environment
 
@@ -171,7 +173,7 @@ class DispatchSettings(_Strict):
 
     Unset (the default): everything runs in-process. The campaign must then run against a Prefect
     server (PREFECT_API_URL) where the named deployments exist and a worker serves their pool, and the
-    store must be reachable from that worker under the same path or URL."""
+    store and the campaign file must be reachable from that worker under the same path or URL."""
 
     labeling_deployment: str | None = Field(None, description="e.g. label/dft (flows/label.py on dft-pool)")
     training_deployment: str | None = Field(
@@ -198,6 +200,19 @@ class CampaignConfig(_Strict):
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings,
                                          description="where in-process labelling fans out: threads (default) "
                                                      "or a Dask cluster")
+
+    _file: str | None = PrivateAttr(None)
+    _digest: str | None = PrivateAttr(None)
+
+    @property
+    def file(self) -> str | None:
+        """The campaign file this was loaded from (absolute), None when built in code."""
+        return self._file
+
+    @property
+    def digest(self) -> str | None:
+        """sha256 of the campaign file as it was loaded."""
+        return self._digest
 
     @field_validator("training", mode="before")
     @classmethod
@@ -256,6 +271,7 @@ class CampaignConfig(_Strict):
         problems = config.problems()
         if problems:
             raise ConfigError(f"{path}: " + "; ".join(f"{key}: {problem}" for key, problem in problems))
+        config._file, config._digest = str(Path(path).resolve()), sha256_file(path)
         return config
 
     def problems(self) -> list[tuple[str, str]]:
@@ -294,3 +310,16 @@ class CampaignConfig(_Strict):
                 found.append(("labeling.calculator", f"EMT has no parameters for {', '.join(unsupported)} "
                                                      f"(it knows {', '.join(sorted(emt_parameters))})"))
         return found
+
+
+@functools.lru_cache(maxsize=8)
+def load_campaign(path: str, digest: str) -> CampaignConfig:
+    """The campaign file a flow or task was handed as its path and digest, parsed once per process.
+    Flows get the file, not its settings: Prefect records a flow run's parameters, and the file holds
+    the labeler's keyword arguments and the SLURM jobs' environment. A file edited since the campaign
+    started is an error, not a silent change of settings halfway through a generation."""
+    config = CampaignConfig.load(path)
+    if config.digest != digest:
+        raise ConfigError(f"{path} changed since the campaign started (digest {config.digest[:12]}, "
+                          f"expected {digest[:12]}): restart the campaign to use the new settings")
+    return config

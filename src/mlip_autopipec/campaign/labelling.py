@@ -1,6 +1,7 @@
 """How a campaign asks for labels: one request made from the campaign file (the labelling task's,
 the label flow's and the `label` deployment's parameters alike), and the counts a dispatched run
-leaves in the store."""
+leaves in the store. The label flow gets the campaign file's path and digest, not the labeler's
+settings: Prefect records a flow run's parameters."""
 
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ class LabelRequest(BaseModel):
     workdir: str
     recover_running: bool = False
     slurm: dict | None = None  # labeling.slurm (SlurmSettings) with executor: slurm: SLURM batch jobs
+    campaign_file: str | None = None  # where calculator and slurm come from (CampaignConfig.file)
+    campaign_digest: str | None = None
 
     def flow_parameters(self) -> dict:
-        """The label flow's arguments. `slurm` only when it is set, so that a label deployment
-        registered before SLURM labelling existed still runs a request that does not use it."""
-        return self.model_dump(exclude=None if self.slurm else {"slurm"})
+        """The label flow's arguments: the campaign file instead of the calculator and SLURM settings."""
+        return self.model_dump(exclude={"calculator", "slurm"})
 
 
 def label_request(config: CampaignConfig, campaign: str, generation: int | None,
@@ -47,7 +49,8 @@ def label_request(config: CampaignConfig, campaign: str, generation: int | None,
                         campaign=campaign, generation=generation, timeout_s=label.timeout_s,
                         max_attempts=label.max_attempts, workers=label.workers,
                         workdir=str(config.workdir / "labeling" / slug(campaign)), recover_running=recover_running,
-                        slurm=label.slurm.model_dump(mode="json") if label.slurm else None)
+                        slurm=label.slurm.model_dump(mode="json") if label.slurm else None,
+                        campaign_file=config.file, campaign_digest=config.digest)
 
 
 def completed_ids(request: LabelRequest) -> set[int]:
