@@ -37,6 +37,7 @@ from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop
 from mlip_autopipec.campaign.results import GenerationSteps, LabelCounts
 from mlip_autopipec.campaign.steps import HeldOutError, finished_generation, md_walker_indices
 from mlip_autopipec.config.run_files import ConfigError
+from mlip_autopipec.files import sha256_file
 from mlip_autopipec.store import StoreError, check_writable
 from mlip_autopipec.validation.results import Evaluation
 from tasks.caching import run_with_outputs
@@ -55,7 +56,7 @@ def active_learning(config: str) -> list[dict]:
     """The campaign of the file `config`; its settings are read and checked here, once. Tasks get
     the validated CampaignConfig; subflows get the file's path and digest (Prefect records a flow
     run's parameters, and the file holds the labeler's settings) and parse it once per process."""
-    settings = CampaignConfig.load(config)
+    settings = load_campaign(str(Path(config).resolve()), sha256_file(config))  # the subflows' parse, too
     logger = get_run_logger()
     mark_earlier_runs_crashed(settings.workdir)  # runs of this campaign left "Running" by a killed process
     generations_root = settings.workdir / "generations"
