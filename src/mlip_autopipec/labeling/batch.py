@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -92,15 +92,6 @@ class LabelReport:
             text += f"; {wall:.2f} s per structure ({compute:.3f} s in the calculator)"
         return text
 
-    def to_dict(self) -> dict:
-        """Plain data (JSON-ready): what a task returns and an artifact shows."""
-        return {"labeler": self.labeler, "completed": len(self.completed), "failed": len(self.failed),
-                "retried": self.retried, "recovered": len(self.recovered), "reset": len(self.reset),
-                "reset_reason": self.reset_reason,
-                "completed_ids": list(self.completed),
-                "failures": {str(row_id): error for row_id, error in self.failed.items()},
-                "errors": self.errors, "attempts": [asdict(a) for a in self.attempts], "jobs": list(self.jobs),
-                "summary": self.summary()}
 
 
 def label_pending(
@@ -268,7 +259,7 @@ def _collect(run: LabelingRun, row_id: int, future: _FutureLike) -> None:
     except BaseException as exc:  # the unit itself died: task crash, lost Dask worker, cancellation
         run.lost(row_id, f"the labelling task did not finish: {type(exc).__name__}: {exc}")
         return
-    run.record(outcome if isinstance(outcome, Attempt) else Attempt(**outcome))
+    run.record(outcome)
 
 
 def label_claimed(store: StructureStore, row_id: int, spec: CalculatorSpec, root: str | Path, *,
