@@ -37,6 +37,7 @@ from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop
 from mlip_autopipec.campaign.results import GenerationSteps, LabelCounts
 from mlip_autopipec.campaign.steps import HeldOutError, finished_generation, md_walker_indices
 from mlip_autopipec.config.run_files import ConfigError
+from mlip_autopipec.exploration.md import WalkerResult
 from mlip_autopipec.files import sha256_file
 from mlip_autopipec.store import StoreError, check_writable
 from mlip_autopipec.validation.results import Evaluation
@@ -145,14 +146,14 @@ def generation_flow(config: str, config_digest: str, generation: int, initial_ar
 
 @flow(name="explore walkers", flow_run_name="explore walkers, generation {generation}")
 def explore_walkers_flow(config: str, config_digest: str, artifact: str, potential_digest: str,
-                         generation: int) -> list[dict]:
+                         generation: int) -> list[WalkerResult]:
     """The generation's MD walkers, one task each on this flow's task runner (a Dask cluster with
     `execution.task_runner: dask`); a cached walker whose trajectory is gone runs again."""
     settings = load_campaign(config, config_digest)
     indices = md_walker_indices(settings)
     arguments = (settings, artifact, potential_digest, generation)
     walkers = [future.result() for future in [explore_walker_task.submit(*arguments, index) for index in indices]]
-    gone = [position for position, walker in enumerate(walkers) if not Path(walker["trajectory"]).exists()]
+    gone = [position for position, walker in enumerate(walkers) if not Path(walker.trajectory).exists()]
     again = [explore_walker_task.with_options(refresh_cache=True).submit(*arguments, indices[position])
              for position in gone]
     for position, future in zip(gone, again):

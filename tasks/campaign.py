@@ -15,7 +15,7 @@ from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.campaign import steps
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, record_generation
-from mlip_autopipec.campaign.results import ExplorationSummary, GenerationSteps, QueueSummary
+from mlip_autopipec.campaign.results import ExplorationSummary, GenerationSteps, Preparation, QueueSummary
 from mlip_autopipec.exploration.md import WalkerResult
 from mlip_autopipec.validation.plots import learning_curve, markdown_image
 from tasks.caching import DIGEST_CACHE
@@ -23,24 +23,23 @@ from tasks.publish import slug
 
 
 @task(name="prepare campaign", cache_policy=NO_CACHE)
-def prepare_task(config: CampaignConfig) -> dict:
+def prepare_task(config: CampaignConfig) -> Preparation:
     """Generation 0's structures and the held-out set; the held-out MD's progress and problems are logged."""
     logger = get_run_logger()
     prepared = steps.prepare(config, progress=logger.info)
-    for problem in prepared["held_out_problems"]:
+    for problem in prepared.held_out_problems:
         logger.warning(f"held-out set: {problem}")
     return prepared
 
 
 @task(name="explore", cache_policy=DIGEST_CACHE, persist_result=True)
 def explore_task(config: CampaignConfig, artifact_path: str, potential_digest: str, generation: int,
-                 md_walkers: list[dict] | None = None) -> ExplorationSummary:
+                 md_walkers: list[WalkerResult] | None = None) -> ExplorationSummary:
     """The generation's exploration; `md_walkers` (explore_walker_task results) when the MD walkers
     already ran elsewhere, else they run in this task."""
     selection = config.selection
-    walkers = None if md_walkers is None else [WalkerResult.from_json(walker) for walker in md_walkers]
     summary = steps.explore(config, PotentialArtifact.load(artifact_path), generation,
-                            md_walkers=walkers).summary(selection.lower)
+                            md_walkers=md_walkers).summary(selection.lower)
     get_run_logger().info(
         f"{summary.walkers} walkers, {summary.frames} frames, {summary.stopped_early} stopped early "
         f"at {selection.uncertainty_key} > {selection.upper}; {100 * summary.fraction_below_gamma_lower:.0f}% "
@@ -51,10 +50,9 @@ def explore_task(config: CampaignConfig, artifact_path: str, potential_digest: s
 @task(name="explore walker", task_run_name="explore walker {index}", cache_policy=DIGEST_CACHE,
       persist_result=True)
 def explore_walker_task(config: CampaignConfig, artifact_path: str, potential_digest: str, generation: int,
-                        index: int) -> dict:
+                        index: int) -> WalkerResult:
     """One MD walker of the generation's exploration (the unit fanned out on a Dask cluster)."""
-    walker = steps.explore_md_walker(config, PotentialArtifact.load(artifact_path), generation, index)
-    return walker.to_json()
+    return steps.explore_md_walker(config, PotentialArtifact.load(artifact_path), generation, index)
 
 
 @task(name="select and queue", cache_policy=NO_CACHE)

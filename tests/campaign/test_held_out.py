@@ -39,7 +39,7 @@ def test_the_md_labels_are_stored_as_they_were_computed(tmp_path):
     config = _config(tmp_path, "{factory: emt}")
     messages: list[str] = []
     prepared = steps.prepare(config, progress=messages.append)
-    assert prepared["held_out_added"] == 8 and prepared["held_out_problems"] == []
+    assert prepared.held_out_added == 8 and prepared.held_out_problems == []
     finished = [m for m in messages if "labelled snapshots" in m]
     assert sorted(m.split(": ", 1)[1] for m in finished) == ["seed 0 at 600 K: 4 labelled snapshots",
                                                              "seed 1 at 600 K: 4 labelled snapshots"]
@@ -62,17 +62,17 @@ def test_the_md_labels_are_stored_as_they_were_computed(tmp_path):
 def test_a_crashing_labeler_costs_its_runs_not_the_campaign(tmp_path):
     config = _config(tmp_path, "{factory: 'tests.labeling.faulty_calculators:Crashing', kwargs: {element: Ni}}")
     prepared = steps.prepare(config)
-    [problem] = prepared["held_out_problems"]
+    [problem] = prepared.held_out_problems
     assert problem.startswith("seed 1 at 600 K: Crashing MD in ") and "failed 2 time(s)" in problem
     assert "RuntimeError: SCF exploded on purpose" in problem
-    assert prepared["held_out_added"] == 4  # the Cu run still counts
+    assert prepared.held_out_added == 4  # the Cu run still counts
 
 
 def test_a_transient_failure_is_retried(tmp_path):
     config = _config(tmp_path, "{factory: 'tests.labeling.faulty_calculators:Flaky'}")
     messages: list[str] = []
     prepared = steps.prepare(config, progress=messages.append)
-    assert prepared["held_out_added"] == 8 and prepared["held_out_problems"] == []
+    assert prepared.held_out_added == 8 and prepared.held_out_problems == []
     assert all("(after 2 attempts)" in message for message in messages if "labelled snapshots" in message)
 
 
@@ -82,7 +82,7 @@ def test_a_hang_is_killed_at_the_time_limit_and_nothing_is_left_running(tmp_path
     started = time.monotonic()
     prepared = steps.prepare(config)
     assert time.monotonic() - started < 60  # the Cu run must still finish within its 10 s on a busy machine
-    [problem] = prepared["held_out_problems"]
+    [problem] = prepared.held_out_problems
     assert "timed out after 10 s; the worker was killed" in problem
     assert _processes_in(config.workdir / "held-out-md" / "held-out-1-0") == []
 

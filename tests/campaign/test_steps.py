@@ -178,12 +178,12 @@ def test_generation_0_can_be_direct_sampled_from_a_raw_pool(tmp_path, shared_dat
     added = steps.prepare(config)
     store = StructureStore(config.store_url, campaign=config.campaign)
     direct = [row for row in store.select(Status.PENDING, generation=0) if row.source == "direct"]
-    assert added["bootstrap_added"] == 2 + 5 and len(direct) == 5
+    assert added.bootstrap_added == 2 + 5 and len(direct) == 5
     # Pool labels are not carried over: the campaign's labeler labels every row.
     assert all(row.frame.energy is None for row in direct)
     pool_sizes = {len(atoms) for atoms in pool + unlabelled}
     assert {len(row.frame.atoms) for row in direct} <= pool_sizes
-    assert steps.prepare(config)["bootstrap_added"] == 0  # idempotent
+    assert steps.prepare(config).bootstrap_added == 0  # idempotent
 
 
 def test_a_pool_needs_no_seeds_copies_but_something_must_train(tmp_path):

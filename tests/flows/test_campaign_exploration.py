@@ -31,7 +31,7 @@ def test_walkers_on_a_temporary_dask_cluster_explore_as_one_task_does(generation
     positions = [ase.io.read(trajectory, ":")[-1].positions for trajectory in fanned_out.trajectories]
 
     in_one_task = steps.explore(settings, artifact, 5).summary(settings.selection.lower)
-    assert [walker["trajectory"] for walker in walkers] == in_one_task.trajectories == fanned_out.trajectories
+    assert [str(walker.trajectory) for walker in walkers] == in_one_task.trajectories == fanned_out.trajectories
     assert fanned_out == in_one_task and fanned_out.walkers == 2 and fanned_out.frames >= 2
     for trajectory, before in zip(in_one_task.trajectories, positions):
         np.testing.assert_array_equal(ase.io.read(trajectory, ":")[-1].positions, before)

@@ -1,15 +1,26 @@
-"""What a generation's steps hand on, as small typed values (paths and numbers, never structures):
-the exploration's files and statistics, what selection queued, what labelling did, and the step
-results a generation's record is made of."""
+"""What a campaign's steps hand on, as small typed values (paths and numbers, never structures):
+what preparing the campaign added, the exploration's files and statistics, what selection queued,
+what labelling did, and the step results a generation's record is made of."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from mlip_autopipec.labeling import LabelReport
+
+
+class Preparation(BaseModel):
+    """What `steps.prepare` added: generation 0's rows and the held-out set's, and the held-out MD
+    runs that failed every attempt and the snapshots it rejected."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap_added: int
+    held_out_added: int
+    held_out_problems: list[str]
 
 
 class ExplorationSummary(BaseModel):

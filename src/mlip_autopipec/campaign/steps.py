@@ -13,7 +13,7 @@ from ase import Atoms
 from mlip_autopipec.backends import PotentialArtifact, get_trainer
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import gamma_statistics
-from mlip_autopipec.campaign.results import ExplorationSummary, QueueSummary
+from mlip_autopipec.campaign.results import ExplorationSummary, Preparation, QueueSummary
 from mlip_autopipec.campaign.structures import build_seeds, held_out_md, perturbed_copies
 from mlip_autopipec.data.frames import LabelledFrame
 from mlip_autopipec.data.readers import read_labelled_frames
@@ -35,7 +35,7 @@ class HeldOutError(RuntimeError):
     """No held-out set could be made: every MD run with the labeler failed."""
 
 
-def prepare(config: CampaignConfig, progress: Callable[[str], None] | None = None) -> dict:
+def prepare(config: CampaignConfig, progress: Callable[[str], None] | None = None) -> Preparation:
     """Queue generation 0's perturbed seeds and make the held-out set; idempotent (fingerprints).
     `held_out_problems` lists held-out MD runs that failed every attempt and rejected snapshots."""
     held_out_problems: list[str] = []
@@ -68,8 +68,8 @@ def prepare(config: CampaignConfig, progress: Callable[[str], None] | None = Non
         held_out_problems = md.failures + md.rejected
     else:
         added = []
-    return {"bootstrap_added": sum(o.added for o in bootstrap), "held_out_added": sum(o.added for o in added),
-            "held_out_problems": held_out_problems}
+    return Preparation(bootstrap_added=sum(o.added for o in bootstrap), held_out_added=sum(o.added for o in added),
+                       held_out_problems=held_out_problems)
 
 
 @dataclass
