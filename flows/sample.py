@@ -22,25 +22,22 @@ import sys
 from prefect import flow
 
 from flows import cli
-from mlip_autopipec.sampling import load_rules, read_structure
+from mlip_autopipec.sampling import SamplingSummary, load_rules, read_structure
 from tasks.sampling import sample_task
 
 
 @flow(name="sample", log_prints=True)
 def sample(structure: str, config: str, run_dir: str, steps: int, seed: int = 0, target_basins: int | None = None,
            resume: bool = False, model: str | None = None, device: str = "auto", quench: str | None = None,
-           quench_fmax: float | None = None, quench_steps: int | None = None) -> dict:
+           quench_fmax: float | None = None, quench_steps: int | None = None) -> SamplingSummary:
     summary = sample_task(structure, config, run_dir, steps, seed, target_basins, resume, model, device,
                           quench, quench_fmax, quench_steps)
     print(summary_line(summary))
     return summary
 
 
-def summary_line(summary: dict) -> str:
-    return (f"attempts_total={summary['attempts_total']} attempts_rejected={summary['attempts_rejected']} "
-            f"basins_total={summary['basins_total']} new_basins={summary['new_basins']} "
-            f"candidates={len(summary['candidates'])} stopped_by={summary['stopped_by']} "
-            f"queue={summary['queue_file']}")
+def summary_line(summary: SamplingSummary) -> str:
+    return f"{summary.line()} queue={summary.queue_file}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(summary_line(summary))
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summary.to_dict()))
     return 0
 
 

@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlip_autopipec.sampling import load_rules, read_structure, run_sampling
+from mlip_autopipec.sampling import SamplingSummary, load_rules, read_structure, run_sampling
 from mlip_autopipec.sampling.action_quality import COLUMNS, write_report
 from mlip_autopipec.sampling.config import Quench
 from mlip_autopipec.sampling.models import sampling_calculator
@@ -20,8 +20,8 @@ from tasks.publish import slug
 def sample_task(structure: str, config: str, run_dir: str, steps: int, seed: int = 0,
                 target_basins: int | None = None, resume: bool = False, model: str | None = None,
                 device: str = "auto", quench: str | None = None, quench_fmax: float | None = None,
-                quench_steps: int | None = None) -> dict:
-    """Returns the SamplingSummary as a dict (paths and per-candidate max force / γ)."""
+                quench_steps: int | None = None) -> SamplingSummary:
+    """The run's summary: its files, counts and per-candidate max force / γ."""
     logger = get_run_logger()
     rules = load_rules(config)
     overrides = {k: v for k, v in {"method": quench, "fmax": quench_fmax, "steps": quench_steps}.items()
@@ -42,7 +42,7 @@ def sample_task(structure: str, config: str, run_dir: str, steps: int, seed: int
         key=f"{slug(Path(run_dir).resolve().name)}-sampling-candidates",
         table=summary.candidates or [{"id": "no candidate triggered", "max_force": None, "max_gamma": None}],
         description=summary.line())
-    return summary.to_dict()
+    return summary
 
 
 @task(name="action-quality", cache_policy=NO_CACHE)
