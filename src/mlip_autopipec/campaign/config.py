@@ -312,14 +312,18 @@ class CampaignConfig(_Strict):
         return found
 
 
-@functools.lru_cache(maxsize=8)
 def load_campaign(path: str, digest: str) -> CampaignConfig:
     """The campaign file a flow or task was handed as its path and digest, parsed once per process.
     Flows get the file, not its settings: Prefect records a flow run's parameters, and the file holds
     the labeler's keyword arguments and the SLURM jobs' environment. A file edited since the campaign
     started is an error, not a silent change of settings halfway through a generation."""
-    config = CampaignConfig.load(path)
-    if config.digest != digest:
-        raise ConfigError(f"{path} changed since the campaign started (digest {config.digest[:12]}, "
+    actual = sha256_file(path)  # on every call: a cached parse must not hide an edit
+    if actual != digest:
+        raise ConfigError(f"{path} changed since the campaign started (digest {actual[:12]}, "
                           f"expected {digest[:12]}): restart the campaign to use the new settings")
-    return config
+    return _parse_once(path, digest)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_once(path: str, digest: str) -> CampaignConfig:
+    return CampaignConfig.load(path)
