@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from flows import cli
 from mlip_autopipec.calculators import CalculatorSpec
-from mlip_autopipec.campaign.config import load_campaign
+from mlip_autopipec.campaign.config import load_labeling
 from mlip_autopipec.config.execution import ExecutionSettings, SlurmSettings
 from mlip_autopipec.labeling import (DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, LabelReport, check_settings,
                                      fan_out, job_root, label_pending_slurm)
@@ -52,15 +52,15 @@ def label(store: str, calculator: dict | None = None, campaign: str = "default",
           timeout_s: float = DEFAULT_TIMEOUT_S, max_attempts: int = 3, workers: int = 1,
           workdir: str | None = None, limit: int | None = None, recover_running: bool = False,
           retry_failed: bool = False, slurm: dict | None = None, campaign_file: str | None = None,
-          campaign_digest: str | None = None) -> LabelReport:
+          labeling_digest: str | None = None) -> LabelReport:
     """Label pending rows, `workers` at a time, one task per structure on this flow's task runner
     (choose it with `label.with_options(task_runner=build_task_runner(settings))`); `calculator` is a
     CalculatorSpec as dict; with `slurm` (SlurmSettings as dict) as SLURM batch jobs instead. A
-    campaign passes its file and digest instead of both (its labeler's settings stay out of the
-    run's recorded parameters). Returns the LabelReport; the failures are logged."""
+    campaign passes its file and the digest of its `labeling:` section instead of both (its labeler's
+    settings stay out of the run's recorded parameters). Returns the LabelReport; the failures are logged."""
     check_settings(workers=workers, timeout_s=timeout_s, max_attempts=max_attempts, limit=limit)
     if campaign_file is not None:
-        labeling = load_campaign(campaign_file, campaign_digest).labeling
+        labeling = load_labeling(campaign_file, labeling_digest)
         calculator, slurm = labeling.calculator, labeling.slurm
     if calculator is None:
         raise ValueError("label needs a calculator, or the campaign file to take it from")

@@ -1,6 +1,6 @@
 import pytest
 
-from mlip_autopipec.campaign.config import CampaignConfig, StopSettings, load_campaign
+from mlip_autopipec.campaign.config import CampaignConfig, StopSettings, load_campaign, load_labeling
 from mlip_autopipec.campaign.records import GenerationRecord, gamma_statistics, stop_reason
 from mlip_autopipec.campaign.structures import build_seeds, perturbed_copies
 from mlip_autopipec.config.run_files import ConfigError
@@ -17,16 +17,38 @@ def test_paths_are_relative_to_the_config_file(tmp_path):
     assert config.store_url == str(config.workdir / "structures.db")
 
 
-def test_a_flow_loads_the_campaign_file_once_and_refuses_one_changed_since_the_start(tmp_path):
+def test_a_campaign_keeps_the_settings_it_started_with_and_another_process_refuses_an_edited_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(MINIMAL)
-    started = CampaignConfig.load(path)
+    load_campaign.cache_clear()
+    started = load_campaign(str(path.resolve()), CampaignConfig.load(path).digest)
     assert started.file == str(path.resolve())
-    assert load_campaign(started.file, started.digest) is load_campaign(started.file, started.digest)
-    assert load_campaign(started.file, started.digest) == started
+    assert load_campaign(started.file, started.digest) is started  # the subflows get the campaign's parse
     path.write_text(MINIMAL.replace("campaign: c", "campaign: d"))
+    assert load_campaign(started.file, started.digest).campaign == "c"  # an edit waits for the next run
+    load_campaign.cache_clear()  # what a Dask worker's process sees
     with pytest.raises(ConfigError, match="changed since the campaign started"):
         load_campaign(started.file, started.digest)
+
+
+def test_a_label_run_reads_the_labelling_section_alone(tmp_path):
+    """A DFT worker need not see the seed files, and an edit outside `labeling:` does not stop it."""
+    (tmp_path / "seed.extxyz").write_text("")
+    path = tmp_path / "c.yaml"
+    labelling = "labeling: {calculator: {factory: emt}, timeout_s: 30, executor: slurm, slurm: {partition: p}}\n"
+    path.write_text(MINIMAL + "  - {file: seed.extxyz}\n" + labelling)
+    digest = CampaignConfig.load(path).labeling.digest()
+    (tmp_path / "seed.extxyz").unlink()
+    path.write_text("# edited\n" + MINIMAL + "  - {file: seed.extxyz}\nstop: {max_generations: 9}\n" + labelling)
+    labeling = load_labeling(str(path), digest)
+    assert labeling.timeout_s == 30 and labeling.slurm.partition == "p" and labeling.calculator.factory == "emt"
+    path.write_text(MINIMAL + labelling.replace("30", "31"))
+    with pytest.raises(ConfigError, match="labeling changed since the campaign started"):
+        load_labeling(str(path), digest)
+    assert load_labeling(str(path), None).timeout_s == 31  # no digest: the section as it is now
+    path.write_text(MINIMAL + "labeling: {timeout_s: -1}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: labeling.timeout_s: Input should be greater than 0"):
+        load_labeling(str(path), None)
 
 
 @pytest.mark.parametrize("text, words", [

@@ -9,7 +9,6 @@ from mlip_autopipec.campaign.labelling import completed_ids, dispatched_counts, 
 from mlip_autopipec.campaign.records import load_records, record_generation
 from mlip_autopipec.campaign.results import ExplorationSummary, GenerationSteps, LabelCounts, QueueSummary
 from mlip_autopipec.data.frames import LabelledFrame
-from mlip_autopipec.files import sha256_file
 from mlip_autopipec.store import NewStructure, Status, StructureStore
 from tests.campaign.test_config_and_records import MINIMAL
 from tests.labeling.conftest import fcc_cell
@@ -29,7 +28,7 @@ def test_the_request_carries_the_campaign_labelling_settings(tmp_path):
         "store": config.store_url, "campaign": "My Campaign--held-out", "generation": None, "timeout_s": 30.0,
         "max_attempts": 2, "workers": 3, "workdir": str(config.workdir / "labeling" / "my-campaign-held-out"),
         "recover_running": True, "campaign_file": str((tmp_path / "c.yaml").resolve()),
-        "campaign_digest": sha256_file(tmp_path / "c.yaml")}
+        "labeling_digest": config.labeling.digest()}
     # The labeler's settings reach the label flow through the file: Prefect records a flow's parameters.
     slurm = _config(tmp_path, "labeling: {executor: slurm, calculator: {factory: emt, kwargs: {asap_cutoff: true}},"
                               " slurm: {partition: debug, environment: {LICENSE_TOKEN: s3cr3t}}}\n")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -144,6 +146,16 @@ class LabelingSettings(_Strict):
         if self.executor == "slurm" and self.slurm is None:
             self.slurm = SlurmSettings()
         return self
+
+    def digest(self) -> str:
+        """sha256 of these settings (not of the file around them): what a label run checks it was given."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+class _LabelingSection(BaseModel):
+    """A campaign file read for its `labeling:` section alone."""
+
+    labeling: LabelingSettings = Field(default_factory=LabelingSettings)
 
 
 class ValidationSettings(_Strict):
@@ -312,18 +324,27 @@ class CampaignConfig(_Strict):
         return found
 
 
+@functools.lru_cache(maxsize=8)
 def load_campaign(path: str, digest: str) -> CampaignConfig:
     """The campaign file a flow or task was handed as its path and digest, parsed once per process.
     Flows get the file, not its settings: Prefect records a flow run's parameters, and the file holds
-    the labeler's keyword arguments and the SLURM jobs' environment. A file edited since the campaign
-    started is an error, not a silent change of settings halfway through a generation."""
-    actual = sha256_file(path)  # on every call: a cached parse must not hide an edit
-    if actual != digest:
-        raise ConfigError(f"{path} changed since the campaign started (digest {actual[:12]}, "
+    the labeler's keyword arguments and the SLURM jobs' environment. The campaign's own process keeps
+    the settings it started with (an edit meanwhile, even of `stop:`, waits for the next run); another
+    process (a Dask worker) refuses a file edited since then rather than silently mixing settings."""
+    config = CampaignConfig.load(path)
+    if config.digest != digest:
+        raise ConfigError(f"{path} changed since the campaign started (digest {config.digest[:12]}, "
                           f"expected {digest[:12]}): restart the campaign to use the new settings")
-    return _parse_once(path, digest)
+    return config
 
 
-@functools.lru_cache(maxsize=8)
-def _parse_once(path: str, digest: str) -> CampaignConfig:
-    return CampaignConfig.load(path)
+def load_labeling(path: str, digest: str | None) -> LabelingSettings:
+    """The `labeling:` section of a campaign file, for a label run on another machine: only that
+    section is read and checked, so the files the rest of the campaign names need not exist there,
+    and an edit elsewhere in the file does not stop the run. `digest` is the section's
+    `LabelingSettings.digest()` when the campaign started (None: the section as it is now)."""
+    labeling = load_yaml_model(path, _LabelingSection).labeling
+    if digest is not None and labeling.digest() != digest:
+        raise ConfigError(f"{path}: labeling changed since the campaign started (digest {labeling.digest()[:12]}, "
+                          f"expected {digest[:12]}): restart the campaign to use the new settings")
+    return labeling

@@ -33,7 +33,7 @@ class LabelRequest(BaseModel):
     recover_running: bool = False
     slurm: dict | None = None  # labeling.slurm (SlurmSettings) with executor: slurm: SLURM batch jobs
     campaign_file: str | None = None  # where calculator and slurm come from (CampaignConfig.file)
-    campaign_digest: str | None = None
+    labeling_digest: str | None = None  # LabelingSettings.digest() of that file's labeling section
 
     def flow_parameters(self) -> dict:
         """The label flow's arguments: the campaign file instead of the calculator and SLURM settings."""
@@ -50,7 +50,7 @@ def label_request(config: CampaignConfig, campaign: str, generation: int | None,
                         max_attempts=label.max_attempts, workers=label.workers,
                         workdir=str(config.workdir / "labeling" / slug(campaign)), recover_running=recover_running,
                         slurm=label.slurm.model_dump(mode="json") if label.slurm else None,
-                        campaign_file=config.file, campaign_digest=config.digest)
+                        campaign_file=config.file, labeling_digest=label.digest())
 
 
 def completed_ids(request: LabelRequest) -> set[int]:
