@@ -22,13 +22,24 @@ from pydantic import TypeAdapter
 
 @dataclass
 class ResultType(CachePolicy):
-    """Keys on the JSON schema of the task function's return annotation."""
+    """Keys on the JSON schema of the task function's return annotation: its shape only, so that
+    rewording a docstring or a field's description does not throw cached results away."""
 
     def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str | None:
         if not task_ctx:
             return None
         returns = typing.get_type_hints(task_ctx.task.fn).get("return", Any)
-        return hash_objects(TypeAdapter(returns).json_schema(), raise_on_failure=True)
+        return hash_objects(_shape(TypeAdapter(returns).json_schema()), raise_on_failure=True)
+
+
+def _shape(schema):
+    """A JSON schema without its prose (descriptions and titles)."""
+    if isinstance(schema, dict):
+        return {key: _shape(value) for key, value in schema.items()
+                if key not in ("description", "title") or not isinstance(value, str)}
+    if isinstance(schema, list):
+        return [_shape(value) for value in schema]
+    return schema
 
 
 RESULT_TYPE = ResultType()

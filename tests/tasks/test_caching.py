@@ -1,8 +1,10 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 from prefect import flow, task
+from pydantic import BaseModel, Field
 
-from tasks.caching import DIGEST_CACHE, run_with_outputs
+from tasks.caching import DIGEST_CACHE, RESULT_TYPE, run_with_outputs
 
 CALLS = []
 
@@ -72,3 +74,24 @@ def test_a_result_persisted_under_another_result_type_is_not_loaded_as_the_new_o
     first, cached = run(typed)
     assert typed.CALLS == [target]  # the dict was not reused; the model was, loaded back from Prefect's storage
     assert isinstance(cached, typed.Result) and cached == first == typed.Result(target=target)
+
+
+def test_the_result_type_key_follows_the_shape_not_the_prose():
+    def key_for(model):
+        def task_fn() -> model: ...
+        return RESULT_TYPE.compute_key(SimpleNamespace(task=SimpleNamespace(fn=task_fn)), {}, None)
+
+    class Result(BaseModel):
+        """One wording."""
+        title: str = Field(description="a field named like a schema keyword")
+
+    class Reworded(BaseModel):
+        """Another wording."""
+        title: str = Field(description="said differently")
+
+    class Wider(BaseModel):
+        """One wording."""
+        title: str = Field(description="a field named like a schema keyword")
+        description: int = 0
+
+    assert key_for(Result) == key_for(Reworded) != key_for(Wider)
