@@ -45,16 +45,6 @@ class WalkerResult:
     stopped_early: bool
     uncertainty: list[float] = field(default_factory=list)  # uncertainty_key per frame (empty without one)
 
-    def to_json(self) -> dict:
-        """Plain values, for a walker that ran in another process (a Dask worker)."""
-        return {"trajectory": str(self.trajectory), "frames": self.frames, "steps_done": self.steps_done,
-                "stopped_early": self.stopped_early, "uncertainty": [float(u) for u in self.uncertainty]}
-
-    @classmethod
-    def from_json(cls, data: dict) -> WalkerResult:
-        return cls(Path(data["trajectory"]), int(data["frames"]), int(data["steps_done"]),
-                   bool(data["stopped_early"]), [float(u) for u in data["uncertainty"]])
-
 
 def run_walker(seed_structure: Atoms, calculator: Calculator, settings: WalkerSettings,
                trajectory: str | Path, progress: Callable[[int, int], None] | None = None,
