@@ -16,7 +16,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MLIP_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
-pytest_plugins = ["tests.postgres", "tests.slurm"]  # throw-away PostgreSQL server; SLURM cluster (slurm_cluster)
+pytest_plugins = ["tests.postgres", "tests.slurm", "tests.s3"]  # throw-away PostgreSQL, SLURM, S3 (moto) servers
 
 # Before anything imports Prefect: keep its database, results and logs out of the user's ~/.prefect.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="mlip-prefect-home-"))
