@@ -1,6 +1,9 @@
 """Publish a trained generation: a PotentialGeneration block plus report and table artifacts.
 
 Artifact keys are per campaign, so each run of a campaign adds a version to the same artifact.
+With storage, the generation directory (potential files, artifact.json, report/ with the evaluation
+JSON, plots and report.md) is uploaded first, as a content-addressed tree named
+`names/<slug>/generations/gen-NNN`; only then is the block saved, with the objects' URLs and digests.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.backends.base import ARTIFACT_NAME
 from mlip_autopipec.campaign.labelling import slug  # noqa: F401 (tasks import it from here)
+from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.generations import generation_index
+from mlip_autopipec.storage import ObjectStore
 from mlip_autopipec.validation.plots import markdown_image
 from mlip_autopipec.validation.results import Evaluation
 from tasks.blocks import PotentialGeneration
+from tasks.storage import open_storage
+
+REPORT_FILE = "report/report.md"  # in the generation directory, beside evaluation-<split>.json and the plots
 
 
 class BlockConflict(ValueError):
@@ -24,12 +32,16 @@ class BlockConflict(ValueError):
 
 
 @task(name="publish")
-def publish_task(campaign: str, artifact_path: str, evaluation: Evaluation, name: str | None = None) -> str:
+def publish_task(campaign: str, artifact_path: str, evaluation: Evaluation, name: str | None = None,
+                 storage: str | None = None) -> str:
     """Save the generation as the PotentialGeneration block `<name>-gen-NNN` (`name` defaults to the
     campaign). Re-publishing the same potential updates its block; a block of that name that holds
-    another potential that still exists (another run, other data) is never replaced: BlockConflict
-    says so. A block whose potential is gone from its generation directory (the run was deleted) is
-    replaced, with a warning."""
+    another potential that still exists (another run, other data, or uploaded to storage) is never
+    replaced: BlockConflict says so. A block whose potential is gone from its generation directory
+    (the run was deleted) and was never uploaded is replaced, with a warning.
+
+    `storage` (a URL or a remote-file-system block name, see tasks/storage.py): upload the generation
+    directory first; an upload that fails raises ObjectStoreError and saves no block."""
     artifact = PotentialArtifact.load(artifact_path)
     index = generation_index(artifact.generation_dir)
     test_metrics = {f"eval_{key}": value for key, value in evaluation.metrics.items()}
@@ -45,14 +57,23 @@ def publish_task(campaign: str, artifact_path: str, evaluation: Evaluation, name
                 f"{existing.generation_dir}); not replacing it with {artifact.generation_dir} "
                 f"(digest {artifact.digest[:12]}): publish under another name (flows.train --name, or another "
                 "campaign name)")
-    PotentialGeneration(
+    uploaded = {}
+    if storage is not None:
+        atomic_write_text(Path(artifact.generation_dir) / REPORT_FILE,
+                          report_markdown(campaign, index, artifact, evaluation, block_name))
+        uploaded = upload_generation(open_storage(storage), artifact, f"{slug(name or campaign)}/generations/"
+                                     f"gen-{index:03d}")
+        get_run_logger().info(f"uploaded {artifact.generation_dir} to {uploaded['tree_url']}")
+    block = PotentialGeneration(
         campaign=campaign, generation=index, backend=artifact.backend, version=artifact.version,
         generation_dir=str(Path(artifact.generation_dir).resolve()),
         files={role: str(artifact.path(role).resolve()) for role in artifact.files},
         potential_digest=artifact.digest, dataset_digest=artifact.dataset_digest,
         metrics={**artifact.metrics, **test_metrics},
         energy_compared_with=evaluation.energy_compared_with,
-    ).save(block_name, overwrite=True)
+        storage=storage, **uploaded,
+    )
+    block.save(block_name, overwrite=True)
 
     create_table_artifact(
         key=f"{slug(campaign)}-potential-metrics",
@@ -61,13 +82,25 @@ def publish_task(campaign: str, artifact_path: str, evaluation: Evaluation, name
         description=f"{campaign} generation {index}: metrics",
     )
     create_markdown_artifact(key=f"{slug(campaign)}-potential-report",
-                             markdown=report_markdown(campaign, index, artifact, evaluation, block_name),
+                             markdown=report_markdown(campaign, index, artifact, evaluation, block_name, block),
                              description=f"{campaign} generation {index}: report")
     return block_name
 
 
+def upload_generation(store: ObjectStore, artifact: PotentialArtifact, name: str) -> dict:
+    """Upload the generation directory as a tree and point `name` at it: the block's storage fields."""
+    tree = store.put_tree(artifact.generation_dir)
+    files = store.tree_files(tree.digest)
+    objects = {role: store.object_url(files[relative]["digest"]) for role, relative in artifact.files.items()}
+    objects["artifact"] = store.object_url(files[ARTIFACT_NAME]["digest"])
+    store.set_name(name, tree.digest)
+    return {"tree_digest": tree.digest, "tree_url": tree.url, "objects": objects}
+
+
 def _still_there(block: PotentialGeneration) -> bool:
-    """Whether the block's generation directory still holds the potential it describes."""
+    """Whether the potential the block describes can still be had: uploaded, or in its generation directory."""
+    if block.tree_digest is not None:
+        return True
     artifact_file = Path(block.generation_dir) / ARTIFACT_NAME
     return artifact_file.is_file() and PotentialArtifact.load(artifact_file).digest == block.potential_digest
 
@@ -86,7 +119,9 @@ def backend_version(artifact: PotentialArtifact) -> str:
 
 
 def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, evaluation: Evaluation,
-                    block_name: str) -> str:
+                    block_name: str, block: PotentialGeneration | None = None) -> str:
+    """The report; with `block` of an uploaded generation, also where its objects are (the report
+    inside the uploaded tree cannot name the tree's own digest, so it has no such section)."""
     metrics = evaluation.metrics
     lines = [
         f"# {campaign}: generation {index} ({backend_version(artifact)})",
@@ -122,8 +157,18 @@ def report_markdown(campaign: str, index: int, artifact: PotentialArtifact, eval
         f"- block: `{block_name}` (PotentialGeneration)",
         *[f"- {role}: `{artifact.path(role).resolve()}`" for role in sorted(artifact.files)],
         f"- dataset digest: `{artifact.dataset_digest[:16]}`, potential digest: `{artifact.digest[:16]}`",
+        *storage_lines(block),
     ]
     return "\n".join(lines) + "\n"
+
+
+def storage_lines(block: PotentialGeneration | None) -> list[str]:
+    """Where an uploaded generation is: `PotentialGeneration.load(name).download(dir)` fetches it anywhere."""
+    if block is None or block.tree_url is None:
+        return []
+    return ["", "## In storage", "", f"- storage: `{block.storage}`",
+            f"- generation directory (tree manifest): `{block.tree_url}`",
+            *[f"- {role}: `{url}`" for role, url in sorted(block.objects.items())]]
 
 
 PLOT_CAPTIONS = {"parity": "Parity: predicted vs reference", "errors": "Error histograms",
