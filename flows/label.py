@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from flows import cli
 from mlip_autopipec.calculators import CalculatorSpec
 from mlip_autopipec.campaign.config import load_labeling
+from mlip_autopipec.campaign.travel import scratch_directory
 from mlip_autopipec.config.execution import ExecutionSettings, SlurmSettings
 from mlip_autopipec.labeling import (DEFAULT_TIMEOUT_S, CancelFile, LabelingRun, LabelReport, check_settings,
                                      fan_out, job_root, label_pending_slurm)
@@ -45,6 +46,7 @@ from mlip_autopipec.store import StoreError, StructureStore, check_writable
 from mlip_autopipec.store.secrets import password_to_environment
 from tasks.labeling import label_row_task, publish_label_report
 from tasks.runners import build_task_runner, prefect_api_for_workers
+from tasks.storage import open_storage
 
 
 @flow(name="label")
@@ -52,13 +54,33 @@ def label(store: str, calculator: dict | None = None, campaign: str = "default",
           timeout_s: float = DEFAULT_TIMEOUT_S, max_attempts: int = 3, workers: int = 1,
           workdir: str | None = None, limit: int | None = None, recover_running: bool = False,
           retry_failed: bool = False, slurm: dict | None = None, campaign_file: str | None = None,
-          labeling_digest: str | None = None) -> LabelReport:
+          labeling_digest: str | None = None, storage: str | None = None,
+          campaign_digest: str | None = None) -> LabelReport:
     """Label pending rows, `workers` at a time, one task per structure on this flow's task runner
     (choose it with `label.with_options(task_runner=build_task_runner(settings))`); `calculator` is a
     CalculatorSpec as dict; with `slurm` (SlurmSettings as dict) as SLURM batch jobs instead. A
     campaign passes its file and the digest of its `labeling:` section instead of both (its labeler's
-    settings stay out of the run's recorded parameters). Returns the LabelReport; the failures are logged."""
+    settings stay out of the run's recorded parameters). A campaign on another machine passes
+    `storage` and the file's digest instead of its path: the file is fetched from there, and without
+    `workdir` the job directories are a scratch directory of this worker, removed at the end.
+    Returns the LabelReport; the failures are logged."""
     check_settings(workers=workers, timeout_s=timeout_s, max_attempts=max_attempts, limit=limit)
+    if storage is None:
+        return _label(store, calculator, campaign, generation, timeout_s, max_attempts, workers, workdir, limit,
+                      recover_running, retry_failed, slurm, campaign_file, labeling_digest)
+    if campaign_digest is None:
+        raise ValueError("label with storage needs campaign_digest: the campaign file's digest there")
+    with scratch_directory("label-") as scratch:
+        fetched = open_storage(storage).get_file(campaign_digest, scratch / "campaign.yaml")
+        return _label(store, calculator, campaign, generation, timeout_s, max_attempts, workers,
+                      workdir or str(scratch / "jobs"), limit, recover_running, retry_failed, slurm,
+                      str(fetched), labeling_digest)
+
+
+def _label(store: str, calculator: dict | None, campaign: str, generation: int | None, timeout_s: float,
+           max_attempts: int, workers: int, workdir: str | None, limit: int | None, recover_running: bool,
+           retry_failed: bool, slurm: dict | None, campaign_file: str | None,
+           labeling_digest: str | None) -> LabelReport:
     if campaign_file is not None:
         labeling = load_labeling(campaign_file, labeling_digest)
         calculator, slurm = labeling.calculator, labeling.slurm

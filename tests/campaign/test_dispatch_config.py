@@ -42,6 +42,18 @@ def test_dispatch_errors(tmp_path, text, words):
     assert words in str(caught.value)
 
 
+def test_storage_is_a_url_or_a_block_name_and_never_holds_credentials(tmp_path):
+    assert _load(tmp_path, MINIMAL)[1].storage is None  # without it every path stays local, as before
+    assert _load(tmp_path, MINIMAL + "storage: s3://bucket/campaigns\n")[1].storage == "s3://bucket/campaigns"
+    assert _load(tmp_path, MINIMAL + "storage: minio-campaigns\n")[1].storage == "minio-campaigns"
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL + "storage: s3://AKIAKEY:s3cr3t@bucket/campaigns\n")
+    with pytest.raises(ConfigError) as caught:
+        CampaignConfig.load(path)
+    assert "storage: Value error, put no credentials in the storage URL" in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
+
+
 def test_the_service_example_campaign_loads():
     config = CampaignConfig.load(PROJECT_ROOT / "campaigns" / "cuni-service.yaml")
     assert config.dispatch.labeling_deployment == "label/dft"

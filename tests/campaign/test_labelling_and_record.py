@@ -37,6 +37,17 @@ def test_the_request_carries_the_campaign_labelling_settings(tmp_path):
     assert not {"s3cr3t", "asap_cutoff"} & set(json.dumps(request.flow_parameters()).replace('"', " ").split())
 
 
+def test_a_dispatched_request_with_storage_names_no_path_of_the_campaign(tmp_path):
+    config = _config(tmp_path, "storage: s3://bucket/prefix\n")
+    request = label_request(config, config.campaign, 2, dispatched=True)
+    assert request.flow_parameters() == {
+        "store": config.store_url, "campaign": "My Campaign", "generation": 2, "timeout_s": 600.0,
+        "max_attempts": 3, "workers": 2, "recover_running": False, "labeling_digest": config.labeling.digest(),
+        "storage": "s3://bucket/prefix", "campaign_digest": config.digest}
+    # labelled in the campaign's own process, the request keeps its paths
+    assert label_request(config, config.campaign, 2).flow_parameters()["campaign_file"] == config.file
+
+
 def test_a_dispatched_run_is_counted_from_the_store(tmp_path):
     config = _config(tmp_path)
     request = label_request(config, config.campaign, 1)

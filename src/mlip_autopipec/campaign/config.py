@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -184,8 +185,10 @@ class DispatchSettings(_Strict):
     """Hand steps to Prefect deployments (work pools) instead of running them in the campaign's process.
 
     Unset (the default): everything runs in-process. The campaign must then run against a Prefect
-    server (PREFECT_API_URL) where the named deployments exist and a worker serves their pool, and the
-    store and the campaign file must be reachable from that worker under the same path or URL."""
+    server (PREFECT_API_URL) where the named deployments exist and a worker serves their pool. Without
+    `storage`, the store, the campaign file and the campaign's workdir must be reachable from that
+    worker under the same path or URL; with `storage`, only the store (a postgresql:// URL) and the
+    object storage are shared: files travel there by digest (campaign/travel.py)."""
 
     labeling_deployment: str | None = Field(None, description="e.g. label/dft (flows/label.py on dft-pool)")
     training_deployment: str | None = Field(
@@ -209,6 +212,10 @@ class CampaignConfig(_Strict):
     export_test_fraction: float = Field(0.1, ge=0, lt=1)
     stop: StopSettings = Field(default_factory=StopSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    storage: str | None = Field(None, description="object storage that datasets, generations and the campaign "
+                                                  "file travel through: an fsspec URL (s3://bucket/prefix) or "
+                                                  "the name of a Prefect remote-file-system block; credentials "
+                                                  "come from the environment or the block, never from here")
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings,
                                          description="where in-process labelling fans out: threads (default) "
                                                      "or a Dask cluster")
@@ -243,6 +250,15 @@ class CampaignConfig(_Strict):
                              f"potential; with training.backend {backend!r} use method 'committee' "
                              "(and training.committee_size >= 2)")
         return self
+
+    @field_validator("storage")
+    @classmethod
+    def _no_credentials(cls, value):
+        # The spec travels as a flow parameter, which the Prefect server records and shows.
+        if value is not None and re.match(r"^[a-z0-9+.-]+://[^/@]*@", value):
+            raise ValueError("put no credentials in the storage URL: give them in the environment "
+                             "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or in a remote-file-system block")
+        return value
 
     @field_validator("seeds")
     @classmethod

@@ -29,28 +29,38 @@ class LabelRequest(BaseModel):
     timeout_s: float
     max_attempts: int
     workers: int
-    workdir: str
+    workdir: str | None  # None: a scratch directory of the labelling worker (with storage)
     recover_running: bool = False
     slurm: dict | None = None  # labeling.slurm (SlurmSettings) with executor: slurm: SLURM batch jobs
     campaign_file: str | None = None  # where calculator and slurm come from (CampaignConfig.file)
     labeling_digest: str | None = None  # LabelingSettings.digest() of that file's labeling section
+    storage: str | None = None  # with storage: the campaign file is the object `campaign_digest` there
+    campaign_digest: str | None = None
 
     def flow_parameters(self) -> dict:
-        """The label flow's arguments: the campaign file instead of the calculator and SLURM settings."""
-        return self.model_dump(exclude={"calculator", "slurm"})
+        """The label flow's arguments: the campaign file instead of the calculator and SLURM settings;
+        unset optional keys are left out (a deployment registered before they existed takes the rest)."""
+        unset = {key for key in ("workdir", "campaign_file", "storage", "campaign_digest") if getattr(self, key) is None}
+        return self.model_dump(exclude={"calculator", "slurm"} | unset)
 
 
 def label_request(config: CampaignConfig, campaign: str, generation: int | None,
-                  recover_running: bool = False) -> LabelRequest:
+                  recover_running: bool = False, dispatched: bool = False) -> LabelRequest:
     """The campaign's labelling settings for `campaign` (the campaign's own name or its held-out set's).
-    Job directories go into the campaign directory: a PostgreSQL store has no directory to put them beside."""
+    Job directories go into the campaign directory: a PostgreSQL store has no directory to put them
+    beside. A `dispatched` request of a campaign with `storage:` names no path of the campaign's
+    machine: the label run fetches the campaign file from storage by digest and works in its own scratch."""
     label = config.labeling
+    travels = dispatched and config.storage is not None
     return LabelRequest(store=config.store_url, calculator=label.calculator.model_dump(mode="json"),
                         campaign=campaign, generation=generation, timeout_s=label.timeout_s,
                         max_attempts=label.max_attempts, workers=label.workers,
-                        workdir=str(config.workdir / "labeling" / slug(campaign)), recover_running=recover_running,
+                        workdir=None if travels else str(config.workdir / "labeling" / slug(campaign)),
+                        recover_running=recover_running,
                         slurm=label.slurm.model_dump(mode="json") if label.slurm else None,
-                        campaign_file=config.file, labeling_digest=label.digest())
+                        campaign_file=None if travels else config.file, labeling_digest=label.digest(),
+                        storage=config.storage if travels else None,
+                        campaign_digest=config.digest if travels else None)
 
 
 def completed_ids(request: LabelRequest) -> set[int]:
