@@ -7,7 +7,8 @@
 
 --structure is a JSON file (numbers or symbols, positions, cell, pbc, fixed, tags) or any file ASE
 reads (FixAtoms constraints mark fixed atoms). --model is a generation directory, artifact.json,
-Pacemaker .yaml/.yace (γ from the .asi beside it), MACE .model, or a calculator name (default: emt).
+Pacemaker .yaml/.yace (γ from the .asi beside it), MACE .model, a calculator name (default: emt), or a
+PotentialGeneration block name (`cu-gen-003`): its generation is downloaded, verified, into OUT/model/.
 
 Writes to --out: steps.jsonl (one line per attempted step), basins.jsonl, dft_queue.jsonl
 (feed it to `python -m flows.outbox --queue`), structures/<step>.npz; prints the closing summary
@@ -18,18 +19,25 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from prefect import flow
 
 from flows import cli
 from mlip_autopipec.sampling import SamplingSummary, load_rules, read_structure
+from mlip_autopipec.storage import ObjectStoreError
+from tasks.blocks import resolve_potential
 from tasks.sampling import sample_task
+
+MODEL_DIR = "model"  # under --out: where a block's generation is downloaded
 
 
 @flow(name="sample", log_prints=True)
 def sample(structure: str, config: str, run_dir: str, steps: int, seed: int = 0, target_basins: int | None = None,
            resume: bool = False, model: str | None = None, device: str = "auto", quench: str | None = None,
            quench_fmax: float | None = None, quench_steps: int | None = None) -> SamplingSummary:
+    if model is not None:
+        model = resolve_potential(model, Path(run_dir) / MODEL_DIR)
     summary = sample_task(structure, config, run_dir, steps, seed, target_basins, resume, model, device,
                           quench, quench_fmax, quench_steps)
     print(summary_line(summary))
@@ -51,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-basins", type=int, default=None, help="stop once this many new basins were found")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (appends)")
     parser.add_argument("--model", default=None,
-                        help="generation dir, artifact.json, .yaml/.yace, .model or a calculator name (default: emt)")
+                        help="generation dir, artifact.json, .yaml/.yace, .model, a calculator name (default: emt) "
+                             "or a PotentialGeneration block name")
     parser.add_argument("--device", default="auto", help="device of a MACE model: auto, cpu, cuda")
     parser.add_argument("--quench", choices=["none", "fire", "cg", "bfgs", "lbfgs"], default=None,
                         help="optimizer of the quench (default: the rules' quench.method)")
@@ -65,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         load_rules(args.config)
         read_structure(args.structure)
         with cli.prefect_api():
+            if args.model is not None:  # fetched before the flow run: a missing block or object is one line
+                resolve_potential(args.model, Path(args.out) / MODEL_DIR)
             summary = sample(args.structure, args.config, args.out, args.steps, args.seed, args.target_basins,
                              args.resume, args.model, args.device, args.quench, args.quench_fmax, args.quench_steps)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ObjectStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(summary_line(summary))

@@ -9,7 +9,8 @@ equation of state and cubic elastic constants with relative errors), `report.md`
 (parity, error histograms, γ histogram when the potential reports γ, EOS curve) to --out, and
 publishes the report as Prefect markdown and table artifacts.
 
---potential is a generation directory, its artifact.json, a Pacemaker .yaml/.yace or a MACE .model.
+--potential is a generation directory, its artifact.json, a Pacemaker .yaml/.yace, a MACE .model, or
+a PotentialGeneration block name (`cu-gen-003`): its generation is downloaded, verified, into OUT/potential/.
 Physical checks run when --structure or --reference is given (the structure defaults to the first
 element of the data in ASE's reference crystal; for non-periodic data, molecules, they are skipped
 unless --structure is given). A check that does not apply or fails is skipped with its reason in the
@@ -24,14 +25,19 @@ from pathlib import Path
 from prefect import flow
 
 from flows import cli
+from mlip_autopipec.storage import ObjectStoreError
 from mlip_autopipec.validation.results import ValidationSummary
+from tasks.blocks import BLOCK_NAME, resolve_potential
 from tasks.validation import validate_task
+
+POTENTIAL_DIR = "potential"  # under --out: where a block's generation is downloaded
 
 
 @flow(name="validate", log_prints=True)
 def validate(potential: str, data: list[str], out: str, reference: str | None = None,
              structure: str | None = None, crystal: str | None = None, lattice: float | None = None,
              key: str | None = None, physical_skipped: str | None = None) -> ValidationSummary:
+    potential = resolve_potential(potential, Path(out) / POTENTIAL_DIR)
     result = validate_task(potential, data, out, reference, structure, crystal, lattice, key, physical_skipped)
     test = result.test_set
     print(f"{result.title}: energy RMSE {test['energy_rmse_mev_per_atom']:.2f} meV/atom, "
@@ -62,7 +68,8 @@ def _default_structure(paths: list[str]) -> tuple[str | None, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("validate", __doc__)
-    parser.add_argument("--potential", required=True, help="generation directory, artifact.json, .yaml/.yace or .model")
+    parser.add_argument("--potential", required=True, help="generation directory, artifact.json, .yaml/.yace, .model or a "
+                        "PotentialGeneration block name")
     parser.add_argument("--data", required=True, nargs="+", help="labelled frames (extxyz, Pacemaker .pckl.gzip, ...)")
     parser.add_argument("--out", required=True, help="directory for validation_metrics.json, report.md and plots")
     parser.add_argument("--reference", default=None,
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", default=None, help="Prefect artifact key prefix (default: from the potential)")
     args = parser.parse_args(argv)
     for path in [args.potential, *args.data]:
-        if not Path(path).exists():
+        if not Path(path).exists() and not (path == args.potential and BLOCK_NAME.match(path)):
             print(f"error: {path} does not exist", file=sys.stderr)
             return 1
     try:
@@ -81,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         if structure is None and (args.reference or args.crystal or args.lattice):
             structure, skipped = _default_structure(args.data)
         with cli.prefect_api():
+            # fetched before the flow run, so a missing block or object is one line, not a failed run
+            resolve_potential(args.potential, Path(args.out) / POTENTIAL_DIR)
             validate(args.potential, args.data, args.out, args.reference, structure, args.crystal, args.lattice,
                      args.key, skipped)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ObjectStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -11,7 +12,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from mlip_autopipec.backends.run_yaml import run_task
-from mlip_autopipec.config.run_yaml import TRAINING_TASKS, load_run_spec
+from mlip_autopipec.config.run_files import ConfigError
+from mlip_autopipec.config.run_yaml import TRAINING_TASKS, RunSpec, load_run_spec
+from tasks.blocks import BLOCK_NAME, resolve_potential
 from tasks.progress import PrefectProgress
 from tasks.publish import slug
 from tasks.training import training_slot
@@ -28,10 +31,31 @@ class RunSpecResult(BaseModel):
     metrics: dict[str, Any]
 
 
+def checked_run_spec(config_path: str) -> RunSpec:
+    """The run.yaml, its input files checked, except a `model_in` that names a PotentialGeneration
+    block (`<name>-gen-NNN`): that one is fetched when the task runs (`with_model_in_resolved`)."""
+    spec = load_run_spec(config_path, check_paths=False)
+    model_in = spec.model_in
+    if model_in is not None and not model_in.exists() and BLOCK_NAME.match(str(model_in)):
+        spec = spec.model_copy(update={"model_in": None})
+    try:
+        spec.check_inputs_exist()
+    except ValueError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from None
+    return spec.model_copy(update={"model_in": model_in})
+
+
+def with_model_in_resolved(spec: RunSpec) -> RunSpec:
+    """`model_in` as a local path: a block name's generation downloaded (verified) into the per-user cache."""
+    if spec.model_in is None:
+        return spec
+    return spec.model_copy(update={"model_in": Path(resolve_potential(str(spec.model_in)))})
+
+
 # Not cached: a run.yaml names its own run_dir, and the backends refuse to overwrite a finished one.
 @task(name="run.yaml", task_run_name="{task_name}", cache_policy=NO_CACHE)
 def run_spec_task(config_path: str, task_name: str = "run.yaml") -> RunSpecResult:
-    spec = load_run_spec(config_path)
+    spec = with_model_in_resolved(checked_run_spec(config_path))
     logger = get_run_logger()
     logger.info(f"{spec.backend} {spec.task} -> {spec.run_dir}")
     if spec.task in TRAINING_TASKS:
