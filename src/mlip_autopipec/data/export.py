@@ -207,16 +207,24 @@ def _write_pacemaker_dataframe(frames: Sequence[LabelledFrame], path: Path) -> N
         "energy": [float(frame.energy) for frame in frames],
         "energy_corrected": [float(frame.energy if frame.energy_corrected is None
                                    else frame.energy_corrected) for frame in frames],
-        "forces": [np.asarray(frame.forces, dtype=float) for frame in frames],
+        "forces": [_for_pickle(frame.forces, float) for frame in frames],
     })
     # mtime=0: the same data always gives the same bytes, hence the same digest.
     table.to_pickle(path, compression={"method": "gzip", "mtime": 0}, protocol=4)
 
 
 def _geometry_only(atoms: Atoms) -> Atoms:
-    copy = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    copy = Atoms(numbers=_for_pickle(atoms.numbers, int), positions=_for_pickle(atoms.positions, float),
+                 cell=_for_pickle(atoms.cell.array, float), pbc=atoms.pbc)
     copy.calc = None
     return copy
+
+
+def _for_pickle(array, dtype: type) -> np.ndarray:
+    """A C-ordered copy with numpy's own dtype object. A pickle records an array's memory order, and
+    a dtype object other than the last one it wrote in full (one unpickled from a user's DataFrame)
+    again: equal arrays from another reader would give other bytes, hence another dataset digest."""
+    return np.asarray(array).astype(dtype, order="C")
 
 
 def _voigt(stress: np.ndarray) -> np.ndarray:
