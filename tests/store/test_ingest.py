@@ -1,8 +1,15 @@
+import ase.io
 import numpy as np
+import pandas as pd
 import pytest
+from ase.build import bulk
+from ase.calculators.singlepoint import SinglePointCalculator
 
-from mlip_autopipec.store import StructureStore
-from mlip_autopipec.store.ingest import ingest_file
+from mlip_autopipec.data.export import export_dataset
+from mlip_autopipec.data.frames import LabelledFrame
+from mlip_autopipec.store import NewStructure, Status, StructureStore
+from mlip_autopipec.store.harvest import harvest_for_export
+from mlip_autopipec.store.ingest import ingest_file, ingest_for_export
 
 
 def _frames(shared_data, count=3):
@@ -97,3 +104,127 @@ def test_reingesting_adds_nothing(shared_data, store_url):
     assert twin.accepted == again.accepted == 0
     energies = np.array([row.frame.energy for row in store.harvest()])
     assert np.isfinite(energies).all() and len(energies) == 105
+
+
+# -- ingest_for_export: the rows just written, exported without reading them back ----------------
+
+ALLOY_ELEMENTS = ["Cu", "Ni", "Pd", "Ag", "Pt"]
+SOURCE = {"store": "structures.db", "campaign": "default"}
+
+
+def _alloy_frame(rng, labels_only_of=None):
+    """A 32-atom random five-element fcc alloy (or `labels_only_of`'s geometry) with arbitrary labels."""
+    if labels_only_of is None:
+        atoms = bulk("Cu", "fcc", a=3.9, cubic=True) * (2, 2, 2)
+        atoms.symbols = rng.choice(ALLOY_ELEMENTS, size=len(atoms))
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+    else:
+        atoms = labels_only_of.copy()
+    energy = float(rng.normal(-100.0, 5.0))
+    return atoms, energy, energy + float(rng.normal(3.0, 1.0)), rng.normal(scale=0.5, size=(len(atoms), 3))
+
+
+@pytest.fixture(scope="module")
+def data_files(shared_data, tmp_path_factory):
+    """The shared Cu-I, Cu-II and ethanol files, and two alloy files made here: an extxyz (Voigt stress,
+    energy_corrected != energy, a duplicate frame, a frame with NaN forces, one with overlapping atoms)
+    and a Pacemaker DataFrame (3x3 stress, 3 frames with the geometry of alloy frames, 4 new)."""
+    directory = tmp_path_factory.mktemp("ingest-for-export")
+    rng = np.random.default_rng(20)
+    images = []
+    for _ in range(10):
+        atoms, energy, corrected, forces = _alloy_frame(rng)
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, stress=rng.normal(size=6))
+        atoms.info["energy_corrected"] = corrected
+        images.append(atoms)
+    twin, energy, corrected, forces = _alloy_frame(rng, labels_only_of=images[1])
+    twin.calc = SinglePointCalculator(twin, energy=energy, forces=forces, stress=rng.normal(size=6))
+    nan_forces, overlapping = images[3].copy(), images[5].copy()
+    forces = images[3].get_forces().copy()
+    forces[7, 1] = np.nan
+    nan_forces.calc = SinglePointCalculator(nan_forces, energy=-90.0, forces=forces)
+    overlapping.positions[1] = overlapping.positions[0] + [0.1, 0.0, 0.0]
+    overlapping.calc = SinglePointCalculator(overlapping, energy=-90.0, forces=images[5].get_forces())
+    ase.io.write(directory / "alloy.extxyz", images + [twin, nan_forces, overlapping], format="extxyz")
+
+    table = []
+    for geometry in [images[0], images[2], images[4], None, None, None, None]:
+        atoms, energy, corrected, forces = _alloy_frame(rng, labels_only_of=geometry)
+        atoms.calc = SinglePointCalculator(atoms, stress=rng.normal(size=(3, 3)))
+        table.append({"ase_atoms": atoms, "energy": energy, "energy_corrected": corrected, "forces": forces})
+    pd.DataFrame(table).to_pickle(directory / "alloy-3x3.pckl.gzip", compression="gzip")
+    return {"Cu-I": shared_data / "Cu-I.extxyz", "Cu-II": shared_data / "Cu-II.extxyz",
+            "ethanol": shared_data / "ethanol-revMD17.extxyz",
+            "alloy": directory / "alloy.extxyz", "alloy-3x3": directory / "alloy-3x3.pckl.gzip"}
+
+
+def _files(directory):
+    return {path.name: path.read_bytes() for path in directory.iterdir()}
+
+
+def _read_back_export(paths, store, out_dir):
+    """The reference: each file through ingest_file, then the rows harvested from the store."""
+    reports = [ingest_file(store, path) for path in paths]
+    return reports, export_dataset(harvest_for_export(store), out_dir, seed=5, source=SOURCE)
+
+
+SCENARIOS = {
+    "Cu-I, Cu-II": ["Cu-I", "Cu-II"],
+    "Cu-II, Cu-I": ["Cu-II", "Cu-I"],
+    "ethanol": ["ethanol"],
+    "alloy, alloy-3x3": ["alloy", "alloy-3x3"],
+    "alloy-3x3, alloy": ["alloy-3x3", "alloy"],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_exporting_the_rows_just_written_writes_what_reading_them_back_writes(scenario, data_files, store_url,
+                                                                             tmp_path):
+    paths = [data_files[name] for name in SCENARIOS[scenario]]
+    ingested = ingest_for_export(StructureStore(store_url), paths)
+    assert not ingested.harvested
+    direct = export_dataset(ingested.items, tmp_path / "direct", seed=5, source=SOURCE)
+    reports, read_back = _read_back_export(paths, StructureStore(tmp_path / "read-back.db"), tmp_path / "read-back")
+    assert ingested.report.files == reports  # the same counts and the same validation errors
+    assert direct.digest == read_back.digest
+    assert _files(tmp_path / "direct") == _files(tmp_path / "read-back")
+    exported = pd.read_pickle(direct.path_of("pacemaker", "train"), compression="gzip")
+    if "alloy" in scenario:  # what the alloy files hold did reach the comparison
+        assert (ingested.report.accepted, ingested.report.duplicates, ingested.report.rejected) == (14, 4, 2)
+        assert {problem.field for problem in ingested.report.problems} == {"forces", "positions"}
+        assert "REF_stress" in direct.path_of("mace", "train").read_text()
+        assert set(direct.elements) == set(ALLOY_ELEMENTS)
+    if scenario in ("ethanol", "alloy, alloy-3x3"):
+        assert (exported.energy_corrected != exported.energy).all()
+        assert not any(atoms.pbc.any() for atoms in exported.ase_atoms) == (scenario == "ethanol")
+
+
+def _earlier_rows(kind, url, data_files):
+    if kind == "completed rows of the campaign":  # e.g. an earlier attempt's first file
+        ingest_file(StructureStore(url), data_files["alloy"])
+    elif kind == "another campaign's rows, some the same structures":
+        ingest_file(StructureStore(url, campaign="other"), data_files["alloy-3x3"])
+    else:
+        rng = np.random.default_rng(3)
+        StructureStore(url).add([NewStructure(LabelledFrame(_alloy_frame(rng)[0], None, None), source="md",
+                                              status=Status.PENDING) for _ in range(3)])
+
+
+@pytest.mark.parametrize("kind, harvested", [
+    ("completed rows of the campaign", True),
+    ("another campaign's rows, some the same structures", False),
+    ("pending rows of the campaign", False),
+])
+def test_a_store_holding_other_rows_gives_the_same_export(kind, harvested, data_files, store_url, tmp_path):
+    """Only when the campaign's completed rows are exactly the rows just added are they exported as
+    written; otherwise they are read back. Either way the export is that of the rows read back."""
+    paths = [data_files["alloy"], data_files["alloy-3x3"]]
+    _earlier_rows(kind, store_url, data_files)
+    ingested = ingest_for_export(StructureStore(store_url), paths)
+    assert ingested.harvested is harvested
+    export_dataset(ingested.items, tmp_path / "direct", seed=5, source=SOURCE)
+    reference = tmp_path / "read-back.db"
+    _earlier_rows(kind, str(reference), data_files)
+    reports, read_back = _read_back_export(paths, StructureStore(reference), tmp_path / "read-back")
+    assert ingested.report.files == reports
+    assert _files(tmp_path / "direct") == _files(tmp_path / "read-back")

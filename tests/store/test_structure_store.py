@@ -1,4 +1,5 @@
 import multiprocessing
+import pickle
 
 import ase.db
 import numpy as np
@@ -26,6 +27,37 @@ def test_labelled_frames_round_trip_with_provenance(store_url):
     np.testing.assert_array_equal(stored.frame.forces, frame.forces)
     np.testing.assert_array_equal(stored.frame.stress, frame.stress)
     assert stored.provenance["origin"] == "run:3" and stored.provenance["status_time"] > 0
+
+
+def test_a_3x3_stress_comes_back_3x3(store_url):
+    """SQLite returned it flat (9 values), which the extxyz writer wrote in another order than a 3x3."""
+    store = StructureStore(store_url)
+    frame = _cell(0.15)
+    frame.stress = np.arange(9.0).reshape(3, 3)  # not symmetric: a transposition would show
+    [outcome] = store.add([NewStructure(frame, source="ingest")])
+    np.testing.assert_array_equal(store.get(outcome.id).frame.stress, frame.stress)
+
+
+def test_add_can_return_the_rows_as_get_reads_them_back(store_url):
+    """Exporting the rows `add` returns writes the bytes an export of the rows read back writes:
+    same types (Python floats), shapes and array memory order (a pickle shows it)."""
+    frames = [_cell(0.1), _cell(0.2), _cell(0.3)]
+    frames[0].stress = np.arange(6.0)
+    frames[1].stress = np.arange(9.0).reshape(3, 3)
+    frames[1].energy, frames[1].energy_corrected = np.float64(-2.5), np.float64(-0.25)
+    frames[2].forces = np.asfortranarray(np.arange(3.0 * len(frames[2].atoms)).reshape(-1, 3))
+    store = StructureStore(store_url, campaign="cu")
+    outcomes = store.add([NewStructure(frame, source="md", generation=1, origin=f"run:{i}")
+                          for i, frame in enumerate(frames)] + [NewStructure(_cell(0.1), source="md")],
+                         keep_rows=True)
+    assert [o.stored is None for o in outcomes] == [False, False, False, True]  # the last is a duplicate
+    for outcome in outcomes[:3]:
+        written, read = outcome.stored, store.get(outcome.id)
+        assert pickle.dumps(written.frame.atoms) == pickle.dumps(read.frame.atoms)
+        for name in ("energy", "forces", "stress", "energy_corrected"):
+            assert pickle.dumps(getattr(written.frame, name)) == pickle.dumps(getattr(read.frame, name)), name
+        written.frame = read.frame = None
+        assert written == read
 
 
 def test_the_same_structure_is_never_stored_twice(store_url):
