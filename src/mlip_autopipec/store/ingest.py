@@ -98,12 +98,12 @@ def ingest_for_export(
     """
     report = IngestReport()
     added: list[StoredStructure] = []
+    keep_rows = store.status_counts()[Status.COMPLETED.value] == 0  # else they will be read back anyway
     for path in paths:
-        file_report, rows = _ingest(store, path, source, generation, min_distance, allowed_elements,
-                                    keep_rows=True)
+        file_report, rows = _ingest(store, path, source, generation, min_distance, allowed_elements, keep_rows)
         report.files.append(file_report)
         added.extend(rows)
-    if store.status_counts()[Status.COMPLETED.value] == len(added):
+    if keep_rows and store.status_counts()[Status.COMPLETED.value] == len(added):
         return IngestedForExport(report, export_items(added, store), harvested=False)
     return IngestedForExport(report, harvest_for_export(store), harvested=True)
 
