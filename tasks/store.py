@@ -6,11 +6,11 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict
 
-from mlip_autopipec.data.export import export_dataset
+from mlip_autopipec.data.export import ExportItem, check_export_target, export_dataset
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.store import StructureStore
 from mlip_autopipec.store.harvest import harvest_for_export
-from mlip_autopipec.store.ingest import FileIngestReport, ingest_file
+from mlip_autopipec.store.ingest import FileIngestReport, IngestReport, ingest_file, ingest_for_export
 from mlip_autopipec.store.secrets import redact
 
 
@@ -40,6 +40,30 @@ def export_task(store_url: str, campaign: str, out_dir: str, test_fraction: floa
     """Harvest completed rows and export them; returns the manifest path and digest."""
     store = StructureStore(store_url, campaign=campaign)
     items = harvest_for_export(store, generation=generation, max_generation=max_generation, source=source)
+    return _export(items, store_url, campaign, out_dir, test_fraction, seed, formats, generation=generation,
+                   max_generation=max_generation, source=source, overwrite=overwrite)
+
+
+@task(task_run_name="ingest and export {out_dir}", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=lambda task, run, state: _is_database_busy(state))
+def ingest_and_export_task(store_url: str, paths: list[str], campaign: str, source: str, generation: int,
+                           min_distance: float, out_dir: str, test_fraction: float, seed: int,
+                           formats: list[str], overwrite: bool = False) -> tuple[IngestReport, ExportedDataset]:
+    """`ingest_file_task` on each file, then `export_task` of all completed rows: the same store and the
+    same dataset, byte for byte, without reading back the rows just written when the campaign holds no
+    others (`ingest_for_export`). An `out_dir` that export would refuse is refused before any ingest."""
+    check_export_target(out_dir, overwrite)
+    store = StructureStore(store_url, campaign=campaign)
+    ingested = ingest_for_export(store, paths, source=source, generation=generation, min_distance=min_distance)
+    dataset = _export(ingested.items, store_url, campaign, out_dir, test_fraction, seed, formats,
+                      overwrite=overwrite)
+    return ingested.report, dataset
+
+
+def _export(items: list[ExportItem], store_url: str, campaign: str, out_dir: str, test_fraction: float,
+            seed: int, formats: list[str], generation: int | None = None, max_generation: int | None = None,
+            source: str | None = None, overwrite: bool = False) -> ExportedDataset:
+    """Export `items`, harvested from the store with these filters, and show the manifest as an artifact."""
     manifest = export_dataset(items, out_dir, test_fraction=test_fraction, seed=seed, formats=formats,
                               source={"store": redact(store_url), "campaign": campaign,
                                       "generation": generation, "max_generation": max_generation,
