@@ -36,20 +36,22 @@ from mlip_autopipec.campaign.labelling import LabelRequest, completed_ids, dispa
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, stop_reason
 from mlip_autopipec.campaign.results import GenerationSteps, LabelCounts
 from mlip_autopipec.campaign.steps import HeldOutError, finished_generation, md_walker_indices
+from mlip_autopipec.campaign.travel import generation_name
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.exploration.md import WalkerResult
 from mlip_autopipec.files import sha256_file
 from mlip_autopipec.store import StoreError, check_writable
 from mlip_autopipec.validation.results import Evaluation
 from tasks.caching import run_with_outputs
-from tasks.campaign import (dashboard_task, explore_task, explore_walker_task, prepare_task, record_task,
-                            select_and_queue_task)
+from tasks.campaign import (dashboard_task, explore_task, explore_walker_task, generation_tree_task, prepare_task,
+                            record_task, select_and_queue_task, stored_generation_task, upload_campaign_file_task,
+                            upload_dataset_task)
 from tasks.labeling import label_task
 from tasks.publish import BlockConflict, publish_task, slug
 from tasks.rendering import render_most_uncertain_task
 from tasks.run_identity import mark_earlier_runs_crashed
 from tasks.store import ExportedDataset, export_task
-from tasks.training import TrainedPotential, evaluate_task, train_task
+from tasks.training import TrainedPotential, evaluate_task, fetch_tree_task, train_task
 
 
 @flow(name="active-learning", log_prints=True)
@@ -68,6 +70,8 @@ def active_learning(config: str) -> list[dict]:
         return [r.model_dump(mode="json") for r in records]
 
     dashboard_task(settings, f"running generation {len(records)}")
+    if settings.storage is not None and settings.dispatch.labeling_deployment is not None:
+        upload_campaign_file_task(settings)  # label runs elsewhere fetch it by digest
     prepare_task(settings)
     label_structures(settings, settings.held_out_campaign, None, recover_running=True)
     # the campaign's own directory: a workdir from before held-out-md/ still holds held-out/md/ beside it
@@ -119,7 +123,7 @@ def generation_flow(config: str, config_digest: str, generation: int, initial_ar
                             dataset.manifest, dataset.digest)
     held = run_with_outputs(evaluate_task, Evaluation.output_files, trained.artifact, trained.digest,
                             held_out_manifest, held_out_digest, split="train", name="held-out")
-    publish_task(settings.campaign, trained.artifact, held)
+    publish_task(settings.campaign, trained.artifact, held, storage=settings.storage)
     lap("validate")
     md_walkers = None
     if settings.execution.task_runner == "dask" and md_walker_indices(settings):
@@ -167,8 +171,8 @@ def label_structures(settings: CampaignConfig, campaign: str, generation: int | 
     task, or one task per structure on a Dask cluster with `execution.task_runner: dask`), or as a run
     of the `dispatch.labeling_deployment` deployment (flows/label.py on the DFT pool), waited for.
     A dispatched run's counts come from the store (its return value stays on the worker)."""
-    request = label_request(settings, campaign, generation, recover_running)
     deployment = settings.dispatch.labeling_deployment
+    request = label_request(settings, campaign, generation, recover_running, dispatched=deployment is not None)
     if deployment is None and settings.execution.task_runner == "dask":
         # One task per structure on the Dask cluster (flows/label.py), as its own subflow run.
         from flows.label import label as label_flow
@@ -201,7 +205,8 @@ def train_generation(settings: CampaignConfig, dataset: ExportedDataset, generat
     (flows/train.py:train_generation on the GPU pool), waited for. Either way a finished generation
     with the same dataset, config and starting potential is reused, not retrained; the dispatched
     run's result is read back from the generations directory (the run's return value stays on the
-    worker), so the worker must see the campaign's workdir under the same path."""
+    worker), so the worker must see the campaign's workdir under the same path, or, with `storage:`,
+    downloaded from there into it."""
     root = settings.workdir / "generations"
     arguments = (dataset.manifest, dataset.digest, settings.training.model_dump(mode="json"), str(root),
                  initial_artifact, initial_digest)
@@ -212,7 +217,9 @@ def train_generation(settings: CampaignConfig, dataset: ExportedDataset, generat
     def finished():
         return finished_generation(settings, dataset.digest, initial_digest)
 
-    if finished() is None:
+    if finished() is None and settings.storage is not None:
+        _train_through_storage(settings, deployment, dataset, generation, initial_artifact, initial_digest)
+    elif finished() is None:
         parameters = dict(zip(("manifest", "manifest_digest", "training_config", "generations_root",
                                "initial_artifact", "initial_digest"), arguments), generation=generation)
         flow_run = _run_deployment_and_wait(settings, deployment, parameters, f"training of generation {generation}")
@@ -223,6 +230,32 @@ def train_generation(settings: CampaignConfig, dataset: ExportedDataset, generat
                            f"on dataset {dataset.digest[:12]}: does the worker see the campaign's workdir "
                            "under the same path?")
     return TrainedPotential.of(artifact)
+
+
+def _train_through_storage(settings: CampaignConfig, deployment: str, dataset: ExportedDataset, generation: int,
+                           initial_artifact: str | None, initial_digest: str | None) -> None:
+    """The generation into workdir/generations/gen-NNN from storage: the tree its name points at if
+    that was trained on these inputs (the same command twice trains once), else the tree a run of
+    `deployment` trains from the uploaded dataset and starting generation (digests, no paths)."""
+    logger = get_run_logger()
+    name = generation_name(slug(settings.campaign), generation)
+    tree = stored_generation_task(settings, generation, dataset.digest, initial_digest)
+    if tree is not None:
+        logger.info(f"{name} in storage was trained on the same dataset, config and starting potential: reusing it")
+    else:
+        parameters = dict(manifest=None, manifest_digest=dataset.digest,
+                          training_config=settings.training.model_dump(mode="json"),
+                          initial_digest=initial_digest, generation=generation, storage=settings.storage,
+                          dataset_tree=upload_dataset_task(settings, str(Path(dataset.manifest).parent), generation),
+                          initial_tree=generation_tree_task(settings, initial_artifact) if initial_artifact else None,
+                          name=slug(settings.campaign))
+        flow_run = _run_deployment_and_wait(settings, deployment, parameters, f"training of generation {generation}")
+        logger.info(f"training run {flow_run.name!r} of {deployment} finished")
+        tree = stored_generation_task(settings, generation, dataset.digest, initial_digest)
+        if tree is None:
+            raise RuntimeError(f"the training run {flow_run.name!r} of {deployment} finished, but {name} in "
+                               f"{settings.storage} names no generation trained on dataset {dataset.digest[:12]}")
+    fetch_tree_task(settings.storage, tree, str(settings.workdir / "generations" / f"gen-{generation:03d}"))
 
 
 def _run_deployment_and_wait(settings: CampaignConfig, deployment: str, parameters: dict, what: str):

@@ -30,10 +30,13 @@ from prefect import flow
 
 from flows import cli
 from mlip_autopipec.backends import BackendError, PotentialArtifact
+from mlip_autopipec.backends.base import ARTIFACT_NAME
+from mlip_autopipec.campaign.travel import generation_name, scratch_directory
 from mlip_autopipec.config.run_files import ConfigError, read_yaml_mapping
 from mlip_autopipec.config.run_yaml import is_run_spec, load_run_spec
 from mlip_autopipec.config.train_run import TrainRunConfig
 from mlip_autopipec.config.training import parse_training_config
+from mlip_autopipec.data.manifest import MANIFEST_NAME
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
 from mlip_autopipec.store import StoreError, check_writable
 from mlip_autopipec.store.secrets import password_to_environment
@@ -43,7 +46,8 @@ from tasks.publish import publish_task
 from tasks.run_identity import mark_earlier_runs_crashed
 from tasks.run_spec import RunSpecResult, run_spec_task
 from tasks.store import export_task, ingest_file_task
-from tasks.training import TrainedPotential, evaluate_task, train_task
+from tasks.training import (StoredGeneration, TrainedPotential, evaluate_task, fetch_tree_task, store_tree_task,
+                            train_task)
 
 # Prefect's own limit sits above the backend's (which kills the training process group).
 _TIMEOUT_MARGIN_S = 120
@@ -93,19 +97,36 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
 
 
 @flow(name="train-generation", flow_run_name="generation {generation}", log_prints=True)
-def train_generation(manifest: str, manifest_digest: str, training_config: dict, generations_root: str,
-                     initial_artifact: str | None = None, initial_digest: str | None = None,
-                     generation: int | None = None) -> TrainedPotential:
+def train_generation(manifest: str | None, manifest_digest: str, training_config: dict,
+                     generations_root: str | None = None, initial_artifact: str | None = None,
+                     initial_digest: str | None = None, generation: int | None = None, storage: str | None = None,
+                     dataset_tree: str | None = None, initial_tree: str | None = None,
+                     name: str | None = None) -> TrainedPotential | StoredGeneration:
     """Train one generation from an exported dataset: the step a campaign hands to the GPU pool
-    (`dispatch.training_deployment`). A finished generation with the same inputs is reused."""
+    (`dispatch.training_deployment`). A finished generation with the same inputs is reused.
+
+    With `storage` (a campaign whose workers share no disk) the inputs are digests, not paths: the
+    dataset tree `dataset_tree` and the starting generation's tree `initial_tree` are fetched into a
+    scratch directory of this worker (verified), the generation is trained there, uploaded as a tree
+    that the name `<name>/generations/gen-NNN` then points at, and the scratch directory is removed."""
     config = parse_training_config(training_config)
-    trained = run_with_outputs(
-        train_task.with_options(timeout_seconds=config.timeout_seconds + _TIMEOUT_MARGIN_S),
-        TrainedPotential.output_files,
-        manifest, manifest_digest, training_config, generations_root, initial_artifact, initial_digest,
-        generation=generation)
-    print(f"{trained.generation_dir}: {trained.backend} {trained.version}")
-    return trained
+    train = train_task.with_options(timeout_seconds=config.timeout_seconds + _TIMEOUT_MARGIN_S)
+    if storage is None:
+        trained = run_with_outputs(train, TrainedPotential.output_files, manifest, manifest_digest, training_config,
+                                   generations_root, initial_artifact, initial_digest, generation=generation)
+        print(f"{trained.generation_dir}: {trained.backend} {trained.version}")
+        return trained
+    if dataset_tree is None or name is None or generation is None:
+        raise ValueError("train-generation with storage needs dataset_tree, name and generation")
+    with scratch_directory("train-") as scratch:
+        dataset = fetch_tree_task(storage, dataset_tree, str(scratch / "dataset"))
+        initial = fetch_tree_task(storage, initial_tree, str(scratch / "initial")) if initial_tree else None
+        trained = train(str(Path(dataset) / MANIFEST_NAME), manifest_digest, training_config,
+                        str(scratch / "generations"), str(Path(initial) / ARTIFACT_NAME) if initial else None,
+                        initial_digest, generation=generation)
+        stored = store_tree_task(storage, trained.generation_dir, generation_name(name, generation))
+    print(f"{stored.name} -> tree {stored.tree[:12]}: {trained.backend} {trained.version}")
+    return stored
 
 
 @flow(name="run-yaml", flow_run_name="{name}", log_prints=True)

@@ -5,6 +5,7 @@ model, so Prefect's cache key is its content) and returns a small typed result."
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 from prefect import get_run_logger, task
@@ -12,14 +13,58 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mlip_autopipec.backends import PotentialArtifact
-from mlip_autopipec.campaign import steps
+from mlip_autopipec.campaign import steps, travel
 from mlip_autopipec.campaign.config import CampaignConfig
 from mlip_autopipec.campaign.records import GenerationRecord, load_records, record_generation
 from mlip_autopipec.campaign.results import ExplorationSummary, GenerationSteps, Preparation, QueueSummary
+from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.exploration.md import WalkerResult
 from mlip_autopipec.validation.plots import learning_curve, markdown_image
 from tasks.caching import DIGEST_CACHE
 from tasks.publish import slug
+from tasks.storage import open_storage
+
+
+@task(name="upload campaign file", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def upload_campaign_file_task(config: CampaignConfig) -> str:
+    """The campaign file into the campaign's storage (content-addressed: sent once), for label runs on
+    machines that do not see it; returns its digest, the one the campaign started with."""
+    stored = open_storage(config.storage).put_file(config.file)
+    if stored.digest != config.digest:
+        raise ConfigError(f"{config.file} changed since the campaign started (digest {stored.digest[:12]}, "
+                          f"expected {config.digest[:12]}): restart the campaign to use the new settings")
+    return stored.digest
+
+
+@task(name="upload dataset", task_run_name="upload dataset gen-{generation:03d}", retries=2, retry_delay_seconds=5,
+      cache_policy=NO_CACHE)
+def upload_dataset_task(config: CampaignConfig, directory: str, generation: int) -> str:
+    """The generation's exported dataset as a tree, named `<slug>/datasets/gen-NNN`; returns the tree's digest."""
+    objects = open_storage(config.storage)
+    started = time.perf_counter()
+    tree = objects.put_tree(directory).digest
+    name = travel.dataset_name(slug(config.campaign), generation)
+    objects.set_name(name, tree)
+    get_run_logger().info(f"uploaded dataset {directory} as tree {tree[:12]} ({travel.tree_bytes(objects, tree)} "
+                          f"bytes), named {name}, in {time.perf_counter() - started:.1f} s")
+    return tree
+
+
+@task(name="starting generation's tree", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def generation_tree_task(config: CampaignConfig, artifact_path: str) -> str:
+    """The storage tree of a generation the campaign holds (uploaded now if storage has none of it)."""
+    return travel.generation_tree(open_storage(config.storage), slug(config.campaign),
+                                  PotentialArtifact.load(artifact_path))
+
+
+@task(name="find stored generation", cache_policy=NO_CACHE)
+def stored_generation_task(config: CampaignConfig, generation: int, dataset_digest: str,
+                           initial_digest: str | None) -> str | None:
+    """The tree `<slug>/generations/gen-NNN` points at if it was trained on this dataset with this
+    config from this starting potential, else None."""
+    return travel.matching_generation(open_storage(config.storage),
+                                      travel.generation_name(slug(config.campaign), generation), dataset_digest,
+                                      config.training.digest(), initial_digest)
 
 
 @task(name="prepare campaign", cache_policy=NO_CACHE)

@@ -4,16 +4,19 @@ changes exactly when the dataset, the config or the starting potential does."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import get_client, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import deployment
 from pydantic import BaseModel, ConfigDict
 
 from mlip_autopipec.backends import PotentialArtifact, TrainingError, TrainingTimeout, get_trainer
+from mlip_autopipec.campaign.travel import tree_bytes
 from mlip_autopipec.config.training import parse_training_config
 from mlip_autopipec.data.manifest import DatasetManifest
 from mlip_autopipec.generations import find_matching, prepare_next
@@ -21,6 +24,7 @@ from mlip_autopipec.validation.evaluation import evaluate_on_split
 from mlip_autopipec.validation.results import Evaluation
 from tasks.caching import DIGEST_CACHE
 from tasks.progress import PrefectProgress
+from tasks.storage import open_storage
 
 TRAINING_SLOT = "gpu"
 
@@ -46,6 +50,44 @@ class TrainedPotential(BaseModel):
     def output_files(self) -> list[str]:
         """The files a (possibly cached) train_task result points to."""
         return [self.artifact]
+
+
+class StoredGeneration(BaseModel):
+    """A generation trained on a worker that shares no disk with the campaign: the tree in object
+    storage that `name` points at (the worker's own copy is gone with its scratch directory)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    tree: str
+    potential_digest: str
+    bytes: int
+
+
+@task(name="fetch tree", task_run_name="fetch tree {tree:.12}", retries=2, retry_delay_seconds=5,
+      cache_policy=NO_CACHE)
+def fetch_tree_task(storage: str, tree: str, target: str) -> str:
+    """Download tree `tree` from `storage` into `target`, every file verified against its digest."""
+    objects = open_storage(storage)
+    started = time.perf_counter()
+    path = objects.get_tree(tree, target)
+    get_run_logger().info(f"fetched tree {tree[:12]} ({tree_bytes(objects, tree)} bytes) into {target} "
+                          f"in {time.perf_counter() - started:.1f} s")
+    return str(path)
+
+
+@task(name="store tree", task_run_name="store {name}", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def store_tree_task(storage: str, generation_dir: str, name: str) -> StoredGeneration:
+    """Upload a trained generation directory as a tree, then point `name` at it (never at a partial upload)."""
+    objects = open_storage(storage)
+    started = time.perf_counter()
+    tree = objects.put_tree(generation_dir).digest
+    objects.set_name(name, tree)
+    stored = StoredGeneration(name=name, tree=tree, potential_digest=PotentialArtifact.load(generation_dir).digest,
+                              bytes=tree_bytes(objects, tree))
+    get_run_logger().info(f"stored {generation_dir} as tree {tree[:12]} ({stored.bytes} bytes), named {name}, "
+                          f"in {time.perf_counter() - started:.1f} s")
+    return stored
 
 
 @contextlib.contextmanager
