@@ -4,6 +4,8 @@
     python -m flows.train --config run.yaml   # a unified run.yaml: any task of any backend
     python -m flows.train --config train.yaml --store runs/cu/structures.db --out runs/cu
     python -m flows.train --config train.yaml --store DB --out DIR --initial-potential DIR/generations/gen-000
+    python -m flows.train --data cu.extxyz --out runs/cu --storage s3://bucket/mlip   # generations travel
+    python -m flows.train --store DB --out DIR --initial-potential cu-gen-000   # a block: fetched, verified
 
 `--data` ingests the files into OUT/structures.db first (validated, deduplicated); `--store`
 trains on what a store already holds. Generations land in OUT/generations/gen-NNN and are never
@@ -33,18 +35,21 @@ from mlip_autopipec.backends import BackendError, PotentialArtifact
 from mlip_autopipec.backends.base import ARTIFACT_NAME
 from mlip_autopipec.campaign.travel import generation_name, scratch_directory
 from mlip_autopipec.config.run_files import ConfigError, read_yaml_mapping
-from mlip_autopipec.config.run_yaml import is_run_spec, load_run_spec
+from mlip_autopipec.config.run_yaml import is_run_spec
 from mlip_autopipec.config.train_run import TrainRunConfig
 from mlip_autopipec.config.training import parse_training_config
 from mlip_autopipec.data.manifest import MANIFEST_NAME
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
+from mlip_autopipec.storage import ObjectStoreError
 from mlip_autopipec.store import StoreError, check_writable
 from mlip_autopipec.store.secrets import password_to_environment
 from mlip_autopipec.validation.results import Evaluation
+from tasks.blocks import BLOCK_NAME, resolve_potential
 from tasks.caching import run_with_outputs
 from tasks.publish import publish_task
 from tasks.run_identity import mark_earlier_runs_crashed
-from tasks.run_spec import RunSpecResult, run_spec_task
+from tasks.run_spec import RunSpecResult, checked_run_spec, run_spec_task, with_model_in_resolved
+from tasks.storage import open_storage
 from tasks.store import export_task, ingest_file_task
 from tasks.training import (StoredGeneration, TrainedPotential, evaluate_task, fetch_tree_task, store_tree_task,
                             train_task)
@@ -62,7 +67,10 @@ class PublishedPotential(TrainedPotential):
 
 @flow(name="train", log_prints=True)
 def train(out: str, config: str | None = None, store: str | None = None, data: list[str] | None = None,
-          initial_potential: str | None = None, name: str | None = None) -> PublishedPotential:
+          initial_potential: str | None = None, name: str | None = None,
+          storage: str | None = None) -> PublishedPotential:
+    """`initial_potential`: a generation directory, its artifact.json, or a PotentialGeneration block
+    name (downloaded into OUT/initial/<name>); `storage`: upload the generation there (tasks/publish.py)."""
     settings = TrainRunConfig.load(config)
     out_dir = Path(out)
     mark_earlier_runs_crashed(out_dir)  # runs of this --out left "Running" by a killed process
@@ -74,7 +82,8 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
 
     dataset = export_task(store_url, settings.campaign, str(out_dir / "dataset"),
                           settings.export.test_fraction, settings.export.seed, settings.export_formats)
-    initial = PotentialArtifact.load(initial_potential) if initial_potential else None
+    initial = PotentialArtifact.load(resolve_potential(initial_potential, out_dir / "initial")) \
+        if initial_potential else None
     trained = run_with_outputs(
         train_task.with_options(timeout_seconds=settings.training.timeout_seconds + _TIMEOUT_MARGIN_S),
         TrainedPotential.output_files, dataset.manifest, dataset.digest, settings.training.model_dump(mode="json"),
@@ -84,7 +93,8 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
     )
     evaluation = run_with_outputs(evaluate_task, Evaluation.output_files, trained.artifact, trained.digest,
                                   dataset.manifest, dataset.digest)
-    block = publish_task(settings.campaign, trained.artifact, evaluation, name or out_dir.resolve().name)
+    block = publish_task(settings.campaign, trained.artifact, evaluation, name or out_dir.resolve().name,
+                         storage=storage)
 
     metrics = evaluation.metrics
     print(f"{Path(trained.generation_dir).name}: {evaluation.split} energy RMSE "
@@ -148,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--data", nargs="+", metavar="FILE", help="labelled structure files to ingest and train on")
     parser.add_argument("--out", default="runs/train", help="output directory (default: runs/train)")
     parser.add_argument("--initial-potential", metavar="GEN_DIR",
-                        help="fine-tune from this generation directory (or its artifact.json)")
+                        help="fine-tune from this generation directory (or its artifact.json), or from the "
+                             "generation a PotentialGeneration block NAME-gen-NNN describes")
     parser.add_argument("--name", help="publish as the block NAME-gen-NNN (default: the --out directory's name)")
+    parser.add_argument("--storage", metavar="URL",
+                        help="upload each generation there (s3://bucket/prefix, file:///path, or a "
+                             "remote-file-system block name); the block records the objects' URLs and digests")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a configuration error")
     args = parser.parse_args(argv)
     if args.store:  # its password (if any) goes to PGPASSWORD, never into flow parameters
@@ -161,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.store or args.data or args.initial_potential:
                 parser.error("a run.yaml says everything itself (data, model_in, run_dir): "
                              "drop --store/--data/--initial-potential")
-            spec = load_run_spec(args.config)
+            spec = checked_run_spec(args.config)
         else:
             if not (args.store or args.data):
                 parser.error("one of the arguments --store --data is required (or --config with a run.yaml)")
@@ -169,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             missing = [path for path in args.data or [] if not Path(path).is_file()]
             if missing:
                 raise ConfigError(f"{missing[0]}: no such data file (--data)")
-            if args.initial_potential and not Path(args.initial_potential).exists():
+            if args.initial_potential and not Path(args.initial_potential).exists() \
+                    and not BLOCK_NAME.match(args.initial_potential):
                 raise ConfigError(f"{args.initial_potential}: no such generation (--initial-potential)")
             check_writable(args.store or str(Path(args.out) / "structures.db"))
     except (ConfigError, StoreError) as exc:
@@ -178,13 +193,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cli.use_prefect_api()  # the configured Prefect API, else the local server (flows/cli.py)
+    try:  # what lives in the Prefect server or in storage: checked, fetched (verified) before any flow run starts
+        if args.storage:
+            try:
+                open_storage(args.storage)
+            except ObjectStoreError as exc:
+                raise ValueError(f"--storage: {exc}") from None
+        if is_run:
+            with_model_in_resolved(spec)
+        elif args.initial_potential:  # the flow run keeps the block name as its parameter and finds this download
+            resolve_potential(args.initial_potential, Path(args.out) / "initial")
+    except (ValueError, ObjectStoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
     try:
         if is_run:
             run_yaml(args.config, name=f"{spec.backend} {spec.task}")
             return 0
         result = train(out=args.out, config=args.config, store=args.store, data=args.data,
-                       initial_potential=args.initial_potential, name=args.name)
-    except (ConfigError, BackendError, ValueError, FileNotFoundError, NotImplementedError) as exc:
+                       initial_potential=args.initial_potential, name=args.name, storage=args.storage)
+    except (ConfigError, BackendError, ValueError, FileNotFoundError, NotImplementedError, ObjectStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"generation: {result.generation_dir}")
