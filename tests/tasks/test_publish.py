@@ -219,3 +219,17 @@ def test_blocks_saved_before_storage_existed_still_load_and_download_locally(tmp
     assert old.download() == Path(PotentialArtifact.load(artifact_file).generation_dir).resolve()
     copy = old.download(tmp_path / "copy")
     assert (copy / "potential.yaml").read_text() == "potential old"
+
+
+def test_an_uploaded_generation_is_still_there_when_its_run_is_deleted(tmp_path):
+    """Its block is not replaced by another potential: the uploaded one can still be downloaded."""
+    import shutil
+
+    campaign = f"cu-{uuid.uuid4().hex[:8]}"
+    storage = (tmp_path / "bucket").as_uri()
+    block = publish_to(campaign, generation(tmp_path / "run-a", "potential A"), storage)
+    shutil.rmtree(tmp_path / "run-a")
+    with pytest.raises(BlockConflict, match=f"block {block} already holds another potential"):
+        publish_to(campaign, generation(tmp_path / "run-a", "potential B"), storage)
+    kept = PotentialGeneration.load(block).download(tmp_path / "kept")
+    assert (kept / "potential.yaml").read_text() == "potential A"
