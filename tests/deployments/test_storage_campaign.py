@@ -177,10 +177,10 @@ def _check_campaign(workers, campaign_file, runs, label_runs, training_runs, cre
         named = {kind for kind, root in roots.items() if root in text}
         allowed = {"cpu"} if run.work_pool_name in (None, "cpu-pool") else set()
         assert named <= allowed, (run.name, run.work_pool_name, run.parameters)
-    cpu_log = workers["cpu"].log.read_text()
-    transfers = [line.split("|")[-1].strip() for line in cpu_log.splitlines()
-                 if "uploaded dataset" in line or "fetched tree" in line or "uploaded " in line]
-    print("campaign transfers:\n  " + "\n  ".join(transfers))
+    for kind, worker in workers.items():  # the measured transfers, as each worker logged them
+        transfers = [line.split("|")[-1].strip() for line in worker.log.read_text().splitlines()
+                     if any(word in line for word in ("uploaded ", "fetched tree", "stored "))]
+        print(f"{kind} worker's transfers:\n  " + "\n  ".join(transfers))
     print(f"campaign of 2 generations on 3 isolated workers: {seconds:.0f} s")
 
 
