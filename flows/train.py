@@ -25,6 +25,7 @@ The campaign-style config file (YAML) has three optional sections:
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -187,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                     and not BLOCK_NAME.match(args.initial_potential):
                 raise ConfigError(f"{args.initial_potential}: no such generation (--initial-potential)")
             check_writable(args.store or str(Path(args.out) / "structures.db"))
+        # the spec becomes a flow parameter and a block field, which the Prefect server shows
+        if args.storage and re.match(r"^[a-z0-9+.-]+://[^/@]*@", args.storage):
+            raise ConfigError("--storage: put no credentials in the URL: give them in the environment "
+                              "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or in a remote-file-system block")
     except (ConfigError, StoreError) as exc:
         if args.debug:
             raise

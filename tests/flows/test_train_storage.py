@@ -158,3 +158,12 @@ def test_sample_with_a_missing_block_name_is_one_line(tmp_path, capsys):
                              "--model", "nobody-gen-001"])
     assert code == 1 and capsys.readouterr().err.splitlines() == [
         "error: nobody-gen-001: neither a file nor a PotentialGeneration block on this Prefect server"]
+
+
+def test_credentials_in_the_storage_url_are_refused_before_anything_starts(tmp_path, capsys):
+    (tmp_path / "cu.extxyz").write_text("")
+    code = train_flow.main(["--data", str(tmp_path / "cu.extxyz"), "--out", str(tmp_path / "out"),
+                            "--storage", "s3://AKIAEXAMPLE:s3cr3t@bucket/mlip"])
+    err = capsys.readouterr().err
+    assert code == 2 and "put no credentials in the URL" in err and "s3cr3t" not in err
+    assert not (tmp_path / "out").exists()
