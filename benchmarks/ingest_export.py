@@ -1,15 +1,18 @@
 """Store + export cost against plain ASE I/O of the same frames, measured in the same run.
 
-    python -m benchmarks.ingest_export [--data ../shared/data/Cu-II.extxyz] [--repeats 3]
+    python -m benchmarks.ingest_export [--data ../shared/data/Cu-II.extxyz] [--repeats 5]
 
 Baseline: ase.io.read of the file plus ase.io.write of the frames as extxyz.
-Ours: ingest (read, validate, fingerprint, store in ase.db) plus export (harvest, split, write).
-Goal: ours costs at most 2x the baseline.
+Ours: ingest (read, validate, fingerprint, store in ase.db) plus export (split, write) of the rows
+just written, as `flows.train --data` does (`ingest_for_export`); also, for comparison, the same
+with the rows read back from the store (`ingest_file`, then `harvest_for_export`). Each repeat runs
+the three in turn; the table shows medians. Goal: ours costs at most 2x the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +22,7 @@ import ase.io
 from mlip_autopipec.data.export import ALL_FORMATS, export_dataset
 from mlip_autopipec.store import StructureStore
 from mlip_autopipec.store.harvest import harvest_for_export
-from mlip_autopipec.store.ingest import ingest_file
+from mlip_autopipec.store.ingest import ingest_file, ingest_for_export
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Cu-II.extxyz"
 
@@ -31,14 +34,21 @@ def plain_ase(data: Path, work: Path) -> float:
     return time.perf_counter() - start
 
 
-def store_and_export(data: Path, work: Path, formats: tuple[str, ...]) -> tuple[float, float]:
+def store_and_export(data: Path, work: Path, formats: tuple[str, ...], read_back: bool = False) -> tuple[float, float]:
+    """Seconds to ingest and to export; with `read_back`, export what the store returns for its rows."""
     start = time.perf_counter()
     store = StructureStore(work / "structures.db")
-    report = ingest_file(store, data)
+    if read_back:
+        report = ingest_file(store, data)
+    else:
+        ingested = ingest_for_export(store, [data])
+        assert not ingested.harvested
+        report = ingested.report
     assert report.rejected == 0, report.problems[:3]
-    ingested = time.perf_counter()
-    export_dataset(harvest_for_export(store), work / "dataset", formats=formats)
-    return ingested - start, time.perf_counter() - ingested
+    ingested_at = time.perf_counter()
+    items = harvest_for_export(store) if read_back else ingested.items
+    export_dataset(items, work / "dataset", formats=formats)
+    return ingested_at - start, time.perf_counter() - ingested_at
 
 
 PHASES = {  # (file, function) of cProfile -> what it is
@@ -46,7 +56,7 @@ PHASES = {  # (file, function) of cProfile -> what it is
     ("validation.py", "frame_problems"): "validation (finite values, close atoms, elements)",
     ("fingerprint.py", "fingerprint"): "structure fingerprints (duplicates)",
     ("core.py", "write"): "ase.db writing rows",
-    ("structure_store.py", "harvest"): "ase.db reading rows back",
+    ("structure_store.py", "_stored"): "export items from the rows written",
     ("export.py", "export_dataset"): "split + writing the extxyz file",
 }
 
@@ -71,29 +81,34 @@ def profile(data: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--repeats", type=int, default=3, help="best of N for each measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each measurement (medians shown)")
     parser.add_argument("--profile", action="store_true", help="also print where ingest + export spend their time")
     args = parser.parse_args()
     n_frames = len(ase.io.read(args.data, ":"))
 
     rows = []
     for label, formats in (("extxyz only", ("extxyz",)), ("all formats", ALL_FORMATS)):
-        best_plain, best_ingest, best_export = float("inf"), float("inf"), float("inf")
+        plain, ours, read_back = [], [], []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as work:
-                best_plain = min(best_plain, plain_ase(args.data, Path(work)))
+                plain.append(plain_ase(args.data, Path(work)))
             with tempfile.TemporaryDirectory() as work:
-                ingest_s, export_s = store_and_export(args.data, Path(work), formats)
-                if ingest_s + export_s < best_ingest + best_export:
-                    best_ingest, best_export = ingest_s, export_s
-        rows.append((label, best_plain, best_ingest, best_export))
+                ours.append(store_and_export(args.data, Path(work), formats))
+            with tempfile.TemporaryDirectory() as work:
+                read_back.append(store_and_export(args.data, Path(work), formats, read_back=True))
+        rows.append((label, plain, ours, read_back))
 
     if args.profile:
         profile(args.data)
-    print(f"{args.data.name}: {n_frames} frames, best of {args.repeats}")
-    print(f"{'export':<12} {'plain ASE s':>11} {'ingest s':>9} {'export s':>9} {'ratio':>6}  goal <= 2.0")
-    for label, plain, ingest_s, export_s in rows:
-        print(f"{label:<12} {plain:>11.2f} {ingest_s:>9.2f} {export_s:>9.2f} {(ingest_s + export_s) / plain:>6.2f}")
+    print(f"{args.data.name}: {n_frames} frames, medians of {args.repeats} alternating runs")
+    print(f"{'export':<12} {'plain ASE s':>11} {'ingest s':>9} {'export s':>9} {'ratio':>6} {'read back':>10}  goal <= 2.0")
+    for label, plain, ours, read_back in rows:
+        base = statistics.median(plain)
+        print(f"{label:<12} {base:>11.2f} {statistics.median(i for i, _ in ours):>9.2f} "
+              f"{statistics.median(e for _, e in ours):>9.2f} {statistics.median(map(sum, ours)) / base:>6.2f} "
+              f"{statistics.median(map(sum, read_back)) / base:>10.2f}")
+        print(f"{'':<12} by run: ours {' '.join(f'{sum(run) / p:.2f}' for run, p in zip(ours, plain))}; "
+              f"read back {' '.join(f'{sum(run) / p:.2f}' for run, p in zip(read_back, plain))}")
 
 
 if __name__ == "__main__":
