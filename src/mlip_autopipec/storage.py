@@ -8,20 +8,22 @@ or passed as `storage_options`), `file:///shared/path`, `memory://` in tests. Un
     names/<name>                    small pointers: a name -> the digest it stands for now
 
 A directory travels as a *tree*: each file as an object, then a JSON manifest (relative path ->
-digest, size) as one more object; the manifest's digest names the whole tree. An object is written
-under a temporary key and moved onto its final key only once complete, and a tree's manifest only
-after all its files, so an interrupted upload never leaves a digest (or a name) pointing at a
+digest, size) as one more object; the manifest's digest names the whole tree. An object appears
+whole or not at all (one PUT on S3-like stores; on a file system it is written under a temporary
+key and moved onto its final key), and a tree's manifest only after all its files, so an interrupted upload never leaves a digest (or a name) pointing at a
 partial object. Every read verifies the digest: a missing or corrupted object is an
 ObjectStoreError naming its key and the digest expected, and nothing is left half-written locally.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -30,6 +32,8 @@ import fsspec
 from mlip_autopipec.files import atomic_path, sha256_file
 
 TREE_FORMAT = "mlip-autopipec tree 1"
+_ATOMIC_PUT_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "memory"}
+_TRANSFERS = 8
 
 
 class ObjectStoreError(Exception):
@@ -51,6 +55,7 @@ class ObjectStore:
         except (ValueError, ImportError) as exc:
             raise ObjectStoreError(f"storage {url!r}: {exc}") from exc
         self._root = root.rstrip("/")
+        self._put_is_atomic = bool(set(_as_tuple(self._fs.protocol)) & _ATOMIC_PUT_PROTOCOLS)
 
     def object_url(self, digest: str) -> str:
         return f"{self.url}/objects/{digest[:2]}/{digest}"
@@ -58,19 +63,22 @@ class ObjectStore:
     def _key(self, digest: str) -> str:
         return f"{self._root}/objects/{digest[:2]}/{digest}"
 
-    def _incoming(self) -> str:
-        self._wrap(lambda: self._fs.makedirs(f"{self._root}/incoming", exist_ok=True),  # S3 has no folders
-                   "creating incoming/")
-        return f"{self._root}/incoming/{uuid.uuid4().hex}"
-
-    def _settle(self, incoming: str, key: str) -> None:
-        """Move a completely written temporary object onto its final key."""
+    def _write(self, key: str, write, what: str) -> None:
+        """Write an object whole or not at all: one PUT on an object store (S3, GCS, Azure: an object
+        appears only when complete), a temporary key moved onto `key` elsewhere (a file system)."""
+        if self._put_is_atomic:
+            self._wrap(lambda: write(key), what)
+            return
+        incoming = f"{self._root}/incoming/{uuid.uuid4().hex}"
         try:
-            self._fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
-            self._fs.mv(incoming, key)
+            self._wrap(lambda: self._fs.makedirs(f"{self._root}/incoming", exist_ok=True), what)
+            self._wrap(lambda: write(incoming), what)
+            self._wrap(lambda: self._fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True), what)
+            self._wrap(lambda: self._fs.mv(incoming, key), what)
         finally:
-            if self._fs.exists(incoming):
-                self._fs.rm(incoming)
+            with contextlib.suppress(OSError):
+                if self._fs.exists(incoming):
+                    self._fs.rm(incoming)
 
     def _stored(self, digest: str, size: int) -> bool:
         try:
@@ -82,17 +90,13 @@ class ObjectStore:
         """Upload a file's contents (once: an object already there is not sent again)."""
         digest, size = sha256_file(path), os.path.getsize(path)
         if not self._stored(digest, size):
-            incoming = self._incoming()
-            self._wrap(lambda: self._fs.put_file(str(path), incoming), f"uploading {path}")
-            self._wrap(lambda: self._settle(incoming, self._key(digest)), f"storing {path}")
+            self._write(self._key(digest), lambda key: self._fs.put_file(str(path), key), f"uploading {path}")
         return StoredObject(self.object_url(digest), digest, size)
 
     def put_bytes(self, data: bytes) -> StoredObject:
         digest = hashlib.sha256(data).hexdigest()
         if not self._stored(digest, len(data)):
-            incoming = self._incoming()
-            self._wrap(lambda: self._fs.pipe_file(incoming, data), "uploading")
-            self._wrap(lambda: self._settle(incoming, self._key(digest)), "storing")
+            self._write(self._key(digest), lambda key: self._fs.pipe_file(key, data), "uploading")
         return StoredObject(self.object_url(digest), digest, len(data))
 
     def get_bytes(self, digest: str) -> bytes:
@@ -110,10 +114,11 @@ class ObjectStore:
     def put_tree(self, directory: str | os.PathLike) -> StoredObject:
         """Upload every file under `directory`, then its manifest; returns the manifest's object."""
         directory = Path(directory)
-        files = {}
-        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-            stored = self.put_file(path)
-            files[path.relative_to(directory).as_posix()] = {"digest": stored.digest, "size": stored.size}
+        paths = sorted(p for p in directory.rglob("*") if p.is_file())
+        with ThreadPoolExecutor(_TRANSFERS) as pool:  # an object store's latency, not its bandwidth, dominates
+            stored = list(pool.map(self.put_file, paths))
+        files = {path.relative_to(directory).as_posix(): {"digest": one.digest, "size": one.size}
+                 for path, one in zip(paths, stored)}
         manifest = {"format": TREE_FORMAT, "files": files}
         return self.put_bytes(json.dumps(manifest, indent=1, sort_keys=True).encode())
 
@@ -144,8 +149,8 @@ class ObjectStore:
             return target
         partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
         try:
-            for rel, entry in files.items():
-                self.get_file(entry["digest"], partial / rel)
+            with ThreadPoolExecutor(_TRANSFERS) as pool:
+                list(pool.map(lambda item: self.get_file(item[1]["digest"], partial / item[0]), files.items()))
             partial.mkdir(parents=True, exist_ok=True)  # an empty tree is a directory too
             os.replace(partial, target)
         finally:
@@ -155,9 +160,7 @@ class ObjectStore:
     def set_name(self, name: str, digest: str) -> None:
         """Point `name` at `digest` (replacing what it pointed at); written whole or not at all."""
         key = f"{self._root}/names/{_safe_relative(name, self.url)}"
-        incoming = self._incoming()
-        self._wrap(lambda: self._fs.pipe_file(incoming, digest.encode()), f"naming {name}")
-        self._wrap(lambda: self._settle(incoming, key), f"naming {name}")
+        self._write(key, lambda target: self._fs.pipe_file(target, digest.encode()), f"naming {name}")
 
     def name(self, name: str) -> str | None:
         """The digest `name` points at, or None."""
@@ -186,6 +189,10 @@ class ObjectStore:
             action()
         except OSError as exc:
             raise ObjectStoreError(f"{self.url}: {what} failed: {exc}") from exc
+
+
+def _as_tuple(protocol: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _safe_relative(relative: str, where: str) -> str:

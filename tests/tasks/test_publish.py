@@ -194,7 +194,7 @@ def test_an_interrupted_upload_saves_no_block_and_no_name(tmp_path, s3_server, m
     request.addfinalizer(s3fs.S3FileSystem.clear_instance_cache)
     with pytest.raises(ObjectStoreError, match="failed: connection reset"):
         publish_to(campaign, artifact_file, bucket)
-    assert len(sent) == 2
+    assert len(sent) >= 2  # the files go in parallel: the others may be sent too
     with pytest.raises(ValueError, match="Unable to find block document"):
         PotentialGeneration.load(f"{campaign}-gen-000")
     assert ObjectStore(bucket).name(f"{campaign}/generations/gen-000") is None
