@@ -51,7 +51,7 @@ from tasks.publish import publish_task
 from tasks.run_identity import mark_earlier_runs_crashed
 from tasks.run_spec import RunSpecResult, checked_run_spec, run_spec_task, with_model_in_resolved
 from tasks.storage import open_storage
-from tasks.store import export_task, ingest_file_task
+from tasks.store import export_task, ingest_and_export_task
 from tasks.training import (StoredGeneration, TrainedPotential, evaluate_task, fetch_tree_task, store_tree_task,
                             train_task)
 
@@ -76,13 +76,14 @@ def train(out: str, config: str | None = None, store: str | None = None, data: l
     out_dir = Path(out)
     mark_earlier_runs_crashed(out_dir)  # runs of this --out left "Running" by a killed process
     store_url = store or str(out_dir / "structures.db")
-    for path in data or []:
-        report = ingest_file_task(store_url, path, settings.campaign, "ingest", 0, DEFAULT_MIN_DISTANCE)
+    export = (str(out_dir / "dataset"), settings.export.test_fraction, settings.export.seed, settings.export_formats)
+    if data:  # exports the rows just written, without reading them back, when they are all the campaign holds
+        report, dataset = ingest_and_export_task(store_url, data, settings.campaign, "ingest", 0,
+                                                 DEFAULT_MIN_DISTANCE, *export)
         for problem in report.problems:
             print(f"rejected {problem}")
-
-    dataset = export_task(store_url, settings.campaign, str(out_dir / "dataset"),
-                          settings.export.test_fraction, settings.export.seed, settings.export_formats)
+    else:
+        dataset = export_task(store_url, settings.campaign, *export)
     initial = PotentialArtifact.load(resolve_potential(initial_potential, out_dir / "initial")) \
         if initial_potential else None
     trained = run_with_outputs(
