@@ -72,6 +72,7 @@ def label(store: str, calculator: dict | None = None, campaign: str = "default",
         raise ValueError("label with storage needs campaign_digest: the campaign file's digest there")
     with scratch_directory("label-") as scratch:
         fetched = open_storage(storage).get_file(campaign_digest, scratch / "campaign.yaml")
+        get_run_logger().info(f"fetched campaign file {campaign_digest[:12]} ({fetched.stat().st_size} bytes)")
         return _label(store, calculator, campaign, generation, timeout_s, max_attempts, workers,
                       workdir or str(scratch / "jobs"), limit, recover_running, retry_failed, slurm,
                       str(fetched), labeling_digest)

@@ -164,8 +164,8 @@ def _check_campaign(workers, campaign_file, runs, label_runs, training_runs, cre
         fresh = block.download(tmp_path / f"downloaded-{generation}")
         assert all(sha256_file(fresh / relative) == entry["digest"] for relative, entry in files.items())
         dataset = objects.name(dataset_name("cu-travel", generation))
-        print(f"\ngeneration {generation}: dataset tree {tree_bytes(objects, dataset)} bytes up, generation tree "
-              f"{tree_bytes(objects, tree)} bytes (trained files down, published with report up)")
+        print(f"\ngeneration {generation}: dataset tree {tree_bytes(objects, dataset)} bytes, generation tree "
+              f"{tree_bytes(objects, tree)} bytes in {len(files)} files (as published, with report/)")
     trained_by = [run.parameters["initial_tree"] for run in sorted(training, key=lambda r: r.parameters["generation"])]
     assert trained_by[0] is None and trained_by[1] is not None  # generation 1 started from generation 0's tree
 
@@ -179,7 +179,7 @@ def _check_campaign(workers, campaign_file, runs, label_runs, training_runs, cre
         assert named <= allowed, (run.name, run.work_pool_name, run.parameters)
     for kind, worker in workers.items():  # the measured transfers, as each worker logged them
         transfers = [line.split("|")[-1].strip() for line in worker.log.read_text().splitlines()
-                     if any(word in line for word in ("uploaded ", "fetched tree", "stored "))]
+                     if any(word in line for word in ("uploaded ", "fetched ", " as tree "))]
         print(f"{kind} worker's transfers:\n  " + "\n  ".join(transfers))
     print(f"campaign of 2 generations on 3 isolated workers: {seconds:.0f} s")
 
@@ -229,13 +229,14 @@ def _as_user(uid: int) -> dict:
 
 
 def _assert_private(workers: dict[str, Worker], python: str, env: dict) -> None:
-    """The proof's premise: as the dft worker, the cpu and gpu workers' checkouts cannot be read."""
+    """The proof's premise: as each worker's uid, the other workers' directories cannot be read."""
     probe = ("import sys, os\nfor path in sys.argv[1:]:\n    try:\n        os.listdir(path)\n"
              "    except PermissionError:\n        continue\n    sys.exit(f'{path} is readable')\n")
-    others = [str(workers[kind].checkout) for kind in ("cpu", "gpu")]
-    result = subprocess.run([python, "-c", probe, *others], env={**env, "PATH": "/usr/bin:/bin"},
-                            capture_output=True, text=True, timeout=60, **_as_user(workers["dft"].uid))
-    assert result.returncode == 0, result.stdout + result.stderr
+    for worker in workers.values():
+        others = [str(other.root) for other in workers.values() if other is not worker]
+        result = subprocess.run([python, "-c", probe, *others], env={**env, "PATH": "/usr/bin:/bin"},
+                                capture_output=True, text=True, timeout=60, **_as_user(worker.uid))
+        assert result.returncode == 0, f"as the {worker.kind} worker: {result.stdout}{result.stderr}"
 
 
 def _interpreter_for_other_users(root: Path) -> tuple[str, dict]:
