@@ -36,4 +36,5 @@ bench: install  ## run the benchmarks and print their ratios
 	$(PYTHON) -m benchmarks.outbox_scaling
 	$(PYTHON) -m benchmarks.outbox_scaling --workload alloy --sizes 1000 10000 --pymatgen 300
 	$(PYTHON) -m benchmarks.labeling_throughput
+	$(PYTHON) -m benchmarks.storage_costs
 	$(PYTHON) -m benchmarks.al_vs_random --pool $(DATA)/Cu-II.extxyz --test-fraction 0.1 --seeds 3 --out benchmarks/results

@@ -25,7 +25,6 @@ The campaign-style config file (YAML) has three optional sections:
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from mlip_autopipec.config.train_run import TrainRunConfig
 from mlip_autopipec.config.training import parse_training_config
 from mlip_autopipec.data.manifest import MANIFEST_NAME
 from mlip_autopipec.data.validation import DEFAULT_MIN_DISTANCE
-from mlip_autopipec.storage import ObjectStoreError
+from mlip_autopipec.storage import ObjectStoreError, check_no_credentials
 from mlip_autopipec.store import StoreError, check_writable
 from mlip_autopipec.store.secrets import password_to_environment
 from mlip_autopipec.validation.results import Evaluation
@@ -189,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                     and not BLOCK_NAME.match(args.initial_potential):
                 raise ConfigError(f"{args.initial_potential}: no such generation (--initial-potential)")
             check_writable(args.store or str(Path(args.out) / "structures.db"))
-        # the spec becomes a flow parameter and a block field, which the Prefect server shows
-        if args.storage and re.match(r"^[a-z0-9+.-]+://[^/@]*@", args.storage):
-            raise ConfigError("--storage: put no credentials in the URL: give them in the environment "
-                              "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or in a remote-file-system block")
+        if args.storage:
+            try:
+                check_no_credentials(args.storage)
+            except ValueError as exc:
+                raise ConfigError(f"--storage: {exc}") from None
     except (ConfigError, StoreError) as exc:
         if args.debug:
             raise

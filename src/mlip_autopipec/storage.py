@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,18 @@ _TRANSFERS = 8
 
 class ObjectStoreError(Exception):
     """An object is missing, corrupted, or the storage location cannot be used."""
+
+
+_CREDENTIALS_IN_URL = re.compile(r"^[a-z0-9+.-]+://[^/@]*@")
+
+
+def check_no_credentials(spec: str) -> str:
+    """A storage spec travels as a flow parameter and a block field, which the Prefect server records
+    and shows: `user:secret@` in it is refused (ValueError), without echoing it."""
+    if _CREDENTIALS_IN_URL.match(spec):
+        raise ValueError("put no credentials in the storage URL: give them in the environment "
+                         "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or in a remote-file-system block")
+    return spec
 
 
 @dataclass(frozen=True)

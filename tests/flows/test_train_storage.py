@@ -165,5 +165,5 @@ def test_credentials_in_the_storage_url_are_refused_before_anything_starts(tmp_p
     code = train_flow.main(["--data", str(tmp_path / "cu.extxyz"), "--out", str(tmp_path / "out"),
                             "--storage", "s3://AKIAEXAMPLE:s3cr3t@bucket/mlip"])
     err = capsys.readouterr().err
-    assert code == 2 and "put no credentials in the URL" in err and "s3cr3t" not in err
+    assert code == 2 and "put no credentials in the storage URL" in err and "s3cr3t" not in err
     assert not (tmp_path / "out").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +17,7 @@ from mlip_autopipec.config.run_files import ConfigError, load_yaml_model
 from mlip_autopipec.config.training import BaseTrainingConfig, PacemakerConfig, parse_training_config
 from mlip_autopipec.files import sha256_file
 from mlip_autopipec.outbox import DEFAULT_NEAR_TOLERANCE
+from mlip_autopipec.storage import check_no_credentials
 from mlip_autopipec.store.secrets import password_to_environment
 
 
@@ -254,11 +254,7 @@ class CampaignConfig(_Strict):
     @field_validator("storage")
     @classmethod
     def _no_credentials(cls, value):
-        # The spec travels as a flow parameter, which the Prefect server records and shows.
-        if value is not None and re.match(r"^[a-z0-9+.-]+://[^/@]*@", value):
-            raise ValueError("put no credentials in the storage URL: give them in the environment "
-                             "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or in a remote-file-system block")
-        return value
+        return value if value is None else check_no_credentials(value)
 
     @field_validator("seeds")
     @classmethod
