@@ -244,12 +244,14 @@ def _interpreter_for_other_users(root: Path) -> tuple[str, dict]:
     directory above the base interpreter lets others in, else through a virtual environment in `root`
     whose base is hard links of the same interpreter and standard library and whose site-packages is
     the project's .venv's (its scripts, whose first line names the .venv, are rewritten)."""
-    base = Path(os.path.realpath(PYTHON))
-    if all(path.stat().st_mode & stat.S_IXOTH for path in [base, *base.parents]):
-        return PYTHON, {}
     import sys
 
+    base = Path(os.path.realpath(PYTHON))
     prefix, venv = Path(sys.base_prefix), Path(sys.prefix)
+    if not all(path.stat().st_mode & stat.S_IXOTH for path in venv.resolve().parents):
+        pytest.skip(f"the project's .venv ({venv}) lies in a directory other uids cannot enter")
+    if all(path.stat().st_mode & stat.S_IXOTH for path in [base, *base.parents]):
+        return PYTHON, {}
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     root.chmod(0o755)
     (root / "base" / "bin").mkdir(parents=True)
