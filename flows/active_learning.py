@@ -40,6 +40,7 @@ from mlip_autopipec.campaign.travel import generation_name
 from mlip_autopipec.config.run_files import ConfigError
 from mlip_autopipec.exploration.md import WalkerResult
 from mlip_autopipec.files import sha256_file
+from mlip_autopipec.storage import ObjectStoreError
 from mlip_autopipec.store import StoreError, check_writable
 from mlip_autopipec.validation.results import Evaluation
 from tasks.caching import run_with_outputs
@@ -50,6 +51,7 @@ from tasks.labeling import label_task
 from tasks.publish import BlockConflict, publish_task, slug
 from tasks.rendering import render_most_uncertain_task
 from tasks.run_identity import mark_earlier_runs_crashed
+from tasks.storage import open_storage
 from tasks.store import ExportedDataset, export_task
 from tasks.training import TrainedPotential, evaluate_task, fetch_tree_task, train_task
 
@@ -295,8 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = CampaignConfig.load(args.config)
         check_writable(settings.store_url)
         cli.use_prefect_api()  # the configured Prefect API, else the local server (flows/cli.py)
+        if settings.storage is not None:
+            open_storage(settings.storage).probe()  # unreachable or refused: say so before any step runs
         records = active_learning(args.config)
-    except (ConfigError, StoreError) as exc:
+    except (ConfigError, StoreError, ObjectStoreError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # what lives in the Prefect server or in storage: checked, fetched (verified) before any flow run starts
         if args.storage:
             try:
-                open_storage(args.storage)
+                open_storage(args.storage).probe()  # unreachable or refused: say so before training
             except ObjectStoreError as exc:
                 raise ValueError(f"--storage: {exc}") from None
         if is_run:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 from prefect.blocks.core import Block
@@ -73,10 +74,15 @@ class PotentialGeneration(Block):
             return source
         target = Path(target_dir)
         if not target.exists():
-            partial = target.with_name(f".{target.name}.partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(source, partial)
-            os.replace(partial, target)
+            partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
+            try:
+                shutil.copytree(source, partial)
+                os.replace(partial, target)
+            except OSError:
+                if not target.is_dir():  # else another process made the copy first: checked below
+                    raise
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
         self._check(target, str(source))
         return target
 

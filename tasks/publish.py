@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from mlip_autopipec.backends import PotentialArtifact
 from mlip_autopipec.backends.base import ARTIFACT_NAME
 from mlip_autopipec.campaign.labelling import slug  # noqa: F401 (tasks import it from here)
+from mlip_autopipec.campaign.travel import generation_name
 from mlip_autopipec.files import atomic_write_text
 from mlip_autopipec.generations import generation_index
 from mlip_autopipec.storage import ObjectStore
@@ -61,8 +62,7 @@ def publish_task(campaign: str, artifact_path: str, evaluation: Evaluation, name
     if storage is not None:
         atomic_write_text(Path(artifact.generation_dir) / REPORT_FILE,
                           report_markdown(campaign, index, artifact, evaluation, block_name))
-        uploaded = upload_generation(open_storage(storage), artifact, f"{slug(name or campaign)}/generations/"
-                                     f"gen-{index:03d}")
+        uploaded = upload_generation(open_storage(storage), artifact, generation_name(slug(name or campaign), index))
         get_run_logger().info(f"uploaded {artifact.generation_dir} to {uploaded['tree_url']}")
     block = PotentialGeneration(
         campaign=campaign, generation=index, backend=artifact.backend, version=artifact.version,

@@ -3,8 +3,8 @@
 `open_storage(spec)`: `spec` is an fsspec URL (`s3://bucket/prefix`, `file:///shared/path`; an S3
 endpoint and credentials come from the environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY) or the name of a Prefect `RemoteFileSystem` block (`prefect block create
-remote-file-system`), whose `basepath` is the URL and whose `settings` are the fsspec options, so
-credentials can live in the Prefect server rather than in each worker's environment.
+remote-file-system`), whose `basepath` is the URL and whose `settings` are the fsspec options (in
+plain text on the Prefect server: the environment is the better place for a secret key).
 """
 
 from __future__ import annotations

@@ -140,3 +140,34 @@ def test_names_point_at_the_latest_digest(store_url, tmp_path):
 def test_an_unknown_protocol_is_a_clear_error():
     with pytest.raises(ObjectStoreError, match="nosuchproto"):
         ObjectStore("nosuchproto://bucket/prefix")
+
+
+def test_an_unreachable_endpoint_is_one_clear_error(monkeypatch, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    store = ObjectStore("s3://nowhere/prefix", {"skip_instance_cache": True})
+    for action in (store.probe, lambda: store.put_bytes(b"x"), lambda: store.get_bytes("0" * 64),
+                   lambda: store.get_tree("0" * 64, tmp_path / "t")):
+        with pytest.raises(ObjectStoreError, match="s3://nowhere/prefix"):
+            action()
+    assert not (tmp_path / "t").exists()
+
+
+def test_two_downloads_of_one_tree_into_one_directory_both_succeed(store_url, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = tmp_path / "gen-000"
+    files = _tree(source, 4)
+    store = ObjectStore(store_url)
+    tree = store.put_tree(source)
+    target = tmp_path / "cache" / tree.digest
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: store.get_tree(tree.digest, target), range(4)))
+    assert results == [target] * 4
+    assert {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()} == files
+    assert [p.name for p in target.parent.iterdir()] == [tree.digest]  # no partial directory left

@@ -21,12 +21,12 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import fsspec
 
@@ -37,17 +37,29 @@ _ATOMIC_PUT_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "memory"}
 _TRANSFERS = 8
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What a storage client raises when the location cannot be used: OSError (fsspec's convention),
+    and botocore's own errors, which s3fs lets through for an unreachable endpoint."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return (OSError,)
+    return (OSError, BotoCoreError, ClientError)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+
+
 class ObjectStoreError(Exception):
     """An object is missing, corrupted, or the storage location cannot be used."""
 
 
-_CREDENTIALS_IN_URL = re.compile(r"^[a-z0-9+.-]+://[^/@]*@")
-
-
 def check_no_credentials(spec: str) -> str:
     """A storage spec travels as a flow parameter and a block field, which the Prefect server records
-    and shows: `user:secret@` in it is refused (ValueError), without echoing it."""
-    if _CREDENTIALS_IN_URL.match(spec):
+    and shows: `user:secret@` in it (in any part of a chained `a::b` URL) is refused (ValueError),
+    without echoing it."""
+    parts = [urlsplit(part) for part in spec.split("::") if "://" in part]
+    if any(part.username is not None or part.password is not None for part in parts):
         raise ValueError("put no credentials in the storage URL: give them in the environment "
                          "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or in a remote-file-system block")
     return spec
@@ -98,6 +110,13 @@ class ObjectStore:
             return self._fs.info(self._key(digest))["size"] == size
         except FileNotFoundError:
             return False
+        except _TRANSPORT_ERRORS as exc:
+            raise ObjectStoreError(f"{self.url}: cannot reach it: {exc}") from exc
+
+    def probe(self) -> None:
+        """Fail now, with one clear line, if the location cannot be reached or read (wrong endpoint,
+        credentials or bucket), rather than after a training whose result it should keep."""
+        self.name("probe")
 
     def put_file(self, path: str | os.PathLike) -> StoredObject:
         """Upload a file's contents (once: an object already there is not sent again)."""
@@ -165,7 +184,12 @@ class ObjectStore:
             with ThreadPoolExecutor(_TRANSFERS) as pool:
                 list(pool.map(lambda item: self.get_file(item[1]["digest"], partial / item[0]), files.items()))
             partial.mkdir(parents=True, exist_ok=True)  # an empty tree is a directory too
-            os.replace(partial, target)
+            try:
+                os.replace(partial, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                return self.get_tree(digest, target)  # another process got there first: check its copy
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         return target
@@ -182,6 +206,8 @@ class ObjectStore:
             return self._fs.cat_file(key).decode().strip()
         except FileNotFoundError:
             return None
+        except _TRANSPORT_ERRORS as exc:
+            raise ObjectStoreError(f"{self.url}: cannot reach it: {exc}") from exc
 
     def _read(self, digest: str, read):
         key = self._key(digest)
@@ -189,18 +215,19 @@ class ObjectStore:
             return read(key)
         except FileNotFoundError:
             raise ObjectStoreError(f"{self.object_url(digest)}: no such object (expected digest {digest})") from None
-        except OSError as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise ObjectStoreError(f"{self.object_url(digest)}: cannot read it: {exc}") from exc
 
     def _check(self, expected: str, actual: str) -> None:
         if actual != expected:
             raise ObjectStoreError(f"{self.object_url(expected)} is corrupted: its contents have digest "
-                                   f"{actual}, expected {expected}")
+                                   f"{actual}, expected {expected}; delete that object and upload again from a "
+                                   "good copy (an upload skips objects already there)")
 
     def _wrap(self, action, what: str) -> None:
         try:
             action()
-        except OSError as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise ObjectStoreError(f"{self.url}: {what} failed: {exc}") from exc
 
 

@@ -47,11 +47,25 @@ def test_storage_is_a_url_or_a_block_name_and_never_holds_credentials(tmp_path):
     assert _load(tmp_path, MINIMAL + "storage: s3://bucket/campaigns\n")[1].storage == "s3://bucket/campaigns"
     assert _load(tmp_path, MINIMAL + "storage: minio-campaigns\n")[1].storage == "minio-campaigns"
     path = tmp_path / "c.yaml"
-    path.write_text(MINIMAL + "storage: s3://AKIAKEY:s3cr3t@bucket/campaigns\n")
-    with pytest.raises(ConfigError) as caught:
+    for url in ("s3://AKIAKEY:s3cr3t@bucket/campaigns", "S3://AKIAKEY:s3cr3t@bucket/campaigns",
+                "simplecache::s3://AKIAKEY:s3cr3t@bucket/x", "sftp://me@host/campaigns"):
+        path.write_text(MINIMAL + f"storage: {url}\n")
+        with pytest.raises(ConfigError) as caught:
+            CampaignConfig.load(path)
+        assert "storage: Value error, put no credentials in the storage URL" in str(caught.value)
+        assert "s3cr3t" not in str(caught.value)
+    assert _load(tmp_path, MINIMAL + "storage: simplecache::s3://bucket/a@b\n")[1].storage  # '@' in a key is fine
+
+
+def test_slurm_labelling_dispatched_with_storage_is_refused(tmp_path):
+    slurm = "labeling: {executor: slurm}\n"
+    dispatched = "dispatch: {labeling_deployment: label/dft}\n"
+    for text in (slurm + dispatched, slurm + "storage: s3://bucket/x\n"):  # each without the third is fine
+        _load(tmp_path, MINIMAL + text)
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL + slurm + dispatched + "storage: s3://bucket/x\n")
+    with pytest.raises(ConfigError, match="SLURM jobs need a directory shared with the compute nodes"):
         CampaignConfig.load(path)
-    assert "storage: Value error, put no credentials in the storage URL" in str(caught.value)
-    assert "s3cr3t" not in str(caught.value)
 
 
 def test_the_service_example_campaign_loads():

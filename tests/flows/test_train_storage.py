@@ -167,3 +167,18 @@ def test_credentials_in_the_storage_url_are_refused_before_anything_starts(tmp_p
     err = capsys.readouterr().err
     assert code == 2 and "put no credentials in the storage URL" in err and "s3cr3t" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_storage_endpoint_is_one_line_before_any_training(tmp_path, capsys, monkeypatch, shared_data):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    code = train_flow.main(["--data", str(shared_data / "Cu-I.extxyz"), "--out", str(tmp_path / "out"),
+                            "--storage", "s3://unreachable-bucket/mlip"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --storage: s3://unreachable-bucket/mlip: cannot reach it")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

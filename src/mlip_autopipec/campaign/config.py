@@ -256,6 +256,17 @@ class CampaignConfig(_Strict):
     def _no_credentials(cls, value):
         return value if value is None else check_no_credentials(value)
 
+    @model_validator(mode="after")
+    def _slurm_jobs_need_a_shared_directory(self) -> CampaignConfig:
+        # With storage a dispatched label run works in a private scratch directory, removed at its end:
+        # compute nodes cannot see it, and a killed run's jobs could not be found again to cancel.
+        if self.storage is not None and self.dispatch.labeling_deployment is not None \
+                and self.labeling.executor == "slurm":
+            raise ValueError("labeling.executor 'slurm' with storage: and dispatch.labeling_deployment is not "
+                             "supported: SLURM jobs need a directory shared with the compute nodes; label in "
+                             "the campaign's own process (no labeling_deployment) or drop storage:")
+        return self
+
     @field_validator("seeds")
     @classmethod
     def _some_seeds(cls, value):
