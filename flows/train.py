@@ -119,7 +119,7 @@ def train_generation(manifest: str | None, manifest_digest: str, training_config
     With `storage` (a campaign whose workers share no disk) the inputs are digests, not paths: the
     dataset tree `dataset_tree` and the starting generation's tree `initial_tree` are fetched into a
     scratch directory of this worker (verified), the generation is trained there, uploaded as a tree
-    that the name `<name>/generations/gen-NNN` then points at, and the scratch directory is removed."""
+    that the name `<name>/generations/gen-NNN` then points at, and the scratch directory is removed (kept, and named in the error, when the training fails)."""
     config = parse_training_config(training_config)
     train = train_task.with_options(timeout_seconds=config.timeout_seconds + _TIMEOUT_MARGIN_S)
     if storage is None:
@@ -129,7 +129,7 @@ def train_generation(manifest: str | None, manifest_digest: str, training_config
         return trained
     if dataset_tree is None or name is None or generation is None:
         raise ValueError("train-generation with storage needs dataset_tree, name and generation")
-    with scratch_directory("train-") as scratch:
+    with scratch_directory("train-", keep_on_failure=True) as scratch:
         dataset = fetch_tree_task(storage, dataset_tree, str(scratch / "dataset"))
         initial = fetch_tree_task(storage, initial_tree, str(scratch / "initial")) if initial_tree else None
         trained = train(str(Path(dataset) / MANIFEST_NAME), manifest_digest, training_config,

@@ -57,6 +57,11 @@ def test_a_scratch_directory_lies_under_the_worker_scratch_and_is_removed(tmp_pa
         (scratch / "jobs").mkdir()
         (scratch / "jobs" / "worker.log").write_text("x")
     assert list((tmp_path / "scratch").iterdir()) == []
-    with pytest.raises(RuntimeError), travel.scratch_directory("train-") as scratch:
-        raise RuntimeError("a failed training")
+    with pytest.raises(RuntimeError), travel.scratch_directory("label-") as scratch:
+        raise RuntimeError("a failed labelling")
     assert not scratch.exists()
+    with pytest.raises(RuntimeError) as caught, travel.scratch_directory("train-", keep_on_failure=True) as scratch:
+        (scratch / "log.txt").write_text("the fit diverged")
+        raise RuntimeError("a failed training")
+    assert (scratch / "log.txt").read_text() == "the fit diverged"  # kept for inspection, and said where
+    assert caught.value.__notes__ == [f"the attempt's files are kept in {scratch}"]

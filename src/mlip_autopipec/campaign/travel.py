@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,14 +24,23 @@ SCRATCH_VARIABLE = "MLIP_AUTOPIPEC_SCRATCH"
 
 
 @contextlib.contextmanager
-def scratch_directory(prefix: str) -> Iterator[Path]:
+def scratch_directory(prefix: str, keep_on_failure: bool = False) -> Iterator[Path]:
     """A fresh directory under $MLIP_AUTOPIPEC_SCRATCH (else the system's temporary directory),
-    removed with everything in it when the block ends, however it ends."""
+    removed with everything in it when the block ends; with `keep_on_failure`, a block that raises
+    leaves it in place (a crashed training's logs are for inspection) and says where."""
     parent = os.environ.get(SCRATCH_VARIABLE) or None
     if parent:
         Path(parent).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as directory:
-        yield Path(directory)
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield directory
+    except BaseException as exc:
+        if keep_on_failure:
+            exc.add_note(f"the attempt's files are kept in {directory}")
+            raise
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def dataset_name(slug: str, generation: int) -> str:
