@@ -119,7 +119,8 @@ def train_generation(manifest: str | None, manifest_digest: str, training_config
     With `storage` (a campaign whose workers share no disk) the inputs are digests, not paths: the
     dataset tree `dataset_tree` and the starting generation's tree `initial_tree` are fetched into a
     scratch directory of this worker (verified), the generation is trained there, uploaded as a tree
-    that the name `<name>/generations/gen-NNN` then points at, and the scratch directory is removed (kept, and named in the error, when the training fails)."""
+    that the name `<name>/generations/gen-NNN` then points at, and the scratch directory is removed
+    (kept, and named in the error, when the training fails)."""
     config = parse_training_config(training_config)
     train = train_task.with_options(timeout_seconds=config.timeout_seconds + _TIMEOUT_MARGIN_S)
     if storage is None:
