@@ -95,6 +95,11 @@ def start_service(tmp_path_factory):
         service.deployed = re.findall(r"Deployment '([^']+)' successfully (?:created|updated)", result.stdout)
         yield service
     finally:
+        # Events this process emitted to the server (block loads, runs started) go now, while it runs:
+        # left queued, the session's last Prefect test harness would wait minutes draining them.
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=30)
         _stop(server)
         print("\nmeasured: " + ", ".join(f"{k} {v:.1f} s" for k, v in service.seconds.items()))
 

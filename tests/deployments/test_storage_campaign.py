@@ -19,6 +19,7 @@ same files (`_interpreter_for_other_users`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -285,7 +286,15 @@ def _link(source, target) -> None:
         shutil.copy2(source, target)
 
 
+@contextlib.contextmanager
 def _scoped(service):
+    """This process talks to the service's server; the events it emits (block loads) are sent before
+    leaving, while that server runs: left queued, a later test harness's drain waits minutes on them."""
+    from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    return temporary_settings(updates={PREFECT_API_URL: service.api})
+    with temporary_settings(updates={PREFECT_API_URL: service.api}):
+        try:
+            yield
+        finally:
+            EventsWorker.drain_all(timeout=30)
