@@ -171,3 +171,9 @@ def test_two_downloads_of_one_tree_into_one_directory_both_succeed(store_url, tm
     assert results == [target] * 4
     assert {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()} == files
     assert [p.name for p in target.parent.iterdir()] == [tree.digest]  # no partial directory left
+
+
+def test_a_missing_bucket_is_found_by_the_probe(s3_server):
+    ObjectStore(s3_server.bucket() + "/prefix").probe()  # an existing, empty bucket is fine
+    with pytest.raises(ObjectStoreError, match="no bucket 'no-such-bucket-here' there"):
+        ObjectStore("s3://no-such-bucket-here/prefix").probe()

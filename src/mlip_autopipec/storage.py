@@ -34,6 +34,7 @@ from mlip_autopipec.files import atomic_path, sha256_file
 
 TREE_FORMAT = "mlip-autopipec tree 1"
 _ATOMIC_PUT_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "memory"}
+_BUCKET_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "az", "abfs"}
 _TRANSFERS = 8
 
 
@@ -117,6 +118,14 @@ class ObjectStore:
         """Fail now, with one clear line, if the location cannot be reached or read (wrong endpoint,
         credentials or bucket), rather than after a training whose result it should keep."""
         self.name("probe")
+        if set(_as_tuple(self._fs.protocol)) & _BUCKET_PROTOCOLS:
+            bucket = self._root.split("/", 1)[0]
+            try:
+                found = self._fs.exists(bucket)
+            except _TRANSPORT_ERRORS as exc:
+                raise ObjectStoreError(f"{self.url}: cannot reach it: {exc}") from exc
+            if not found:
+                raise ObjectStoreError(f"{self.url}: no bucket {bucket!r} there (create it first)")
 
     def put_file(self, path: str | os.PathLike) -> StoredObject:
         """Upload a file's contents (once: an object already there is not sent again)."""

@@ -117,7 +117,9 @@ def test_a_corrupted_object_fails_naming_key_and_digest_and_leaves_nothing(publi
         err = capsys.readouterr().err
         assert code == 1
         assert err.splitlines() == [f"error: {block.objects['potential_yace']} is corrupted: its contents have "
-                                    f"digest {err.split('digest ')[1].split(',')[0]}, expected {digest}"]
+                                    f"digest {err.split('digest ')[1].split(',')[0]}, expected {digest}; delete "
+                                    "that object and upload again from a good copy (an upload skips objects "
+                                    "already there)"]
         assert not (out / "potential").exists() or list((out / "potential").iterdir()) == []
 
         code = train_flow.main(["--data", str(published["test_data"]), "--out", str(tmp_path / "out"),
@@ -169,8 +171,15 @@ def test_credentials_in_the_storage_url_are_refused_before_anything_starts(tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_an_unreachable_storage_endpoint_is_one_line_before_any_training(tmp_path, capsys, monkeypatch, shared_data):
+def test_an_unreachable_storage_endpoint_is_one_line_before_any_training(tmp_path, capsys, monkeypatch, shared_data,
+                                                                        request):
     import socket
+
+    import s3fs
+
+    # fsspec reuses a filesystem made earlier in this process, with the endpoint it was made with
+    s3fs.S3FileSystem.clear_instance_cache()
+    request.addfinalizer(s3fs.S3FileSystem.clear_instance_cache)
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
